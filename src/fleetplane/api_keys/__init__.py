@@ -1,0 +1,1 @@
+"""API keys: hashed secrets with provider and customer permission sets."""

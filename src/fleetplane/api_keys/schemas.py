@@ -1,0 +1,49 @@
+from datetime import datetime
+
+from pydantic import AwareDatetime, Field
+
+from fleetplane.core.schemas import RequestBody, ResponseBody
+
+
+class ApiKeyCreate(RequestBody):
+    name: str = Field(min_length=1, max_length=200)
+    provider_permissions: list[str] = Field(
+        default_factory=list, description="Studio API permissions, e.g. `read:customers`."
+    )
+    customer_permissions: list[str] = Field(
+        default_factory=list, description="Module API permissions, e.g. `read:devices`."
+    )
+    customer_ids: list[str] | None = Field(
+        default=None,
+        max_length=10_000,
+        description="If set, the key reaches only these customers; null means all customers.",
+    )
+    expires_at: AwareDatetime | None = Field(
+        default=None, description="After this, the key is refused."
+    )
+
+
+class ApiKeyUpdate(RequestBody):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    provider_permissions: list[str] | None = None
+    customer_permissions: list[str] | None = None
+    customer_ids: list[str] | None = None
+    expires_at: AwareDatetime | None = None
+
+
+class ApiKeyOut(ResponseBody):
+    id: str
+    name: str
+    secret_hint: str = Field(description="The first characters of the secret, to recognise it.")
+    provider_permissions: list[str]
+    customer_permissions: list[str]
+    customer_ids: list[str] | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class ApiKeyCreated(ApiKeyOut):
+    secret: str = Field(description="The key itself. Shown only in this answer; store it now.")

@@ -1,0 +1,65 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from fleetplane.api_keys import service
+from fleetplane.api_keys.models import ApiKey
+from fleetplane.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, ApiKeyUpdate
+from fleetplane.audit.service import Actor
+from fleetplane.core.auth import PermissionRoute, StudioContext, provider_permission
+from fleetplane.core.pagination import Page, PageParams, paginate
+
+router = APIRouter(prefix="/api/api-keys", tags=["API keys"], route_class=PermissionRoute)
+
+
+@router.get("", response_model=Page[ApiKeyOut], summary="List API keys")
+async def list_keys(
+    ctx: StudioContext = provider_permission("read:api_keys"),
+    page: PageParams = Depends(),
+    include_inactive: Annotated[
+        bool, Query(description="Also list revoked and expired keys.")
+    ] = False,
+) -> Page[ApiKeyOut]:
+    statement = service.list_query(ctx.provider_id, include_inactive)
+    return await paginate(ctx.session, statement, ApiKey.id, page, ApiKeyOut.model_validate)
+
+
+@router.post("", status_code=201, response_model=ApiKeyCreated, summary="Create an API key")
+async def create_key(
+    body: ApiKeyCreate,
+    response: Response,
+    ctx: StudioContext = provider_permission("create:api_keys"),
+) -> ApiKeyCreated:
+    """The answer holds `secret`, the key itself, once: it is stored only as a hash. A provider
+    has at most 50 live keys, and a key can grant only permissions it holds itself."""
+    key, secret = await service.create(ctx.session, Actor.of(ctx), body, granter=ctx.key)
+    response.headers["Location"] = f"/api/api-keys/{key.id}"
+    return ApiKeyCreated.model_validate(
+        {**ApiKeyOut.model_validate(key).model_dump(), "secret": secret}
+    )
+
+
+@router.get("/{key_id}", response_model=ApiKeyOut, summary="Get an API key")
+async def get_key(
+    key_id: str, ctx: StudioContext = provider_permission("read:api_keys")
+) -> ApiKeyOut:
+    return ApiKeyOut.model_validate(await service.get(ctx.session, ctx.provider_id, key_id))
+
+
+@router.patch("/{key_id}", response_model=ApiKeyOut, summary="Update an API key")
+async def update_key(
+    key_id: str, body: ApiKeyUpdate, ctx: StudioContext = provider_permission("update:api_keys")
+) -> ApiKeyOut:
+    key = await service.update(ctx.session, Actor.of(ctx), key_id, body, granter=ctx.key)
+    ctx.request.app.state.key_cache.forget(key.id)
+    return ApiKeyOut.model_validate(key)
+
+
+@router.delete("/{key_id}", status_code=204, summary="Revoke an API key")
+async def revoke_key(
+    key_id: str, ctx: StudioContext = provider_permission("delete:api_keys")
+) -> Response:
+    """The key stops working at once; later calls with it get `401 api_key_revoked`."""
+    await service.revoke(ctx.session, Actor.of(ctx), key_id)
+    ctx.request.app.state.key_cache.forget(key_id)
+    return Response(status_code=204)

@@ -1,0 +1,144 @@
+"""create_app() assembles the platform: routers from the registry, the OpenAPI documents,
+the error format, and the middleware."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleetplane import __version__
+from fleetplane.api_keys import service as api_keys
+from fleetplane.config import Settings
+from fleetplane.core.auth import CustomerIdentity, KeyCache, KeyIdentity, PermissionRoute, public
+from fleetplane.core.db import create_engine, session_factory
+from fleetplane.core.errors import ApiError, install_error_handlers
+from fleetplane.core.middleware import BodyLimitMiddleware, RateLimitHeadersMiddleware
+from fleetplane.core.openapi import build_document
+from fleetplane.core.ratelimit import RateLimiter
+from fleetplane.customers import service as customers
+from fleetplane.registry import MODULES, STUDIO_ROUTERS
+from fleetplane.web import playground
+
+log = logging.getLogger("fleetplane")
+
+STUDIO_DESCRIPTION = """Provider-level operations: customers, devices, API keys, audit log.
+
+Send your key in `x-platform-api-key`. Each operation lists the provider permissions it needs
+under `x-permissions`. Errors are `application/problem+json` with a stable `code`."""
+
+
+class DomainAuthBackend:
+    """Reads keys and customers for core's auth through the domains that own them."""
+
+    async def key_by_secret_hash(
+        self, session: AsyncSession, secret_hash: str
+    ) -> KeyIdentity | None:
+        return await api_keys.identity_by_secret_hash(session, secret_hash)
+
+    async def customer(
+        self, session: AsyncSession, provider_id: str, customer_id: str
+    ) -> CustomerIdentity | None:
+        return await customers.identity(session, provider_id, customer_id)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await app.state.engine.dispose()
+
+    app = FastAPI(
+        title="Fleetplane",
+        version=__version__,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = create_engine(settings)
+    app.state.sessions = session_factory(app.state.engine)
+    app.state.auth_backend = DomainAuthBackend()
+    app.state.key_cache = KeyCache(settings.api_key_cache_seconds)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit)
+
+    install_error_handlers(app)
+    # Documents first: `/module/devices/openapi.json` must not be taken for a device id.
+    app.include_router(_documents_router(app))
+    for router in STUDIO_ROUTERS:
+        app.include_router(router)
+    for module in MODULES:
+        app.include_router(module.router)
+    app.include_router(_health_router(app))
+    app.include_router(playground.router)
+
+    app.add_middleware(RateLimitHeadersMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    return app
+
+
+def _documents_router(app: FastAPI) -> APIRouter:
+    router = APIRouter(route_class=PermissionRoute, include_in_schema=False)
+    cache: dict[str, dict[str, Any]] = {}
+    studio_routes = [route for r in STUDIO_ROUTERS for route in r.routes]
+    modules = {module.name: module for module in MODULES}
+
+    @router.get("/api/openapi.json", dependencies=[public()])
+    async def studio_document() -> dict[str, Any]:
+        if "studio" not in cache:
+            cache["studio"] = build_document(
+                title="Fleetplane Studio API",
+                version=__version__,
+                description=STUDIO_DESCRIPTION,
+                routes=studio_routes,
+                module=False,
+            )
+        return cache["studio"]
+
+    @router.get("/module/{name}/openapi.json", dependencies=[public()])
+    async def module_document(name: str) -> dict[str, Any]:
+        module = modules.get(name)
+        if module is None:
+            raise ApiError(404, "not_found", f"No module named {name!r}.")
+        if name not in cache:
+            cache[name] = build_document(
+                title=f"Fleetplane {module.title} module API",
+                version=__version__,
+                description=f"{module.description}\n\nSend `x-platform-api-key` and "
+                "`x-platform-cid` (the customer id) with every call. Each operation lists the "
+                "customer permissions it needs under `x-permissions`.",
+                routes=module.router.routes,
+                module=True,
+            )
+        return cache[name]
+
+    return router
+
+
+def _health_router(app: FastAPI) -> APIRouter:
+    router = APIRouter(route_class=PermissionRoute, include_in_schema=False)
+
+    @router.get("/healthz", dependencies=[public()])
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @router.get("/readyz", dependencies=[public()])
+    async def readyz() -> JSONResponse:
+        """The process can reach its database."""
+        try:
+            async with app.state.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except Exception as error:  # any failure to reach the database means "not ready"
+            log.warning("readiness check failed: %s", error)
+            return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
+        return JSONResponse({"status": "ok", "database": "ok"})
+
+    return router

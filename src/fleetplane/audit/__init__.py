@@ -1,0 +1,1 @@
+"""Audit log: who (which key, or the command line) changed what, and when."""

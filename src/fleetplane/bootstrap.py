@@ -1,0 +1,85 @@
+"""Bootstrap work for the command line: the first provider, more providers, the demo data."""
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleetplane.api_keys import service as api_keys
+from fleetplane.audit.service import Actor
+from fleetplane.customers import service as customers
+from fleetplane.customers.schemas import Contact, CustomerCreate
+from fleetplane.devices import service as devices
+from fleetplane.devices.schemas import DeviceCreate
+from fleetplane.providers import service as providers
+from fleetplane.registry import module_names
+
+DEMO_PROVIDER = "Demo Provider"
+DEMO_KEY_NAME = "demo"
+
+
+@dataclass
+class ProviderWithKey:
+    provider_id: str
+    api_key: str | None  # None when nothing new was created
+
+    def as_json(self) -> dict[str, str | None]:
+        return {"provider_id": self.provider_id, "api_key": self.api_key}
+
+
+async def init_platform(session: AsyncSession) -> tuple[ProviderWithKey, bool]:
+    """The first provider and a key with every permission; (result, created)."""
+    existing = await providers.first(session)
+    if existing is not None:
+        return ProviderWithKey(existing.id, None), False
+    return await create_provider(session, "Default Provider"), True
+
+
+async def create_provider(session: AsyncSession, name: str) -> ProviderWithKey:
+    provider = await providers.create(session, name)
+    secret = await api_keys.create_bootstrap_key(session, provider.id, f"{name} admin key")
+    return ProviderWithKey(provider.id, secret)
+
+
+async def seed_demo(session: AsyncSession) -> ProviderWithKey:
+    """The demo provider (seeded once) and a fresh demo key. The previous demo key is revoked,
+    so every start prints a key that works and the key count stays at one."""
+    provider = await providers.by_name(session, DEMO_PROVIDER)
+    if provider is None:
+        provider = await providers.create(session, DEMO_PROVIDER)
+        await _seed_demo_fleet(session, Actor(provider_id=provider.id))
+    actor = Actor(provider_id=provider.id)
+    for key in (await session.execute(api_keys.list_query(provider.id, False))).scalars():
+        if key.name == DEMO_KEY_NAME:
+            await api_keys.revoke(session, actor, key.id)
+    secret = await api_keys.create_bootstrap_key(session, provider.id, DEMO_KEY_NAME)
+    return ProviderWithKey(provider.id, secret)
+
+
+async def _seed_demo_fleet(session: AsyncSession, actor: Actor) -> None:
+    fleets = [
+        ("Baltic Logistics", "Europe/Riga", "dispatch@baltic-logistics.example"),
+        ("City Couriers", "Europe/Berlin", "ops@city-couriers.example"),
+    ]
+    customer_ids = []
+    for name, timezone, email in fleets:
+        customer = await customers.create(
+            session,
+            actor,
+            CustomerCreate(
+                name=name,
+                timezone=timezone,
+                modules=sorted(module_names()),
+                contact=Contact(name="Fleet manager", email=email),
+            ),
+        )
+        customer_ids.append(customer.id)
+    for number in range(10):
+        await devices.create(
+            session,
+            actor,
+            DeviceCreate(
+                unique_id=f"86000000000{number:04d}",
+                name=f"Truck {number + 1:02d}",
+                customer_id=customer_ids[number % 2] if number < 8 else None,
+            ),
+        )

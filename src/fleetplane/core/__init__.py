@@ -1,0 +1,1 @@
+"""Domain-free building blocks: database, auth, permissions, errors, pagination, OpenAPI."""

@@ -1,0 +1,285 @@
+"""API keys, the request context and the permission dependencies.
+
+Each endpoint declares what it needs once, e.g. `ctx: StudioContext = provider_permission(
+"read:customers")`. That one dependency authenticates the key, applies the rate limit, runs the
+tenant checks in the contract's order, and is what `PermissionRoute` publishes as
+`x-permissions` in the OpenAPI document.
+"""
+
+import hashlib
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from fastapi import Depends, Request, Security
+from fastapi.routing import APIRoute
+from fastapi.security import APIKeyHeader
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleetplane.core.db import set_tenant_scope
+from fleetplane.core.errors import ApiError
+from fleetplane.core.permissions import missing
+from fleetplane.core.timeutil import utcnow
+
+API_KEY_HEADER = "x-platform-api-key"
+CUSTOMER_HEADER = "x-platform-cid"
+SECRET_PREFIX = "fpk_"
+RATELIMIT_SCOPE_KEY = "fleetplane.ratelimit"
+
+api_key_header = APIKeyHeader(
+    name=API_KEY_HEADER,
+    scheme_name="ApiKey",
+    description="An API key of your provider account (shown once, when it was created).",
+    auto_error=False,
+)
+customer_header = APIKeyHeader(
+    name=CUSTOMER_HEADER,
+    scheme_name="CustomerId",
+    description="The id of the customer whose data this request reads or changes.",
+    auto_error=False,
+)
+
+
+def new_secret() -> str:
+    return SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_secret(secret: str) -> str:
+    # Secrets are 256 random bits, so a fast hash is as safe as a slow one and keeps auth cheap.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyIdentity:
+    id: str
+    provider_id: str
+    provider_permissions: frozenset[str]
+    customer_permissions: frozenset[str]
+    customer_ids: frozenset[str] | None
+    expires_at: datetime | None
+    revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerIdentity:
+    id: str
+    provider_id: str
+    status: str
+    modules: frozenset[str]
+
+
+class AuthBackend(Protocol):
+    """How core reads keys and customers without knowing the domains that own them."""
+
+    async def key_by_secret_hash(
+        self, session: AsyncSession, secret_hash: str
+    ) -> KeyIdentity | None: ...
+
+    async def customer(
+        self, session: AsyncSession, provider_id: str, customer_id: str
+    ) -> CustomerIdentity | None: ...
+
+
+class KeyCache:
+    """Checked keys, trusted for a few seconds, so a hot client costs no key query per call.
+    Revoking or changing a key in this process forgets it at once."""
+
+    def __init__(self, ttl_seconds: float) -> None:
+        self.ttl = ttl_seconds
+        self._entries: dict[str, tuple[KeyIdentity, float]] = {}
+
+    def get(self, secret_hash: str) -> KeyIdentity | None:
+        entry = self._entries.get(secret_hash)
+        if entry is None or time.monotonic() - entry[1] > self.ttl:
+            return None
+        return entry[0]
+
+    def put(self, secret_hash: str, key: KeyIdentity) -> None:
+        if self.ttl > 0:
+            if len(self._entries) > 10_000:
+                self._entries.clear()
+            self._entries[secret_hash] = (key, time.monotonic())
+
+    def forget(self, key_id: str) -> None:
+        self._entries = {h: e for h, e in self._entries.items() if e[0].id != key_id}
+
+
+@dataclass(slots=True)
+class StudioContext:
+    """A provider-level request: whose key it is and the transaction to work in."""
+
+    session: AsyncSession
+    key: KeyIdentity
+    request: Request
+
+    @property
+    def provider_id(self) -> str:
+        return self.key.provider_id
+
+
+@dataclass(slots=True)
+class CustomerContext(StudioContext):
+    """A customer-level (module) request: also the customer picked by x-platform-cid."""
+
+    customer: CustomerIdentity
+
+    @property
+    def customer_id(self) -> str:
+        return self.customer.id
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One transaction per request, committed when the endpoint returns without error."""
+    async with request.app.state.sessions() as session, session.begin():
+        yield session
+
+
+SessionDep = Depends(get_session, scope="function")
+
+
+async def _authenticate(request: Request, session: AsyncSession, secret: str | None) -> KeyIdentity:
+    if not secret:
+        raise ApiError(401, "api_key_missing", f"Send your API key in the {API_KEY_HEADER} header.")
+    state = request.app.state
+    secret_hash = hash_secret(secret)
+    key = state.key_cache.get(secret_hash)
+    if key is None:
+        key = await state.auth_backend.key_by_secret_hash(session, secret_hash)
+        if key is None:
+            raise ApiError(401, "api_key_invalid", "This API key is not known.")
+        state.key_cache.put(secret_hash, key)
+    if key.revoked:
+        raise ApiError(401, "api_key_revoked", "This API key has been revoked.")
+    if key.expires_at is not None and key.expires_at <= utcnow():
+        raise ApiError(
+            401, "api_key_expired", f"This API key expired at {key.expires_at:%Y-%m-%dT%H:%M:%SZ}."
+        )
+    _apply_rate_limit(request, key)
+    return key
+
+
+def _apply_rate_limit(request: Request, key: KeyIdentity) -> None:
+    limiter = request.app.state.rate_limiter
+    if not limiter.enabled:
+        return
+    verdict = limiter.take(key.id)
+    headers = verdict.headers()
+    request.scope[RATELIMIT_SCOPE_KEY] = headers
+    if not verdict.allowed:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"Too many requests for this key; retry in {verdict.retry_after} s.",
+            headers={**headers, "Retry-After": str(verdict.retry_after)},
+        )
+
+
+def _deny_missing(held: frozenset[str], needed: tuple[str, ...]) -> None:
+    lacking = missing(held, needed)
+    if lacking:
+        raise ApiError(
+            403, "permission_denied", f"This API key lacks the permission {', '.join(lacking)}."
+        )
+
+
+def _declare(dependency: Callable[..., Any], permissions: tuple[str, ...], **extra: Any) -> Any:
+    dependency.__permissions__ = permissions  # type: ignore[attr-defined]
+    for name, value in extra.items():
+        setattr(dependency, name, value)
+    return Depends(dependency)
+
+
+def provider_permission(*needed: str) -> Any:
+    """Dependency for a Studio endpoint needing these provider permissions."""
+
+    async def studio_access(
+        request: Request,
+        session: AsyncSession = SessionDep,
+        secret: str | None = Security(api_key_header),
+    ) -> StudioContext:
+        key = await _authenticate(request, session, secret)
+        _deny_missing(key.provider_permissions, needed)
+        await set_tenant_scope(session, provider_id=key.provider_id)
+        return StudioContext(session=session, key=key, request=request)
+
+    return _declare(studio_access, needed)
+
+
+def customer_permission(module_name: str, *needed: str) -> Any:
+    """Dependency for a Module endpoint: the four checks of the contract, in its order."""
+
+    async def module_access(
+        request: Request,
+        session: AsyncSession = SessionDep,
+        secret: str | None = Security(api_key_header),
+        customer_id: str | None = Security(customer_header),
+    ) -> CustomerContext:
+        key = await _authenticate(request, session, secret)
+        if not customer_id:
+            raise ApiError(
+                400, "customer_header_missing", f"Module calls need the {CUSTOMER_HEADER} header."
+            )
+        customer = await _customer_of_key(request, session, key, customer_id)
+        if module_name not in customer.modules:
+            raise ApiError(
+                403,
+                "module_disabled",
+                f"The {module_name} module is not enabled for this customer.",
+            )
+        _deny_missing(key.customer_permissions, needed)
+        return CustomerContext(session=session, key=key, request=request, customer=customer)
+
+    return _declare(module_access, needed, __module_name__=module_name)
+
+
+async def _customer_of_key(
+    request: Request, session: AsyncSession, key: KeyIdentity, customer_id: str
+) -> CustomerIdentity:
+    not_found = ApiError(404, "customer_not_found", "No such customer.")
+    if key.customer_ids is not None and customer_id not in key.customer_ids:
+        raise not_found
+    await set_tenant_scope(session, provider_id=key.provider_id, customer_id=customer_id)
+    customer = await request.app.state.auth_backend.customer(session, key.provider_id, customer_id)
+    if customer is None:
+        raise not_found
+    if customer.status != "active":
+        raise ApiError(403, "customer_suspended", "This customer is suspended.")
+    return customer
+
+
+def public() -> Any:
+    """Marks an endpoint as needing no key (it is published with empty x-permissions)."""
+
+    async def public_access() -> None:
+        return None
+
+    return _declare(public_access, ())
+
+
+def declared_permissions(route: APIRoute) -> tuple[str, ...] | None:
+    """The permissions a route's dependencies declare, or None when it declares nothing."""
+    found: tuple[str, ...] | None = None
+    pending = list(route.dependant.dependencies)
+    while pending:
+        dependant = pending.pop()
+        permissions = getattr(dependant.call, "__permissions__", None)
+        if permissions is not None:
+            found = (found or ()) + tuple(permissions)
+        pending.extend(dependant.dependencies)
+    return found
+
+
+class PermissionRoute(APIRoute):
+    """Publishes the permissions a route's dependency enforces as `x-permissions`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        permissions = declared_permissions(self)
+        if permissions is None:
+            return
+        self.openapi_extra = {**(self.openapi_extra or {}), "x-permissions": list(permissions)}
+        needs = ", ".join(f"`{p}`" for p in permissions) if permissions else "none (public)"
+        self.description = f"{self.description or ''}\n\n**Permissions:** {needs}".strip()

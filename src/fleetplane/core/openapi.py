@@ -1,0 +1,78 @@
+"""OpenAPI 3.1 documents built from route subsets: one for the Studio API, one per module."""
+
+from typing import Any
+
+from fastapi.openapi.utils import get_openapi
+from starlette.routing import BaseRoute
+
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "description": "An error, as RFC 9457 problem details with a stable machine `code`.",
+    "required": ["type", "title", "status", "detail", "code"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string", "examples": ["permission_denied"]},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "loc": {"type": "array", "items": {"type": ["string", "integer"]}},
+                    "msg": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
+_COMMON_ERRORS = {
+    "401": "No key, an unknown key, or an expired or revoked key.",
+    "403": "The key lacks a permission this operation needs.",
+    "422": "The request failed validation; `errors` names each field.",
+    "429": "Rate limited; retry after `Retry-After` seconds.",
+}
+_MODULE_ERRORS = {
+    "400": "The x-platform-cid header is missing.",
+    "403": "The module is disabled for the customer, or the key lacks a permission.",
+    "404": "The customer, or the object, is not found for this key.",
+}
+
+
+def build_document(
+    *, title: str, version: str, description: str, routes: list[BaseRoute], module: bool
+) -> dict[str, Any]:
+    document = get_openapi(
+        title=title,
+        version=version,
+        openapi_version="3.1.0",
+        description=description,
+        routes=routes,
+    )
+    document.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+    errors = {**_COMMON_ERRORS, **(_MODULE_ERRORS if module else {})}
+    for path_item in document.get("paths", {}).values():
+        for operation in path_item.values():
+            _add_error_responses(operation, errors)
+    return document
+
+
+def _add_error_responses(operation: dict[str, Any], errors: dict[str, str]) -> None:
+    if not operation.get("x-permissions"):
+        return  # public operations answer none of the key errors
+    responses = operation.setdefault("responses", {})
+    for status, text in errors.items():
+        if status == "422" and "422" in responses:
+            responses["422"] = _problem(text)
+        responses.setdefault(status, _problem(text))
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {
+            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+        },
+    }

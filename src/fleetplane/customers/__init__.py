@@ -1,0 +1,1 @@
+"""Customers: the fleets a provider serves, with their enabled modules and settings."""

@@ -1,0 +1,1 @@
+"""Devices: the provider's tracker inventory, each optionally assigned to a customer."""

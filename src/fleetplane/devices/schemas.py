@@ -1,0 +1,63 @@
+from datetime import datetime
+
+from pydantic import Field
+
+from fleetplane.core.schemas import RequestBody, ResponseBody
+
+UNIQUE_ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+UNIQUE_ID_HELP = "The identifier the tracker sends (IMEI for most devices)."
+PHONE_PATTERN = r"^\+?[0-9 ()-]{3,40}$"
+
+
+class DeviceCreate(RequestBody):
+    unique_id: str = Field(
+        min_length=1, max_length=64, pattern=UNIQUE_ID_PATTERN, description=UNIQUE_ID_HELP
+    )
+    name: str = Field(min_length=1, max_length=200)
+    phone: str | None = Field(default=None, max_length=40, pattern=PHONE_PATTERN)
+    password: str | None = Field(
+        default=None, min_length=1, max_length=64, description="Device login password (write-only)."
+    )
+    customer_id: str | None = Field(default=None, description="Assign to this customer at once.")
+
+
+class DeviceUpdate(RequestBody):
+    unique_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=UNIQUE_ID_PATTERN,
+        description=UNIQUE_ID_HELP,
+    )
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    phone: str | None = Field(default=None, max_length=40, pattern=PHONE_PATTERN)
+    password: str | None = Field(
+        default=None, max_length=64, description="New login password; null or empty removes it."
+    )
+    customer_id: str | None = Field(
+        default=None,
+        description="Assign (or move) to this customer; null returns the device to inventory.",
+    )
+
+
+class DeviceOut(ResponseBody):
+    """A device as the provider sees it."""
+
+    id: str
+    unique_id: str
+    name: str
+    phone: str | None
+    customer_id: str | None
+    has_password: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class CustomerDeviceOut(ResponseBody):
+    """A device as its customer sees it."""
+
+    id: str
+    unique_id: str
+    name: str
+    phone: str | None
+    created_at: datetime

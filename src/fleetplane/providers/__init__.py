@@ -1,0 +1,1 @@
+"""Providers: the service providers (tenants) that run their customers' fleets."""

@@ -1,0 +1,37 @@
+"""Creating providers; used by the command line (init, provider create) and the demo."""
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleetplane.core.ids import new_id
+from fleetplane.providers.models import Provider
+
+
+async def count(session: AsyncSession) -> int:
+    return (await session.execute(select(func.count()).select_from(Provider))).scalar_one()
+
+
+async def first(session: AsyncSession) -> Provider | None:
+    result = await session.execute(select(Provider).order_by(Provider.id).limit(1))
+    return result.scalar_one_or_none()
+
+
+async def by_name(session: AsyncSession, name: str) -> Provider | None:
+    result = await session.execute(select(Provider).where(Provider.name == name).limit(1))
+    return result.scalar_one_or_none()
+
+
+async def create(session: AsyncSession, name: str) -> Provider:
+    provider = Provider(id=new_id("prv"), name=name)
+    session.add(provider)
+    await session.flush()
+    return provider
+
+
+async def lock_for_update(session: AsyncSession, provider_id: str) -> None:
+    """Serialises a provider's competing writes (e.g. the key limit) on PostgreSQL; SQLite
+    already lets one writer in at a time."""
+    if session.bind.dialect.name == "postgresql":
+        await session.execute(
+            select(Provider.id).where(Provider.id == provider_id).with_for_update()
+        )

@@ -1,0 +1,25 @@
+"""The one list of routers and modules; adding a module is adding its folder and one line."""
+
+from fastapi import APIRouter
+
+from fleetplane.api_keys import studio as api_keys_studio
+from fleetplane.audit import studio as audit_studio
+from fleetplane.core.modules import Module
+from fleetplane.customers import studio as customers_studio
+from fleetplane.devices import module as devices_module
+from fleetplane.devices import studio as devices_studio
+
+STUDIO_ROUTERS: list[APIRouter] = [
+    customers_studio.router,
+    api_keys_studio.router,
+    devices_studio.router,
+    audit_studio.router,
+]
+
+MODULES: list[Module] = [
+    devices_module.module,
+]
+
+
+def module_names() -> set[str]:
+    return {module.name for module in MODULES}

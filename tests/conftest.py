@@ -1,0 +1,270 @@
+"""Test fixtures: a real server (uvicorn on a real port) over a real database.
+
+Every test runs on SQLite; when FLEETPLANE_TEST_DATABASE_URL is set, every test runs on
+PostgreSQL too, in a database the suite creates next to the one named and drops at the end.
+"""
+
+import asyncio
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+from fleetplane import bootstrap
+from fleetplane.app import create_app
+from fleetplane.config import Settings, normalise_database_url
+from fleetplane.core.db import create_engine, migrate, session_factory, system_session
+from fleetplane.core.permissions import Level, full_set
+
+PG_URL_ENV = "FLEETPLANE_TEST_DATABASE_URL"
+Result = TypeVar("Result")
+
+
+def _backends() -> list[Any]:
+    postgres = pytest.param(
+        "postgres",
+        marks=pytest.mark.skipif(
+            not os.environ.get(PG_URL_ENV),
+            reason=f"PostgreSQL run skipped: set {PG_URL_ENV} (e.g. postgresql://postgres@127.0.0.1:5432/test)",
+        ),
+    )
+    return ["sqlite", postgres]
+
+
+@pytest.fixture(scope="session", params=_backends())
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'fleetplane.db'}"
+        return
+    admin_url = normalise_database_url(os.environ[PG_URL_ENV])
+    name = f"fleetplane_test_{uuid.uuid4().hex[:10]}"
+    asyncio.run(_admin(admin_url, f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _admin(url: str, statement: str) -> None:
+    from sqlalchemy import text
+
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RunningServer:
+    settings: Settings
+    base_url: str
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def start_server(settings: Settings) -> RunningServer:
+    """Migrates, then runs the app under uvicorn in a thread, on a real port."""
+    asyncio.run(migrate(settings))
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(500):
+        if server.started:
+            break
+        if not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        threading.Event().wait(0.01)
+    return RunningServer(settings, f"http://127.0.0.1:{port}", server, thread)
+
+
+def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "data_dir": data_dir,
+        "rate_limit": 100_000,
+        "api_key_cache_seconds": 0,
+    }
+    return Settings(**{**values, **overrides})
+
+
+@pytest.fixture(scope="session")
+def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    running = start_server(make_settings(database_url, tmp_path_factory.mktemp("data")))
+    yield running
+    running.stop()
+
+
+def run_in_db(settings: Settings, work: Callable[[AsyncSession], Awaitable[Result]]) -> Result:
+    """Runs platform-level database work (as the command line does) outside the server."""
+
+    async def run() -> Result:
+        engine = create_engine(settings)
+        try:
+            async with system_session(session_factory(engine)) as session:
+                return await work(session)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+_clients: dict[str, httpx.Client] = {}
+
+
+def shared_client(base_url: str) -> httpx.Client:
+    """One connection pool per server for the whole run (closed at the end of the session)."""
+    if base_url not in _clients:
+        _clients[base_url] = httpx.Client(base_url=base_url, timeout=30)
+    return _clients[base_url]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    for client in _clients.values():
+        client.close()
+
+
+class Api:
+    """An HTTP client holding one key (and optionally a customer id)."""
+
+    def __init__(self, base_url: str, key: str | None, customer_id: str | None = None) -> None:
+        self.base_url = base_url
+        self.key = key
+        self.customer_id = customer_id
+        self.http = shared_client(base_url)
+
+    def headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        headers = {}
+        if self.key is not None:
+            headers["x-platform-api-key"] = self.key
+        if self.customer_id is not None:
+            headers["x-platform-cid"] = self.customer_id
+        return {**headers, **(extra or {})}
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = self.headers(kwargs.pop("headers", None))
+        return self.http.request(method, path, headers=headers, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", path, **kwargs)
+
+    def patch(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("PATCH", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("DELETE", path, **kwargs)
+
+    def as_customer(self, customer_id: str | None) -> "Api":
+        return Api(self.base_url, self.key, customer_id)
+
+    def with_key(self, key: str | None) -> "Api":
+        return Api(self.base_url, key, self.customer_id)
+
+    def new_key(self, **body: Any) -> tuple[str, dict[str, Any]]:
+        """Creates a key with this key; returns (secret, key object)."""
+        response = self.post("/api/api-keys", json={"name": "test key", **body})
+        assert response.status_code == 201, response.text
+        created = response.json()
+        return created["secret"], created
+
+
+@dataclass
+class Tenant:
+    """A provider with an all-powerful key, two customers (all modules) and their devices."""
+
+    provider_id: str
+    api: Api
+    customers: list[dict[str, Any]] = field(default_factory=list)
+    devices: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def module_api(self, customer_index: int = 0) -> Api:
+        return self.api.as_customer(self.customers[customer_index]["id"])
+
+
+def make_tenant(server: RunningServer, name: str = "Test provider") -> Tenant:
+    created = run_in_db(server.settings, lambda s: bootstrap.create_provider(s, name))
+    assert created.api_key is not None
+    tenant = Tenant(created.provider_id, Api(server.base_url, created.api_key))
+    for index in range(2):
+        response = tenant.api.post(
+            "/api/customers",
+            json={"name": f"{name} customer {index}", "modules": all_module_names()},
+        )
+        assert response.status_code == 201, response.text
+        customer = response.json()
+        tenant.customers.append(customer)
+        tenant.devices[customer["id"]] = []
+        for number in range(2):
+            device = tenant.api.post(
+                "/api/devices",
+                json={
+                    "unique_id": uuid.uuid4().hex[:15],
+                    "name": f"Vehicle {index}-{number}",
+                    "customer_id": customer["id"],
+                },
+            )
+            assert device.status_code == 201, device.text
+            tenant.devices[customer["id"]].append(device.json())
+    return tenant
+
+
+def all_module_names() -> list[str]:
+    from fleetplane.registry import module_names
+
+    return sorted(module_names())
+
+
+@pytest.fixture
+def tenant(server: RunningServer) -> Tenant:
+    return make_tenant(server)
+
+
+@pytest.fixture
+def other_tenant(server: RunningServer) -> Tenant:
+    return make_tenant(server, "Other provider")
+
+
+FULL_PROVIDER = full_set(Level.PROVIDER)
+FULL_CUSTOMER = full_set(Level.CUSTOMER)
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json"), response.headers
+    body = response.json()
+    assert body["code"] == code, body
+    assert body["status"] == status
+    assert body["title"] and body["detail"] and body["type"]
+    return body
