@@ -10,6 +10,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,11 +43,15 @@ def _backends() -> list[Any]:
 
 
 @pytest.fixture(scope="session", params=_backends())
-def database_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'fleetplane.db'}"
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@contextmanager
+def fresh_database(backend: str, directory: Path) -> Iterator[str]:
+    """An empty database of the backend: a new SQLite file, or a new PostgreSQL database."""
+    if backend == "sqlite":
+        yield f"sqlite+aiosqlite:///{directory / f'fleetplane-{uuid.uuid4().hex[:8]}.db'}"
         return
     admin_url = normalise_database_url(os.environ[PG_URL_ENV])
     name = f"fleetplane_test_{uuid.uuid4().hex[:10]}"
@@ -55,6 +60,20 @@ def database_url(
         yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     finally:
         asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The database the shared test server runs on, for the whole session."""
+    with fresh_database(backend, tmp_path_factory.mktemp("db")) as url:
+        yield url
+
+
+@pytest.fixture
+def empty_database_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """A database of its own for a test that needs an empty platform."""
+    with fresh_database(backend, tmp_path) as url:
+        yield url
 
 
 async def _admin(url: str, statement: str) -> None:
@@ -213,11 +232,11 @@ class Tenant:
         return self.api.as_customer(self.customers[customer_index]["id"])
 
 
-def make_tenant(server: RunningServer, name: str = "Test provider") -> Tenant:
+def make_tenant(server: RunningServer, name: str = "Test provider", customers: int = 2) -> Tenant:
     created = run_in_db(server.settings, lambda s: bootstrap.create_provider(s, name))
     assert created.api_key is not None
     tenant = Tenant(created.provider_id, Api(server.base_url, created.api_key))
-    for index in range(2):
+    for index in range(customers):
         response = tenant.api.post(
             "/api/customers",
             json={"name": f"{name} customer {index}", "modules": all_module_names()},

@@ -1,8 +1,15 @@
 from datetime import datetime
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, field_validator
 
 from fleetplane.core.schemas import RequestBody, ResponseBody
+from fleetplane.core.timeutil import utcnow
+
+
+def _in_future(value: datetime | None) -> datetime | None:
+    if value is not None and value <= utcnow():
+        raise ValueError("must be in the future")
+    return value
 
 
 class ApiKeyCreate(RequestBody):
@@ -22,6 +29,8 @@ class ApiKeyCreate(RequestBody):
         default=None, description="After this, the key is refused."
     )
 
+    _future_expiry = field_validator("expires_at")(_in_future)
+
 
 class ApiKeyUpdate(RequestBody):
     name: str | None = Field(default=None, min_length=1, max_length=200)
@@ -29,6 +38,8 @@ class ApiKeyUpdate(RequestBody):
     customer_permissions: list[str] | None = None
     customer_ids: list[str] | None = None
     expires_at: AwareDatetime | None = None
+
+    _future_expiry = field_validator("expires_at")(_in_future)
 
 
 class ApiKeyOut(ResponseBody):

@@ -35,6 +35,23 @@ class ApiError(Exception):
         self.headers = headers
 
 
+class BodyTooLarge(Exception):
+    """Raised while a request body streams in, once it passes the configured limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"The request body is larger than the limit of {limit} bytes.")
+        self.limit = limit
+
+
+def payload_too_large(limit: int) -> Response:
+    return problem_response(
+        413,
+        "payload_too_large",
+        f"The request body is larger than the limit of {limit} bytes.",
+        headers={"Connection": "close"},
+    )
+
+
 def not_found(what: str = "object") -> ApiError:
     return ApiError(404, "not_found", f"No such {what}.")
 
@@ -111,6 +128,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if isinstance(exc.__cause__, BodyTooLarge):  # the framework wraps body-reading errors
+            return payload_too_large(exc.__cause__.limit)
         code = _STATUS_CODES.get(exc.status_code, "error")
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         if exc.status_code == 404 and detail == "Not Found":

@@ -5,11 +5,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fleetplane.core.auth import RATELIMIT_SCOPE_KEY
-from fleetplane.core.errors import problem_response
-
-
-class BodyTooLarge(Exception):
-    pass
+from fleetplane.core.errors import BodyTooLarge, payload_too_large
 
 
 class BodyLimitMiddleware:
@@ -37,7 +33,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(self.max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -53,13 +49,7 @@ class BodyLimitMiddleware:
                 await self._refuse(scope, receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = problem_response(
-            413,
-            "payload_too_large",
-            f"The request body is larger than the limit of {self.max_bytes} bytes.",
-            headers={"Connection": "close"},
-        )
-        await response(scope, receive, send)
+        await payload_too_large(self.max_bytes)(scope, receive, send)
 
 
 def _content_length(scope: Scope) -> int | None:

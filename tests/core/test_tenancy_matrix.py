@@ -1,0 +1,78 @@
+"""Tenants never see each other's data: every module endpoint, every Studio object."""
+
+import pytest
+
+from conftest import Tenant, assert_problem
+from operations import MODULE_OPERATIONS, STUDIO_OPERATIONS, Operation
+
+
+@pytest.mark.parametrize("operation", MODULE_OPERATIONS, ids=str)
+def test_other_providers_key_with_this_customer_is_not_found(
+    tenant: Tenant, other_tenant: Tenant, operation: Operation
+) -> None:
+    path, body = operation.prepare(tenant)
+    intruder = other_tenant.api.as_customer(tenant.customers[0]["id"])
+    assert_problem(intruder.request(operation.method, path, json=body), 404, "customer_not_found")
+
+
+@pytest.mark.parametrize("operation", MODULE_OPERATIONS, ids=str)
+def test_this_key_with_other_providers_customer_is_not_found(
+    tenant: Tenant, other_tenant: Tenant, operation: Operation
+) -> None:
+    path, body = operation.prepare(tenant)
+    wrong_customer = tenant.api.as_customer(other_tenant.customers[0]["id"])
+    response = wrong_customer.request(operation.method, path, json=body)
+    assert_problem(response, 404, "customer_not_found")
+
+
+@pytest.mark.parametrize("operation", MODULE_OPERATIONS, ids=str)
+def test_key_restricted_to_one_customer_cannot_reach_another(
+    tenant: Tenant, operation: Operation
+) -> None:
+    first, second = (c["id"] for c in tenant.customers)
+    secret, _ = tenant.api.new_key(
+        customer_permissions=[operation.permission], customer_ids=[first]
+    )
+    path, body = operation.prepare(tenant)
+    restricted = tenant.api.with_key(secret)
+    allowed = restricted.as_customer(first).request(operation.method, path, json=body)
+    assert allowed.status_code == operation.success, allowed.text
+    denied = restricted.as_customer(second).request(operation.method, path, json=body)
+    assert_problem(denied, 404, "customer_not_found")
+
+
+@pytest.mark.parametrize("operation", [op for op in MODULE_OPERATIONS if "{" in op.path], ids=str)
+def test_objects_of_another_customer_are_not_found(tenant: Tenant, operation: Operation) -> None:
+    path, body = operation.prepare(tenant)  # names objects of customer 0
+    response = tenant.module_api(1).request(operation.method, path, json=body)
+    assert_problem(response, 404, "not_found")
+
+
+@pytest.mark.parametrize("operation", [op for op in STUDIO_OPERATIONS if "{" in op.path], ids=str)
+def test_studio_objects_of_another_provider_are_not_found(
+    tenant: Tenant, other_tenant: Tenant, operation: Operation
+) -> None:
+    path, body = operation.prepare(tenant)
+    response = other_tenant.api.request(operation.method, path, json=body)
+    assert_problem(response, 404, "not_found")
+    assert tenant.api.get(path).status_code == 200  # untouched for its owner
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/customers", "/api/devices", "/api/api-keys", "/api/audit-log"]
+)
+def test_studio_lists_hold_only_the_callers_objects(
+    tenant: Tenant, other_tenant: Tenant, path: str
+) -> None:
+    mine = {item["id"] for item in tenant.api.get(path, params={"limit": 1000}).json()["items"]}
+    theirs = {
+        item["id"] for item in other_tenant.api.get(path, params={"limit": 1000}).json()["items"]
+    }
+    assert mine and theirs
+    assert not mine & theirs
+
+
+def test_module_list_holds_only_the_customers_devices(tenant: Tenant) -> None:
+    for index, customer in enumerate(tenant.customers):
+        items = tenant.module_api(index).get("/module/devices").json()["items"]
+        assert {d["id"] for d in items} == {d["id"] for d in tenant.devices[customer["id"]]}

@@ -1,0 +1,134 @@
+"""Every operation of the Studio and Module APIs, with a way to call it successfully.
+
+The permission and tenancy matrices walk this table; a test fails when an operation in an
+OpenAPI document has no entry here, so a new endpoint cannot slip past the matrices.
+"""
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from conftest import Tenant
+
+Call = tuple[str, dict[str, Any] | None]  # concrete path, JSON body
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str  # as in the OpenAPI document
+    permission: str
+    prepare: Callable[[Tenant], Call]
+    success: int = 200
+
+    @property
+    def is_module(self) -> bool:
+        return self.path.startswith("/module/")
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+def _customer(t: Tenant) -> str:
+    return t.customers[0]["id"]
+
+
+def _device(t: Tenant) -> str:
+    return t.devices[_customer(t)][0]["id"]
+
+
+def _fresh_customer(t: Tenant) -> str:
+    response = t.api.post("/api/customers", json={"name": "Short-lived customer"})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def _fresh_device(t: Tenant) -> str:
+    response = t.api.post(
+        "/api/devices", json={"unique_id": uuid.uuid4().hex[:15], "name": "Short-lived"}
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def _fresh_key(t: Tenant) -> str:
+    _, key = t.api.new_key(name="short-lived")
+    return key["id"]
+
+
+def _new_device_body() -> dict[str, Any]:
+    return {"unique_id": uuid.uuid4().hex[:15], "name": "New device"}
+
+
+OPERATIONS: list[Operation] = [
+    # Studio: customers
+    Operation("GET", "/api/customers", "read:customers", lambda t: ("/api/customers", None)),
+    Operation(
+        "POST", "/api/customers", "create:customers",
+        lambda t: ("/api/customers", {"name": "New customer"}), 201,
+    ),
+    Operation(
+        "GET", "/api/customers/{customer_id}", "read:customers",
+        lambda t: (f"/api/customers/{_customer(t)}", None),
+    ),
+    Operation(
+        "PATCH", "/api/customers/{customer_id}", "update:customers",
+        lambda t: (f"/api/customers/{_customer(t)}", {"plan": "gold"}),
+    ),
+    Operation(
+        "DELETE", "/api/customers/{customer_id}", "delete:customers",
+        lambda t: (f"/api/customers/{_fresh_customer(t)}", None), 204,
+    ),
+    # Studio: API keys
+    Operation("GET", "/api/api-keys", "read:api_keys", lambda t: ("/api/api-keys", None)),
+    Operation(
+        "POST", "/api/api-keys", "create:api_keys",
+        lambda t: ("/api/api-keys", {"name": "no permissions"}), 201,
+    ),
+    Operation(
+        "GET", "/api/api-keys/{key_id}", "read:api_keys",
+        lambda t: (f"/api/api-keys/{_fresh_key(t)}", None),
+    ),
+    Operation(
+        "PATCH", "/api/api-keys/{key_id}", "update:api_keys",
+        lambda t: (f"/api/api-keys/{_fresh_key(t)}", {"name": "renamed"}),
+    ),
+    Operation(
+        "DELETE", "/api/api-keys/{key_id}", "delete:api_keys",
+        lambda t: (f"/api/api-keys/{_fresh_key(t)}", None), 204,
+    ),
+    # Studio: devices
+    Operation("GET", "/api/devices", "read:devices", lambda t: ("/api/devices", None)),
+    Operation(
+        "POST", "/api/devices", "create:devices",
+        lambda t: ("/api/devices", _new_device_body()), 201,
+    ),
+    Operation(
+        "GET", "/api/devices/{device_id}", "read:devices",
+        lambda t: (f"/api/devices/{_device(t)}", None),
+    ),
+    Operation(
+        "PATCH", "/api/devices/{device_id}", "update:devices",
+        lambda t: (f"/api/devices/{_device(t)}", {"name": "Renamed"}),
+    ),
+    Operation(
+        "DELETE", "/api/devices/{device_id}", "delete:devices",
+        lambda t: (f"/api/devices/{_fresh_device(t)}", None), 204,
+    ),
+    # Studio: audit log
+    Operation("GET", "/api/audit-log", "read:audit_log", lambda t: ("/api/audit-log", None)),
+    # Module: devices
+    Operation("GET", "/module/devices", "read:devices", lambda t: ("/module/devices", None)),
+    Operation(
+        "GET", "/module/devices/{device_id}", "read:devices",
+        lambda t: (f"/module/devices/{_device(t)}", None),
+    ),
+]  # fmt: skip
+
+STUDIO_OPERATIONS = [op for op in OPERATIONS if not op.is_module]
+MODULE_OPERATIONS = [op for op in OPERATIONS if op.is_module]
+
+
+def module_of(operation: Operation) -> str:
+    return operation.path.split("/")[2]

@@ -1,0 +1,106 @@
+"""The command line as operators use it: real processes, real database files."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from conftest import free_port
+
+FLEETPLANE = str(Path(sys.executable).parent / "fleetplane")
+
+
+def run(args: list[str], data_dir: Path, database_url: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "FLEETPLANE_DATA_DIR": str(data_dir),
+        "FLEETPLANE_DATABASE_URL": database_url,
+    }
+    return subprocess.run(
+        [FLEETPLANE, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_init_creates_once_and_prints_the_secret_once(
+    tmp_path: Path, empty_database_url: str
+) -> None:
+    first = run(["init", "--json"], tmp_path, empty_database_url)
+    assert first.returncode == 0, first.stderr
+    created = json.loads(first.stdout.strip().splitlines()[-1])
+    assert created["provider_id"].startswith("prv_")
+    assert created["api_key"].startswith("fpk_")
+    again = run(["init", "--json"], tmp_path, empty_database_url)
+    assert again.returncode == 0, again.stderr
+    second = json.loads(again.stdout.strip().splitlines()[-1])
+    assert second == {"provider_id": created["provider_id"], "api_key": None}
+    assert created["api_key"] not in again.stdout + again.stderr
+    key = {"x-platform-api-key": created["api_key"]}
+    human = run(["init"], tmp_path, empty_database_url)
+    assert "Already initialised" in human.stdout
+    assert key["x-platform-api-key"] not in human.stdout
+
+
+def test_provider_create_makes_a_working_key(tmp_path: Path, database_url: str) -> None:
+    result = run(["provider", "create", "Acme Telematics", "--json"], tmp_path, database_url)
+    assert result.returncode == 0, result.stderr
+    line = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(line) == {"provider_id", "api_key"}
+    assert line["api_key"].startswith("fpk_")
+
+
+def test_migrate(tmp_path: Path, database_url: str) -> None:
+    result = run(["migrate"], tmp_path, database_url)
+    assert result.returncode == 0, result.stderr
+    assert "up to date" in result.stdout
+
+
+def test_serve_demo_prints_a_key_that_works(tmp_path: Path) -> None:
+    """What scripts/serve runs, on its embedded default (a SQLite file in the data dir)."""
+    port = free_port()
+    env = {**os.environ, "FLEETPLANE_DATA_DIR": str(tmp_path)}
+    env.pop("FLEETPLANE_DATABASE_URL", None)
+    keys = []
+    for _ in range(2):  # a second start seeds nothing new and prints a fresh working key
+        process = subprocess.Popen(
+            [FLEETPLANE, "serve", "--demo", "--port", str(port)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        try:
+            output = _read_until(process, "Uvicorn running", 60)
+            assert f"http://127.0.0.1:{port}/playground" in output
+            key = re.search(r"fpk_[A-Za-z0-9_-]+", output).group(0)
+            keys.append(key)
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+                customers = client.get("/api/customers", headers={"x-platform-api-key": key})
+                assert customers.status_code == 200, customers.text
+                items = customers.json()["items"]
+                assert len(items) == 2
+                devices = client.get(
+                    "/module/devices",
+                    headers={"x-platform-api-key": key, "x-platform-cid": items[0]["id"]},
+                )
+                assert devices.status_code == 200 and devices.json()["items"]
+                inventory = client.get("/api/devices", headers={"x-platform-api-key": key})
+                assert len(inventory.json()["items"]) == 10
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+            assert process.stdout is not None
+            process.stdout.close()
+    assert keys[0] != keys[1]
+
+
+def _read_until(process: subprocess.Popen[str], marker: str, seconds: float) -> str:
+    deadline = time.monotonic() + seconds
+    output = ""
+    assert process.stdout is not None
+    while marker not in output:
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise AssertionError(f"server did not start:\n{output}")
+        output += process.stdout.readline()
+    return output
