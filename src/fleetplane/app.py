@@ -14,7 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleetplane import __version__
 from fleetplane.api_keys import service as api_keys
 from fleetplane.config import Settings
-from fleetplane.core.auth import CustomerIdentity, KeyCache, KeyIdentity, PermissionRoute, public
+from fleetplane.core.auth import (
+    CustomerIdentity,
+    IdentityCache,
+    KeyIdentity,
+    PermissionRoute,
+    public,
+)
 from fleetplane.core.db import create_engine, session_factory
 from fleetplane.core.errors import ApiError, install_error_handlers
 from fleetplane.core.middleware import BodyLimitMiddleware, RateLimitHeadersMiddleware
@@ -66,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = create_engine(settings)
     app.state.sessions = session_factory(app.state.engine)
     app.state.auth_backend = DomainAuthBackend()
-    app.state.key_cache = KeyCache(settings.api_key_cache_seconds)
+    app.state.identity_cache = IdentityCache(settings.api_key_cache_seconds)
     app.state.rate_limiter = RateLimiter(settings.rate_limit)
 
     install_error_handlers(app)

@@ -51,7 +51,7 @@ async def update_key(
     key_id: str, body: ApiKeyUpdate, ctx: StudioContext = provider_permission("update:api_keys")
 ) -> ApiKeyOut:
     key = await service.update(ctx.session, Actor.of(ctx), key_id, body, granter=ctx.key)
-    ctx.request.app.state.key_cache.forget(key.id)
+    ctx.request.app.state.identity_cache.forget(key.id)
     return ApiKeyOut.model_validate(key)
 
 
@@ -61,5 +61,5 @@ async def revoke_key(
 ) -> Response:
     """The key stops working at once; later calls with it get `401 api_key_revoked`."""
     await service.revoke(ctx.session, Actor.of(ctx), key_id)
-    ctx.request.app.state.key_cache.forget(key_id)
+    ctx.request.app.state.identity_cache.forget(key_id)
     return Response(status_code=204)

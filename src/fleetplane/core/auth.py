@@ -83,28 +83,32 @@ class AuthBackend(Protocol):
     ) -> CustomerIdentity | None: ...
 
 
-class KeyCache:
-    """Checked keys, trusted for a few seconds, so a hot client costs no key query per call.
-    Revoking or changing a key in this process forgets it at once."""
+class IdentityCache:
+    """Keys and customers already checked, trusted for a few seconds, so a busy client costs
+    no key or customer query per call. Changing one through the API in this process forgets
+    it at once; other processes notice within the time to live."""
 
-    def __init__(self, ttl_seconds: float) -> None:
+    def __init__(self, ttl_seconds: float, max_entries: int = 10_000) -> None:
         self.ttl = ttl_seconds
-        self._entries: dict[str, tuple[KeyIdentity, float]] = {}
+        self.max_entries = max_entries
+        self._entries: dict[object, tuple[Any, float]] = {}
 
-    def get(self, secret_hash: str) -> KeyIdentity | None:
-        entry = self._entries.get(secret_hash)
+    def get(self, key: object) -> Any | None:
+        entry = self._entries.get(key)
         if entry is None or time.monotonic() - entry[1] > self.ttl:
             return None
         return entry[0]
 
-    def put(self, secret_hash: str, key: KeyIdentity) -> None:
-        if self.ttl > 0:
-            if len(self._entries) > 10_000:
-                self._entries.clear()
-            self._entries[secret_hash] = (key, time.monotonic())
+    def put(self, key: object, value: Any) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[key] = (value, time.monotonic())
 
-    def forget(self, key_id: str) -> None:
-        self._entries = {h: e for h, e in self._entries.items() if e[0].id != key_id}
+    def forget(self, object_id: str) -> None:
+        """Forgets every entry holding the object with this id."""
+        self._entries = {k: e for k, e in self._entries.items() if e[0].id != object_id}
 
 
 @dataclass(slots=True)
@@ -145,12 +149,12 @@ async def _authenticate(request: Request, session: AsyncSession, secret: str | N
         raise ApiError(401, "api_key_missing", f"Send your API key in the {API_KEY_HEADER} header.")
     state = request.app.state
     secret_hash = hash_secret(secret)
-    key = state.key_cache.get(secret_hash)
+    key = state.identity_cache.get(secret_hash)
     if key is None:
         key = await state.auth_backend.key_by_secret_hash(session, secret_hash)
         if key is None:
             raise ApiError(401, "api_key_invalid", "This API key is not known.")
-        state.key_cache.put(secret_hash, key)
+        state.identity_cache.put(secret_hash, key)
     if key.revoked:
         raise ApiError(401, "api_key_revoked", "This API key has been revoked.")
     if key.expires_at is not None and key.expires_at <= utcnow():
@@ -242,9 +246,15 @@ async def _customer_of_key(
     if key.customer_ids is not None and customer_id not in key.customer_ids:
         raise not_found
     await set_tenant_scope(session, provider_id=key.provider_id, customer_id=customer_id)
-    customer = await request.app.state.auth_backend.customer(session, key.provider_id, customer_id)
+    cache = request.app.state.identity_cache
+    customer = cache.get((key.provider_id, customer_id))
     if customer is None:
-        raise not_found
+        customer = await request.app.state.auth_backend.customer(
+            session, key.provider_id, customer_id
+        )
+        if customer is None:
+            raise not_found
+        cache.put((key.provider_id, customer_id), customer)
     if customer.status != "active":
         raise ApiError(403, "customer_suspended", "This customer is suspended.")
     return customer

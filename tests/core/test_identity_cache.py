@@ -1,0 +1,43 @@
+"""With keys and customers cached, changes made through the API still apply at once."""
+
+from collections.abc import Iterator
+
+import pytest
+
+from conftest import RunningServer, assert_problem, make_settings, make_tenant, start_server
+
+
+@pytest.fixture(scope="module")
+def caching_server(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    settings = make_settings(
+        database_url, tmp_path_factory.mktemp("cached"), api_key_cache_seconds=600
+    )
+    running = start_server(settings)
+    yield running
+    running.stop()
+
+
+def test_revocation_applies_at_once(caching_server: RunningServer) -> None:
+    tenant = make_tenant(caching_server, "Cached keys")
+    secret, key = tenant.api.new_key(customer_permissions=["read:devices"])
+    api = tenant.module_api(0).with_key(secret)
+    assert api.get("/module/devices").status_code == 200  # now cached
+    tenant.api.patch(f"/api/api-keys/{key['id']}", json={"customer_permissions": []})
+    assert_problem(api.get("/module/devices"), 403, "permission_denied")
+    tenant.api.delete(f"/api/api-keys/{key['id']}")
+    assert_problem(api.get("/module/devices"), 401, "api_key_revoked")
+
+
+def test_customer_changes_apply_at_once(caching_server: RunningServer) -> None:
+    tenant = make_tenant(caching_server, "Cached customers")
+    customer = tenant.customers[0]["id"]
+    api = tenant.module_api(0)
+    assert api.get("/module/devices").status_code == 200  # now cached
+    tenant.api.patch(f"/api/customers/{customer}", json={"modules": []})
+    assert_problem(api.get("/module/devices"), 403, "module_disabled")
+    tenant.api.patch(f"/api/customers/{customer}", json={"modules": ["devices"]})
+    assert api.get("/module/devices").status_code == 200
+    tenant.api.delete(f"/api/customers/{customer}")
+    assert_problem(api.get("/module/devices"), 404, "customer_not_found")
