@@ -1,5 +1,6 @@
 """OpenAPI 3.1 documents built from route subsets: one for the Studio API, one per module."""
 
+from http import HTTPStatus
 from typing import Any
 
 from fastapi.openapi.utils import get_openapi
@@ -14,7 +15,7 @@ PROBLEM_SCHEMA = {
         "title": {"type": "string"},
         "status": {"type": "integer"},
         "detail": {"type": "string"},
-        "code": {"type": "string", "examples": ["permission_denied"]},
+        "code": {"type": "string", "description": "Stable machine code, e.g. `not_found`."},
         "errors": {
             "type": "array",
             "items": {
@@ -28,16 +29,20 @@ PROBLEM_SCHEMA = {
     },
 }
 
+# status -> (what it means, the code a client most often meets there)
 _COMMON_ERRORS = {
-    "401": "No key, an unknown key, or an expired or revoked key.",
-    "403": "The key lacks a permission this operation needs.",
-    "422": "The request failed validation; `errors` names each field.",
-    "429": "Rate limited; retry after `Retry-After` seconds.",
+    "401": ("No key, an unknown key, or an expired or revoked key.", "api_key_invalid"),
+    "403": ("The key lacks a permission this operation needs.", "permission_denied"),
+    "422": ("The request failed validation; `errors` names each field.", "validation_failed"),
+    "429": ("Rate limited; retry after `Retry-After` seconds.", "rate_limited"),
 }
 _MODULE_ERRORS = {
-    "400": "The x-platform-cid header is missing.",
-    "403": "The module is disabled for the customer, or the key lacks a permission.",
-    "404": "The customer, or the object, is not found for this key.",
+    "400": ("The x-platform-cid header is missing.", "customer_header_missing"),
+    "403": (
+        "The module is disabled for the customer, or the key lacks a permission.",
+        "module_disabled",
+    ),
+    "404": ("The customer, or the object, is not found for this key.", "customer_not_found"),
 }
 
 
@@ -59,20 +64,29 @@ def build_document(
     return document
 
 
-def _add_error_responses(operation: dict[str, Any], errors: dict[str, str]) -> None:
+def _add_error_responses(operation: dict[str, Any], errors: dict[str, tuple[str, str]]) -> None:
     if not operation.get("x-permissions"):
         return  # public operations answer none of the key errors
     responses = operation.setdefault("responses", {})
-    for status, text in errors.items():
-        if status == "422" and "422" in responses:
-            responses["422"] = _problem(text)
-        responses.setdefault(status, _problem(text))
+    for status, (text, code) in errors.items():
+        if status == "422" or status not in responses:  # ours replaces the framework's 422
+            responses[status] = _problem(int(status), text, code)
 
 
-def _problem(description: str) -> dict[str, Any]:
+def _problem(status: int, description: str, code: str) -> dict[str, Any]:
+    example = {
+        "type": f"https://fleetplane.dev/problems/{code}",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": description,
+        "code": code,
+    }
     return {
         "description": description,
         "content": {
-            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+            "application/problem+json": {
+                "schema": {"$ref": "#/components/schemas/Problem"},
+                "example": example,
+            }
         },
     }
