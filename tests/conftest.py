@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from fleetplane import bootstrap
 from fleetplane.app import create_app
 from fleetplane.config import Settings, normalise_database_url
-from fleetplane.core.db import create_engine, migrate, session_factory, system_session
+from fleetplane.core.db import migrate, run_platform_work
 from fleetplane.core.permissions import Level, full_set
 
 PG_URL_ENV = "FLEETPLANE_TEST_DATABASE_URL"
@@ -143,16 +143,7 @@ def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 def run_in_db(settings: Settings, work: Callable[[AsyncSession], Awaitable[Result]]) -> Result:
     """Runs platform-level database work (as the command line does) outside the server."""
-
-    async def run() -> Result:
-        engine = create_engine(settings)
-        try:
-            async with system_session(session_factory(engine)) as session:
-                return await work(session)
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
+    return asyncio.run(run_platform_work(settings, work))
 
 
 _clients: dict[str, httpx.Client] = {}

@@ -2,11 +2,11 @@
 and the per-transaction tenant scope that PostgreSQL row-level security reads."""
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -22,6 +22,8 @@ from sqlalchemy.orm import DeclarativeBase
 
 from fleetplane.config import Settings
 from fleetplane.core.timeutil import as_utc
+
+Result = TypeVar("Result")
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -123,6 +125,19 @@ async def system_session(
     async with sessions() as session, session.begin():
         await set_tenant_scope(session, system=True)
         yield session
+
+
+async def run_platform_work(
+    settings: Settings, work: Callable[[AsyncSession], Awaitable[Result]]
+) -> Result:
+    """Runs `work` in one platform-level transaction on a short-lived engine: the command
+    line's bootstrap, test set-up and benchmark set-up all go through here."""
+    engine = create_engine(settings)
+    try:
+        async with system_session(session_factory(engine)) as session:
+            return await work(session)
+    finally:
+        await engine.dispose()
 
 
 def _alembic_config(settings: Settings) -> Config:
