@@ -1,9 +1,13 @@
 """The `fleetplane` command."""
 
 import asyncio
+import importlib.util
 import json
 import logging
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import ModuleType
 from typing import Annotated, TypeVar
 
 import typer
@@ -13,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane import bootstrap
 from fleetplane.config import Settings
-from fleetplane.core.db import create_engine, migrate, session_factory, system_session
+from fleetplane.core.db import migrate, run_platform_work
 
 app = typer.Typer(help="Fleetplane: fleet telematics platform.", no_args_is_help=True)
 provider_app = typer.Typer(help="Manage providers.", no_args_is_help=True)
@@ -35,12 +39,7 @@ def _in_system_transaction(
 
     async def run() -> Result:
         await migrate(settings)
-        engine = create_engine(settings)
-        try:
-            async with system_session(session_factory(engine)) as session:
-                return await work(session)
-        finally:
-            await engine.dispose()
+        return await run_platform_work(settings, work)
 
     return asyncio.run(run())
 
@@ -121,3 +120,52 @@ def _show_key(title: str, result: bootstrap.ProviderWithKey) -> None:
             title=title,
         )
     )
+
+
+# --- benchmarks: the code lives in bench/ of a source checkout, not in the package ---------
+
+bench_app = typer.Typer(help="Benchmarks (from a source checkout).", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("api")
+def bench_api(
+    duration: Annotated[int, typer.Option(min=1, help="Seconds per target.")] = 20,
+    connections: Annotated[int, typer.Option(min=1, help="Open connections.")] = 64,
+    devices: Annotated[int, typer.Option(min=1, help="Devices of the customer.")] = 1000,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Seed and serve this database (a new provider is added to it) instead "
+            "of a fresh temporary SQLite file."
+        ),
+    ] = None,
+) -> None:
+    """HTTP API throughput and latency against a real server (see docs/benchmarks.md)."""
+    bench = _load_bench("api")
+    code = bench.main(
+        duration=duration,
+        connections=connections,
+        device_count=devices,
+        database_url=database_url,
+        console=console,
+    )
+    raise typer.Exit(code)
+
+
+def _load_bench(name: str) -> ModuleType:
+    """Imports bench/NAME.py by path: bench/ is beside src/ in a checkout, absent from a wheel."""
+    import fleetplane
+
+    path = Path(fleetplane.__file__).resolve().parents[2] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"fleetplane_bench_{name}", path)
+    if not path.is_file() or spec is None or spec.loader is None:
+        console.print(
+            f"[red]No benchmark at {path}.[/] Benchmarks run from a source checkout "
+            "(pip install -e .), not from an installed wheel."
+        )
+        raise typer.Exit(2)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
