@@ -1,13 +1,13 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Query, Response
 
 from fleetplane.api_keys import service
 from fleetplane.api_keys.models import ApiKey
 from fleetplane.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, ApiKeyUpdate
 from fleetplane.audit.service import Actor
 from fleetplane.core.auth import PermissionRoute, StudioContext, provider_permission
-from fleetplane.core.pagination import Page, PageParams, paginate
+from fleetplane.core.pagination import Page, PageDep, PageParams, paginate
 
 router = APIRouter(prefix="/api/api-keys", tags=["API keys"], route_class=PermissionRoute)
 
@@ -15,13 +15,13 @@ router = APIRouter(prefix="/api/api-keys", tags=["API keys"], route_class=Permis
 @router.get("", response_model=Page[ApiKeyOut], summary="List API keys")
 async def list_keys(
     ctx: StudioContext = provider_permission("read:api_keys"),
-    page: PageParams = Depends(),
+    page: PageParams = PageDep,
     include_inactive: Annotated[
         bool, Query(description="Also list revoked and expired keys.")
     ] = False,
-) -> Page[ApiKeyOut]:
+) -> Response:
     statement = service.list_query(ctx.provider_id, include_inactive)
-    return await paginate(ctx.session, statement, ApiKey.id, page, ApiKeyOut.model_validate)
+    return await paginate(ctx.session, statement, ApiKey.id, page, ApiKeyOut)
 
 
 @router.post("", status_code=201, response_model=ApiKeyCreated, summary="Create an API key")

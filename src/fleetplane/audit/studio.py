@@ -1,13 +1,13 @@
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query, Response
 
 from fleetplane.audit import service
 from fleetplane.audit.models import AuditEntry
 from fleetplane.audit.schemas import AuditEntryOut
 from fleetplane.core.auth import PermissionRoute, StudioContext, provider_permission
-from fleetplane.core.pagination import Page, PageParams, paginate
+from fleetplane.core.pagination import Page, PageDep, PageParams, paginate
 
 router = APIRouter(prefix="/api/audit-log", tags=["Audit log"], route_class=PermissionRoute)
 
@@ -15,14 +15,14 @@ router = APIRouter(prefix="/api/audit-log", tags=["Audit log"], route_class=Perm
 @router.get("", response_model=Page[AuditEntryOut], summary="List audit log entries")
 async def list_entries(
     ctx: StudioContext = provider_permission("read:audit_log"),
-    page: PageParams = Depends(),
+    page: PageParams = PageDep,
     from_: Annotated[datetime | None, Query(alias="from", description="Inclusive.")] = None,
     to: Annotated[datetime | None, Query(description="Exclusive.")] = None,
     api_key_id: Annotated[str | None, Query(max_length=40)] = None,
     object_type: Annotated[str | None, Query(max_length=40)] = None,
     object_id: Annotated[str | None, Query(max_length=40)] = None,
     action: Annotated[str | None, Query(max_length=80)] = None,
-) -> Page[AuditEntryOut]:
+) -> Response:
     """Every write to this provider's data, oldest first: which key made it, when, on what."""
     statement = service.query(
         ctx.provider_id,
@@ -33,4 +33,4 @@ async def list_entries(
         object_id=object_id,
         action=action,
     )
-    return await paginate(ctx.session, statement, AuditEntry.id, page, AuditEntryOut.model_validate)
+    return await paginate(ctx.session, statement, AuditEntry.id, page, AuditEntryOut)

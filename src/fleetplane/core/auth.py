@@ -135,10 +135,20 @@ class CustomerContext(StudioContext):
         return self.customer.id
 
 
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One transaction per request, committed when the endpoint returns without error."""
-    async with request.app.state.sessions() as session, session.begin():
-        yield session
+    """One transaction per request, committed when the endpoint returns without error.
+
+    Reads have nothing to commit, so they skip the explicit transaction and its commit round
+    trip; the database still runs their statements in one (auto-begun) transaction."""
+    async with request.app.state.sessions() as session:
+        if request.method in READ_METHODS:
+            yield session
+        else:
+            async with session.begin():
+                yield session
 
 
 SessionDep = Depends(get_session, scope="function")

@@ -1,10 +1,10 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Query, Response
 
 from fleetplane.audit.service import Actor
 from fleetplane.core.auth import PermissionRoute, StudioContext, provider_permission
-from fleetplane.core.pagination import Page, PageParams, paginate
+from fleetplane.core.pagination import Page, PageDep, PageParams, paginate
 from fleetplane.customers import service
 from fleetplane.customers.models import Customer
 from fleetplane.customers.schemas import CustomerCreate, CustomerOut, CustomerStatus, CustomerUpdate
@@ -15,11 +15,11 @@ router = APIRouter(prefix="/api/customers", tags=["Customers"], route_class=Perm
 @router.get("", response_model=Page[CustomerOut], summary="List customers")
 async def list_customers(
     ctx: StudioContext = provider_permission("read:customers"),
-    page: PageParams = Depends(),
+    page: PageParams = PageDep,
     status: Annotated[CustomerStatus | None, Query()] = None,
-) -> Page[CustomerOut]:
+) -> Response:
     statement = service.list_query(ctx.provider_id, status)
-    return await paginate(ctx.session, statement, Customer.id, page, CustomerOut.model_validate)
+    return await paginate(ctx.session, statement, Customer.id, page, CustomerOut)
 
 
 @router.post("", status_code=201, response_model=CustomerOut, summary="Create a customer")

@@ -1,6 +1,7 @@
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import ColumnElement, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column
 
 from fleetplane.core.db import Base, UTCDateTime, id_column_type
@@ -11,7 +12,7 @@ class Device(Base):
     __tablename__ = "devices"
     __table_args__ = (
         UniqueConstraint("provider_id", "unique_id"),
-        Index("ix_devices_customer_id", "customer_id"),
+        Index("ix_devices_customer_id_id", "customer_id", "id"),
     )
 
     id: Mapped[str] = mapped_column(id_column_type(), primary_key=True)
@@ -24,6 +25,11 @@ class Device(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
-    @property
+    @hybrid_property
     def has_password(self) -> bool:
         return self.password_hash is not None
+
+    @has_password.inplace.expression
+    @classmethod
+    def _has_password_expression(cls) -> ColumnElement[bool]:
+        return cls.password_hash.is_not(None).label("has_password")

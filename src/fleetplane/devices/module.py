@@ -1,10 +1,10 @@
 """The `devices` module: a customer's own devices."""
 
-from fastapi import Depends
+from fastapi import Response
 
 from fleetplane.core.auth import CustomerContext
 from fleetplane.core.modules import Module
-from fleetplane.core.pagination import Page, PageParams, paginate
+from fleetplane.core.pagination import Page, PageDep, PageParams, paginate
 from fleetplane.devices import service
 from fleetplane.devices.models import Device
 from fleetplane.devices.schemas import CustomerDeviceOut
@@ -19,10 +19,10 @@ router = module.router
 
 @router.get("", response_model=Page[CustomerDeviceOut], summary="List the customer's devices")
 async def list_devices(
-    ctx: CustomerContext = module.requires("read:devices"), page: PageParams = Depends()
-) -> Page[CustomerDeviceOut]:
+    ctx: CustomerContext = module.requires("read:devices"), page: PageParams = PageDep
+) -> Response:
     statement = service.customer_list_query(ctx.provider_id, ctx.customer_id)
-    return await paginate(ctx.session, statement, Device.id, page, CustomerDeviceOut.model_validate)
+    return await paginate(ctx.session, statement, Device.id, page, CustomerDeviceOut)
 
 
 @router.get(

@@ -1,10 +1,10 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Query, Response
 
 from fleetplane.audit.service import Actor
 from fleetplane.core.auth import PermissionRoute, StudioContext, provider_permission
-from fleetplane.core.pagination import Page, PageParams, paginate
+from fleetplane.core.pagination import Page, PageDep, PageParams, paginate
 from fleetplane.devices import service
 from fleetplane.devices.models import Device
 from fleetplane.devices.schemas import DeviceCreate, DeviceOut, DeviceUpdate
@@ -15,15 +15,15 @@ router = APIRouter(prefix="/api/devices", tags=["Devices"], route_class=Permissi
 @router.get("", response_model=Page[DeviceOut], summary="List devices")
 async def list_devices(
     ctx: StudioContext = provider_permission("read:devices"),
-    page: PageParams = Depends(),
+    page: PageParams = PageDep,
     customer_id: Annotated[str | None, Query(max_length=40)] = None,
     unassigned: Annotated[bool, Query(description="Only devices of no customer.")] = False,
     unique_id: Annotated[str | None, Query(max_length=64)] = None,
-) -> Page[DeviceOut]:
+) -> Response:
     statement = service.list_query(
         ctx.provider_id, customer_id=customer_id, unassigned=unassigned, unique_id=unique_id
     )
-    return await paginate(ctx.session, statement, Device.id, page, DeviceOut.model_validate)
+    return await paginate(ctx.session, statement, Device.id, page, DeviceOut)
 
 
 @router.post("", status_code=201, response_model=DeviceOut, summary="Add a device")
