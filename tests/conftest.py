@@ -210,14 +210,36 @@ class Api:
         return created["secret"], created
 
 
+def create_channel(api: Api, *, enabled: bool = False, **fields: Any) -> dict[str, Any]:
+    """A Wialon IPS channel on a port no other channel has (disabled unless asked: most tests
+    need a channel for their devices, not a listener)."""
+    for _ in range(20):
+        body = {"name": "Trackers", "protocol": "wialon_ips", "port": free_port()}
+        response = api.post("/api/channels", json={**body, "enabled": enabled, **fields})
+        if response.status_code != 409:
+            assert response.status_code == 201, response.text
+            return response.json()
+    raise AssertionError("no free port for a channel")
+
+
 @dataclass
 class Tenant:
-    """A provider with an all-powerful key, two customers (all modules) and their devices."""
+    """A provider with an all-powerful key, a channel, two customers (all modules) and their
+    devices."""
 
     provider_id: str
     api: Api
+    channel_id: str = ""
     customers: list[dict[str, Any]] = field(default_factory=list)
     devices: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def device_body(self, **fields: Any) -> dict[str, Any]:
+        """A body for POST /api/devices on this tenant's channel."""
+        return {
+            "channel_id": self.channel_id,
+            "unique_id": uuid.uuid4().hex[:15],
+            "name": "Van",
+        } | fields
 
     def module_api(self, customer_index: int = 0) -> Api:
         return self.api.as_customer(self.customers[customer_index]["id"])
@@ -227,6 +249,7 @@ def make_tenant(server: RunningServer, name: str = "Test provider", customers: i
     created = run_in_db(server.settings, lambda s: bootstrap.create_provider(s, name))
     assert created.api_key is not None
     tenant = Tenant(created.provider_id, Api(server.base_url, created.api_key))
+    tenant.channel_id = create_channel(tenant.api)["id"]
     for index in range(customers):
         response = tenant.api.post(
             "/api/customers",
@@ -240,6 +263,7 @@ def make_tenant(server: RunningServer, name: str = "Test provider", customers: i
             device = tenant.api.post(
                 "/api/devices",
                 json={
+                    "channel_id": tenant.channel_id,
                     "unique_id": uuid.uuid4().hex[:15],
                     "name": f"Vehicle {index}-{number}",
                     "customer_id": customer["id"],

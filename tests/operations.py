@@ -4,12 +4,11 @@ The permission and tenancy matrices walk this table; a test fails when an operat
 OpenAPI document has no entry here, so a new endpoint cannot slip past the matrices.
 """
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from conftest import Tenant
+from conftest import Tenant, create_channel, free_port
 
 Call = tuple[str, dict[str, Any] | None]  # concrete path, JSON body
 
@@ -45,9 +44,7 @@ def _fresh_customer(t: Tenant) -> str:
 
 
 def _fresh_device(t: Tenant) -> str:
-    response = t.api.post(
-        "/api/devices", json={"unique_id": uuid.uuid4().hex[:15], "name": "Short-lived"}
-    )
+    response = t.api.post("/api/devices", json=t.device_body(name="Short-lived"))
     assert response.status_code == 201, response.text
     return response.json()["id"]
 
@@ -57,8 +54,8 @@ def _fresh_key(t: Tenant) -> str:
     return key["id"]
 
 
-def _new_device_body() -> dict[str, Any]:
-    return {"unique_id": uuid.uuid4().hex[:15], "name": "New device"}
+def _fresh_channel(t: Tenant) -> str:
+    return create_channel(t.api)["id"]
 
 
 OPERATIONS: list[Operation] = [
@@ -102,7 +99,7 @@ OPERATIONS: list[Operation] = [
     Operation("GET", "/api/devices", "read:devices", lambda t: ("/api/devices", None)),
     Operation(
         "POST", "/api/devices", "create:devices",
-        lambda t: ("/api/devices", _new_device_body()), 201,
+        lambda t: ("/api/devices", t.device_body()), 201,
     ),
     Operation(
         "GET", "/api/devices/{device_id}", "read:devices",
@@ -115,6 +112,25 @@ OPERATIONS: list[Operation] = [
     Operation(
         "DELETE", "/api/devices/{device_id}", "delete:devices",
         lambda t: (f"/api/devices/{_fresh_device(t)}", None), 204,
+    ),
+    # Studio: channels
+    Operation("GET", "/api/channels", "read:channels", lambda t: ("/api/channels", None)),
+    Operation(
+        "POST", "/api/channels", "create:channels",
+        lambda t: ("/api/channels", {"name": "New", "protocol": "osmand", "port": free_port(),
+                                     "enabled": False}), 201,
+    ),
+    Operation(
+        "GET", "/api/channels/{channel_id}", "read:channels",
+        lambda t: (f"/api/channels/{t.channel_id}", None),
+    ),
+    Operation(
+        "PATCH", "/api/channels/{channel_id}", "update:channels",
+        lambda t: (f"/api/channels/{t.channel_id}", {"name": "Renamed"}),
+    ),
+    Operation(
+        "DELETE", "/api/channels/{channel_id}", "delete:channels",
+        lambda t: (f"/api/channels/{_fresh_channel(t)}", None), 204,
     ),
     # Studio: audit log
     Operation("GET", "/api/audit-log", "read:audit_log", lambda t: ("/api/audit-log", None)),

@@ -27,6 +27,7 @@ from fleetplane.core.middleware import BodyLimitMiddleware, RateLimitHeadersMidd
 from fleetplane.core.openapi import build_document
 from fleetplane.core.ratelimit import RateLimiter
 from fleetplane.customers import service as customers
+from fleetplane.ingest.gateway import Gateway
 from fleetplane.registry import MODULES, STUDIO_ROUTERS
 from fleetplane.web import playground
 
@@ -57,8 +58,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        await app.state.engine.dispose()
+        if settings.gateway:
+            await app.state.gateway.start()
+        try:
+            yield
+        finally:
+            if settings.gateway:
+                await app.state.gateway.stop()
+            await app.state.engine.dispose()
 
     app = FastAPI(
         title="Fleetplane",
@@ -74,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.auth_backend = DomainAuthBackend()
     app.state.identity_cache = IdentityCache(settings.api_key_cache_seconds)
     app.state.rate_limiter = RateLimiter(settings.rate_limit)
+    app.state.gateway = Gateway(app.state.sessions, host=settings.device_host)
 
     install_error_handlers(app)
     # Documents first: `/module/devices/openapi.json` must not be taken for a device id.

@@ -6,6 +6,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane.api_keys import service as api_keys
 from fleetplane.audit.service import Actor
+from fleetplane.channels import service as channels
+from fleetplane.channels.schemas import ChannelCreate, Protocol
 from fleetplane.customers import service as customers
 from fleetplane.customers.schemas import Contact, CustomerCreate
 from fleetplane.devices import service as devices
@@ -14,6 +16,8 @@ from fleetplane.providers import service as providers
 from fleetplane.registry import module_names
 
 DEMO_PROVIDER = "Demo Provider"
+# (name, protocol, usual port): the listeners a new platform starts with.
+DEFAULT_CHANNELS = (("Wialon IPS", Protocol.WIALON_IPS, 20332), ("OsmAnd", Protocol.OSMAND, 5055))
 DEMO_KEY_NAME = "demo"
 
 
@@ -31,13 +35,28 @@ async def init_platform(session: AsyncSession) -> tuple[ProviderWithKey, bool]:
     existing = await providers.first(session)
     if existing is not None:
         return ProviderWithKey(existing.id, None), False
-    return await create_provider(session, "Default Provider"), True
+    result = await create_provider(session, "Default Provider")
+    await create_default_channels(session, Actor(provider_id=result.provider_id))
+    return result, True
 
 
 async def create_provider(session: AsyncSession, name: str) -> ProviderWithKey:
     provider = await providers.create(session, name)
     secret = await api_keys.create_bootstrap_key(session, provider.id, f"{name} admin key")
     return ProviderWithKey(provider.id, secret)
+
+
+async def create_default_channels(session: AsyncSession, actor: Actor) -> dict[Protocol, str]:
+    """A Wialon IPS channel (TCP and UDP) on 20332 and an OsmAnd one on 5055; the next free
+    port when another provider of this platform already has one of those."""
+    created = {}
+    for name, protocol, usual_port in DEFAULT_CHANNELS:
+        port = await channels.first_free_port(session, usual_port)
+        channel = await channels.create(
+            session, actor, ChannelCreate(name=name, protocol=protocol, port=port)
+        )
+        created[protocol] = channel.id
+    return created
 
 
 async def seed_demo(session: AsyncSession) -> ProviderWithKey:
@@ -56,6 +75,7 @@ async def seed_demo(session: AsyncSession) -> ProviderWithKey:
 
 
 async def _seed_demo_fleet(session: AsyncSession, actor: Actor) -> None:
+    channel_ids = await create_default_channels(session, actor)
     fleets = [
         ("Baltic Logistics", "Europe/Riga", "dispatch@baltic-logistics.example"),
         ("City Couriers", "Europe/Berlin", "ops@city-couriers.example"),
@@ -78,6 +98,7 @@ async def _seed_demo_fleet(session: AsyncSession, actor: Actor) -> None:
             session,
             actor,
             DeviceCreate(
+                channel_id=channel_ids[Protocol.WIALON_IPS],
                 unique_id=f"86000000000{number:04d}",
                 name=f"Truck {number + 1:02d}",
                 customer_id=customer_ids[number % 2] if number < 8 else None,

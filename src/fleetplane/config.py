@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     api_key_cache_seconds: float = Field(
         default=2.0, ge=0, description="how long a checked key is trusted before re-reading it"
     )
+    gateway: bool = Field(
+        default=True, description="Run the device listeners (channels) in this process."
+    )
+    device_host: str = Field(default="0.0.0.0", description="Address device listeners bind.")
     # PostgreSQL only: the role every request runs as, so row-level security applies to it.
     db_app_role: str = "fleetplane_app"
 

@@ -4,6 +4,7 @@ from fastapi import APIRouter
 
 from fleetplane.api_keys import studio as api_keys_studio
 from fleetplane.audit import studio as audit_studio
+from fleetplane.channels import studio as channels_studio
 from fleetplane.core.modules import Module
 from fleetplane.customers import studio as customers_studio
 from fleetplane.devices import module as devices_module
@@ -12,6 +13,7 @@ from fleetplane.devices import studio as devices_studio
 STUDIO_ROUTERS: list[APIRouter] = [
     customers_studio.router,
     api_keys_studio.router,
+    channels_studio.router,
     devices_studio.router,
     audit_studio.router,
 ]

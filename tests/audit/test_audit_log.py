@@ -46,5 +46,5 @@ def test_filters(tenant: Tenant) -> None:
 
 
 def test_device_passwords_are_not_in_the_log(tenant: Tenant) -> None:
-    tenant.api.post("/api/devices", json={"unique_id": "PW1", "name": "x", "password": "hunter22"})
+    tenant.api.post("/api/devices", json=tenant.device_body(password="hunter22"))
     assert "hunter22" not in tenant.api.get("/api/audit-log", params={"limit": 1000}).text

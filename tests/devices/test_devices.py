@@ -4,8 +4,8 @@ from conftest import Tenant, assert_problem
 def test_add_read_update_delete(tenant: Tenant) -> None:
     created = tenant.api.post(
         "/api/devices",
-        json={"unique_id": "356307042441013", "name": "Van 7", "phone": "+371 2000 0000",
-              "password": "s3cret"},
+        json=tenant.device_body(unique_id="356307042441013", name="Van 7", phone="+371 2000 0000",
+                                password="s3cret"),
     )  # fmt: skip
     assert created.status_code == 201, created.text
     device = created.json()
@@ -20,13 +20,16 @@ def test_add_read_update_delete(tenant: Tenant) -> None:
     assert_problem(tenant.api.get(f"/api/devices/{device['id']}"), 404, "not_found")
 
 
-def test_unique_id_is_unique_within_the_provider(tenant: Tenant, other_tenant: Tenant) -> None:
-    body = {"unique_id": "868683020000001", "name": "First"}
+def test_unique_id_is_unique_within_the_channel(tenant: Tenant, other_tenant: Tenant) -> None:
+    body = tenant.device_body(unique_id="868683020000001", name="First")
     assert tenant.api.post("/api/devices", json=body).status_code == 201
     assert_problem(tenant.api.post("/api/devices", json=body), 409, "conflict")
-    # another provider's inventory is its own
-    assert other_tenant.api.post("/api/devices", json=body).status_code == 201
-    second = tenant.api.post("/api/devices", json={"unique_id": "868683020000002", "name": "2nd"})
+    # the same identifier on another channel is another device
+    elsewhere = other_tenant.device_body(unique_id="868683020000001")
+    assert other_tenant.api.post("/api/devices", json=elsewhere).status_code == 201
+    second = tenant.api.post(
+        "/api/devices", json=tenant.device_body(unique_id="868683020000002", name="2nd")
+    )
     response = tenant.api.patch(
         f"/api/devices/{second.json()['id']}", json={"unique_id": "868683020000001"}
     )
@@ -35,7 +38,7 @@ def test_unique_id_is_unique_within_the_provider(tenant: Tenant, other_tenant: T
 
 def test_assign_move_and_unassign(tenant: Tenant) -> None:
     first, second = (c["id"] for c in tenant.customers)
-    device = tenant.api.post("/api/devices", json={"unique_id": "A1", "name": "Roaming"}).json()
+    device = tenant.api.post("/api/devices", json=tenant.device_body(name="Roaming")).json()
     path = f"/api/devices/{device['id']}"
 
     def module_ids(index: int) -> set[str]:
@@ -68,7 +71,7 @@ def test_assigning_to_a_foreign_customer_is_refused(tenant: Tenant, other_tenant
 
 def test_inventory_filters(tenant: Tenant) -> None:
     customer = tenant.customers[0]["id"]
-    spare = tenant.api.post("/api/devices", json={"unique_id": "SPARE1", "name": "Spare"}).json()
+    spare = tenant.api.post("/api/devices", json=tenant.device_body(unique_id="SPARE1")).json()
     of_customer = tenant.api.get("/api/devices", params={"customer_id": customer}).json()["items"]
     assert {d["id"] for d in of_customer} == {d["id"] for d in tenant.devices[customer]}
     unassigned = tenant.api.get("/api/devices", params={"unassigned": True}).json()["items"]

@@ -11,17 +11,18 @@ from fleetplane.core.timeutil import utcnow
 class Device(Base):
     __tablename__ = "devices"
     __table_args__ = (
-        UniqueConstraint("provider_id", "unique_id"),
+        UniqueConstraint("channel_id", "unique_id"),
         Index("ix_devices_customer_id_id", "customer_id", "id"),
     )
 
     id: Mapped[str] = mapped_column(id_column_type(), primary_key=True)
     provider_id: Mapped[str] = mapped_column(ForeignKey("providers.id", ondelete="CASCADE"))
     customer_id: Mapped[str | None] = mapped_column(ForeignKey("customers.id", ondelete="SET NULL"))
+    channel_id: Mapped[str | None] = mapped_column(ForeignKey("channels.id"))
     unique_id: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(200))
     phone: Mapped[str | None] = mapped_column(String(40))
-    password_hash: Mapped[str | None] = mapped_column(String(128))
+    password_hash: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 

@@ -10,6 +10,7 @@ PHONE_PATTERN = r"^\+?[0-9 ()-]{3,40}$"
 
 
 class DeviceCreate(RequestBody):
+    channel_id: str = Field(description="The channel (listener) the tracker connects to.")
     unique_id: str = Field(
         min_length=1, max_length=64, pattern=UNIQUE_ID_PATTERN, description=UNIQUE_ID_HELP
     )
@@ -22,6 +23,7 @@ class DeviceCreate(RequestBody):
 
 
 class DeviceUpdate(RequestBody):
+    channel_id: str | None = Field(default=None, description="Move the device to this channel.")
     unique_id: str | None = Field(
         default=None,
         min_length=1,
@@ -44,6 +46,7 @@ class DeviceOut(ResponseBody):
     """A device as the provider sees it."""
 
     id: str
+    channel_id: str | None
     unique_id: str
     name: str
     phone: str | None

@@ -1,17 +1,18 @@
-"""Device inventory rules: unique ids per provider, assignment to customers, passwords hashed."""
+"""Device inventory rules: unique ids per channel, assignment to customers, passwords hashed."""
 
 import hashlib
 import hmac
 import os
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy import update as update_rows
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane.audit import service as audit
 from fleetplane.audit.service import Actor
+from fleetplane.channels import service as channels
 from fleetplane.core.errors import conflict, not_found, validation_error
 from fleetplane.core.ids import looks_like_id, new_id
 from fleetplane.customers import service as customers
@@ -37,8 +38,11 @@ def list_query(
     customer_id: str | None = None,
     unassigned: bool = False,
     unique_id: str | None = None,
+    channel_id: str | None = None,
 ) -> Select[tuple[Device]]:
     statement = select(Device).where(Device.provider_id == provider_id)
+    if channel_id is not None:
+        statement = statement.where(Device.channel_id == channel_id)
     if customer_id is not None:
         statement = statement.where(Device.customer_id == customer_id)
     if unassigned:
@@ -79,7 +83,8 @@ async def create(session: AsyncSession, actor: Actor, data: DeviceCreate) -> Dev
     values = data.model_dump(exclude={"password"})
     if data.customer_id is not None:
         await _require_customer(session, actor.provider_id, data.customer_id)
-    await _require_free_unique_id(session, actor.provider_id, data.unique_id)
+    await _require_channel(session, actor.provider_id, data.channel_id)
+    await _require_free_unique_id(session, data.channel_id, data.unique_id)
     device = Device(id=new_id("dev"), provider_id=actor.provider_id, **values)
     if data.password:
         device.password_hash = hash_password(data.password)
@@ -149,10 +154,34 @@ async def _require_customer(session: AsyncSession, provider_id: str, customer_id
         raise validation_error(["body", "customer_id"], f"No such customer {customer_id!r}.")
 
 
-async def _require_free_unique_id(session: AsyncSession, provider_id: str, unique_id: str) -> None:
-    taken = await session.execute(list_query(provider_id, unique_id=unique_id).limit(1))
-    if taken.scalar_one_or_none() is not None:
-        raise conflict(f"A device with unique_id {unique_id!r} already exists.")
+async def _require_channel(session: AsyncSession, provider_id: str, channel_id: str) -> None:
+    if await channels.find(session, provider_id, channel_id) is None:
+        raise validation_error(["body", "channel_id"], f"No such channel {channel_id!r}.")
+
+
+async def _require_free_unique_id(session: AsyncSession, channel_id: str, unique_id: str) -> None:
+    # Channels are platform-wide listeners, so the check spans providers; it says only "taken".
+    statement = select(func.count()).where(
+        Device.channel_id == channel_id, Device.unique_id == unique_id
+    )
+    if (await session.execute(statement)).scalar_one():
+        raise conflict(f"A device with unique_id {unique_id!r} is already on this channel.")
+
+
+async def find_on_channel(
+    session: AsyncSession, channel_id: str, unique_id: str
+) -> tuple[str, str | None] | None:
+    """(device id, password hash) of the device a tracker logs in as, or None."""
+    statement = select(Device.id, Device.password_hash).where(
+        Device.channel_id == channel_id, Device.unique_id == unique_id
+    )
+    row = (await session.execute(statement)).one_or_none()
+    return None if row is None else (row[0], row[1])
+
+
+async def count_on_channel(session: AsyncSession, channel_id: str) -> int:
+    statement = select(func.count()).where(Device.channel_id == channel_id)
+    return (await session.execute(statement)).scalar_one()
 
 
 async def _flush_unique(session: AsyncSession, unique_id: str) -> None:
@@ -160,4 +189,6 @@ async def _flush_unique(session: AsyncSession, unique_id: str) -> None:
     try:
         await session.flush()
     except IntegrityError as error:
-        raise conflict(f"A device with unique_id {unique_id!r} already exists.") from error
+        raise conflict(
+            f"A device with unique_id {unique_id!r} is already on this channel."
+        ) from error

@@ -19,9 +19,14 @@ async def list_devices(
     customer_id: Annotated[str | None, Query(max_length=40)] = None,
     unassigned: Annotated[bool, Query(description="Only devices of no customer.")] = False,
     unique_id: Annotated[str | None, Query(max_length=64)] = None,
+    channel_id: Annotated[str | None, Query(max_length=40)] = None,
 ) -> Response:
     statement = service.list_query(
-        ctx.provider_id, customer_id=customer_id, unassigned=unassigned, unique_id=unique_id
+        ctx.provider_id,
+        customer_id=customer_id,
+        unassigned=unassigned,
+        unique_id=unique_id,
+        channel_id=channel_id,
     )
     return await paginate(ctx.session, statement, Device.id, page, DeviceOut)
 
@@ -33,7 +38,7 @@ async def create_device(
     ctx: StudioContext = provider_permission("create:devices"),
 ) -> DeviceOut:
     """Adds a tracker to the inventory, optionally assigned to a customer at once.
-    A `unique_id` already in the inventory answers `409 conflict`."""
+    A `unique_id` already on the channel answers `409 conflict`."""
     device = await service.create(ctx.session, Actor.of(ctx), body)
     response.headers["Location"] = f"/api/devices/{device.id}"
     return DeviceOut.model_validate(device)

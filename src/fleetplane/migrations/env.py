@@ -2,6 +2,7 @@
 
 from alembic import context
 
+import fleetplane.messages.models
 import fleetplane.registry  # noqa: F401  (imports every domain, so every model is known)
 from fleetplane.core.db import Base
 

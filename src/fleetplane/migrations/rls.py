@@ -53,3 +53,15 @@ def protect(table: str, customer_column: str | None) -> None:
         f"CREATE POLICY tenant_isolation ON {table} "
         f"USING ({_SYSTEM} OR ({condition})) WITH CHECK ({_SYSTEM} OR ({condition}))"
     )
+
+
+def protect_through_device(table: str) -> None:
+    """Forced RLS on a table keyed by device: a row is visible when its device is, so the
+    devices policy (provider, and customer when scoped) decides."""
+    visible_device = f"EXISTS (SELECT 1 FROM devices d WHERE d.id = {table}.device_id)"
+    op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
+    op.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
+    op.execute(
+        f"CREATE POLICY tenant_isolation ON {table} "
+        f"USING ({_SYSTEM} OR {visible_device}) WITH CHECK ({_SYSTEM} OR {visible_device})"
+    )

@@ -1,0 +1,1 @@
+"""Channels: a listener for one device protocol on one port."""

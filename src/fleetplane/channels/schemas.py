@@ -1,0 +1,92 @@
+from datetime import datetime
+from enum import StrEnum
+from typing import Self
+
+from pydantic import Field, model_validator
+
+from fleetplane.core.schemas import RequestBody, ResponseBody
+
+
+class Protocol(StrEnum):
+    WIALON_IPS = "wialon_ips"
+    OSMAND = "osmand"
+
+
+class Transport(StrEnum):
+    TCP = "tcp"
+    UDP = "udp"
+    TCP_UDP = "tcp_udp"
+    HTTP = "http"
+
+
+TRANSPORTS: dict[Protocol, tuple[Transport, ...]] = {
+    Protocol.WIALON_IPS: (Transport.TCP_UDP, Transport.TCP, Transport.UDP),
+    Protocol.OSMAND: (Transport.HTTP,),
+}
+
+PORT = Field(ge=1, le=65535, description="Port the listener binds (TCP and/or UDP).")
+
+
+class ChannelCreate(RequestBody):
+    name: str = Field(min_length=1, max_length=200)
+    protocol: Protocol
+    transport: Transport | None = Field(
+        default=None, description="Default: the protocol's usual one (tcp_udp, http)."
+    )
+    port: int = PORT
+    enabled: bool = True
+    online_timeout_seconds: int = Field(
+        default=600, ge=10, le=86_400, description="A device is online this long after a message."
+    )
+    auto_register: bool = Field(
+        default=False, description="Add unknown devices to the inventory at their first login."
+    )
+
+    @model_validator(mode="after")
+    def _transport_fits_protocol(self) -> Self:
+        allowed = TRANSPORTS[self.protocol]
+        if self.transport is None:
+            self.transport = allowed[0]
+        elif self.transport not in allowed:
+            names = ", ".join(t.value for t in allowed)
+            raise ValueError(f"transport of a {self.protocol.value} channel must be one of {names}")
+        return self
+
+
+class ChannelUpdate(RequestBody):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    transport: Transport | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    enabled: bool | None = None
+    online_timeout_seconds: int | None = Field(default=None, ge=10, le=86_400)
+    auto_register: bool | None = None
+
+
+class ChannelCounters(ResponseBody):
+    connections: int = Field(description="Open device connections now.")
+    messages_accepted: int
+    messages_rejected: int
+    bytes_received: int
+    last_error: str | None
+    listening: bool = Field(description="Whether the listener is bound right now.")
+
+
+class ChannelSummary(ResponseBody):
+    """A channel as listed (read one channel for its live counters)."""
+
+    id: str
+    name: str
+    protocol: Protocol
+    transport: Transport
+    port: int
+    enabled: bool
+    online_timeout_seconds: int
+    auto_register: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class ChannelOut(ChannelSummary):
+    counters: ChannelCounters | None = Field(
+        default=None, description="Live figures of this process's listener; null if none yet."
+    )

@@ -1,0 +1,85 @@
+from fastapi import APIRouter, BackgroundTasks, Request, Response
+
+from fleetplane.audit.service import Actor
+from fleetplane.channels import service
+from fleetplane.channels.models import Channel
+from fleetplane.channels.schemas import (
+    ChannelCounters,
+    ChannelCreate,
+    ChannelOut,
+    ChannelSummary,
+    ChannelUpdate,
+)
+from fleetplane.core.auth import PermissionRoute, StudioContext, provider_permission
+from fleetplane.core.pagination import Page, PageDep, PageParams, paginate
+
+router = APIRouter(prefix="/api/channels", tags=["Channels"], route_class=PermissionRoute)
+
+
+def _out(request: Request, channel: Channel) -> ChannelOut:
+    out = ChannelOut.model_validate(channel)
+    counters = request.app.state.gateway.counters(channel.id)
+    out.counters = ChannelCounters.model_validate(counters) if counters else None
+    return out
+
+
+def _apply_after_commit(request: Request, tasks: BackgroundTasks) -> None:
+    # Background tasks run once the answer is sent, so after the commit: the gateway reads
+    # the committed channels and starts, moves or stops listeners to match.
+    tasks.add_task(request.app.state.gateway.reload)
+
+
+@router.get("", response_model=Page[ChannelSummary], summary="List channels")
+async def list_channels(
+    ctx: StudioContext = provider_permission("read:channels"), page: PageParams = PageDep
+) -> Response:
+    """Channels without their live counters; read one channel for its counters."""
+    statement = service.list_query(ctx.provider_id)
+    return await paginate(ctx.session, statement, Channel.id, page, ChannelSummary)
+
+
+@router.post("", status_code=201, response_model=ChannelOut, summary="Create a channel")
+async def create_channel(
+    body: ChannelCreate,
+    response: Response,
+    tasks: BackgroundTasks,
+    ctx: StudioContext = provider_permission("create:channels"),
+) -> ChannelOut:
+    """Starts a listener for the protocol on the port at once. A port already used by any
+    channel answers `409 conflict`; a port the machine cannot bind shows in `counters`."""
+    channel = await service.create(ctx.session, Actor.of(ctx), body)
+    response.headers["Location"] = f"/api/channels/{channel.id}"
+    _apply_after_commit(ctx.request, tasks)
+    return _out(ctx.request, channel)
+
+
+@router.get("/{channel_id}", response_model=ChannelOut, summary="Get a channel and its counters")
+async def get_channel(
+    channel_id: str, ctx: StudioContext = provider_permission("read:channels")
+) -> ChannelOut:
+    return _out(ctx.request, await service.get(ctx.session, ctx.provider_id, channel_id))
+
+
+@router.patch("/{channel_id}", response_model=ChannelOut, summary="Update a channel")
+async def update_channel(
+    channel_id: str,
+    body: ChannelUpdate,
+    tasks: BackgroundTasks,
+    ctx: StudioContext = provider_permission("update:channels"),
+) -> ChannelOut:
+    """`enabled: false` stops the listener; a new `port` moves it; both without a restart."""
+    channel = await service.update(ctx.session, Actor.of(ctx), channel_id, body)
+    _apply_after_commit(ctx.request, tasks)
+    return _out(ctx.request, channel)
+
+
+@router.delete("/{channel_id}", status_code=204, summary="Delete a channel")
+async def delete_channel(
+    channel_id: str,
+    tasks: BackgroundTasks,
+    ctx: StudioContext = provider_permission("delete:channels"),
+) -> Response:
+    """Stops the listener. A channel that still has devices answers `409 conflict`."""
+    await service.delete(ctx.session, Actor.of(ctx), channel_id)
+    _apply_after_commit(ctx.request, tasks)
+    return Response(status_code=204)

@@ -1,0 +1,141 @@
+"""The gateway: one listener per enabled channel, started, moved and stopped to match the
+channels in the database, without a restart."""
+
+import asyncio
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from fleetplane.channels import service as channels
+from fleetplane.core.db import system_session
+from fleetplane.devices import service as devices
+from fleetplane.ingest.pipeline import MessageStore
+from fleetplane.ingest.wialon_tcp import WialonTcpListener
+
+log = logging.getLogger("fleetplane.gateway")
+
+RELOAD_INTERVAL_SECONDS = 5.0
+
+
+@dataclass(slots=True)
+class ChannelCounters:
+    connections: int = 0
+    messages_accepted: int = 0
+    messages_rejected: int = 0
+    bytes_received: int = 0
+    last_error: str | None = None
+    listening: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    """What a running listener was started with; a change means a restart."""
+
+    channel_id: str
+    protocol: str
+    transport: str
+    port: int
+
+
+@dataclass
+class _Running:
+    config: ListenerConfig
+    listener: Any
+    counters: ChannelCounters = field(default_factory=ChannelCounters)
+
+
+class Gateway:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], host: str = "0.0.0.0") -> None:
+        self._sessions = sessions
+        self._host = host
+        self._running: dict[str, _Running] = {}
+        self._stopped_counters: dict[str, ChannelCounters] = {}
+        self._lock = asyncio.Lock()
+        self._reloader: asyncio.Task[None] | None = None
+        self.store = MessageStore(sessions)
+
+    async def start(self) -> None:
+        self.store.start()
+        await self.reload()
+        self._reloader = asyncio.create_task(self._reload_forever(), name="gateway-reload")
+
+    async def stop(self) -> None:
+        if self._reloader is not None:
+            self._reloader.cancel()
+            await asyncio.gather(self._reloader, return_exceptions=True)
+        async with self._lock:
+            for channel_id in list(self._running):
+                await self._stop_listener(channel_id)
+        await self.store.stop()
+
+    def counters(self, channel_id: str) -> dict[str, Any] | None:
+        running = self._running.get(channel_id)
+        counters = running.counters if running else self._stopped_counters.get(channel_id)
+        return asdict(counters) if counters else None
+
+    async def reload(self) -> None:
+        """Makes the listeners match the enabled channels in the database."""
+        async with self._lock:
+            async with system_session(self._sessions) as session:
+                wanted = {
+                    channel.id: ListenerConfig(
+                        channel.id, channel.protocol, channel.transport, channel.port
+                    )
+                    for channel in await channels.all_channels(session)
+                    if channel.enabled
+                }
+            for channel_id, running in list(self._running.items()):
+                if wanted.get(channel_id) != running.config:
+                    await self._stop_listener(channel_id)
+            for channel_id, config in wanted.items():
+                if channel_id not in self._running:
+                    await self._start_listener(config)
+
+    async def _reload_forever(self) -> None:
+        # Picks up channels changed by another process (or a failed bind that may now work).
+        while True:
+            await asyncio.sleep(RELOAD_INTERVAL_SECONDS)
+            try:
+                await self.reload()
+            except Exception:  # keep serving the listeners we have
+                log.exception("reloading channels failed")
+
+    async def _start_listener(self, config: ListenerConfig) -> None:
+        counters = self._stopped_counters.pop(config.channel_id, None) or ChannelCounters()
+        try:
+            listener = self._make_listener(config, counters)
+            await listener.start()
+        except (OSError, LookupError) as error:
+            reason = error.strerror if isinstance(error, OSError) else str(error)
+            counters.last_error = f"cannot listen on port {config.port}: {reason}"
+            counters.listening = False
+            log.warning("channel %s: %s", config.channel_id, counters.last_error)
+            self._stopped_counters[config.channel_id] = counters
+            return
+        counters.listening = True
+        self._running[config.channel_id] = _Running(config, listener, counters)
+        log.info(
+            "channel %s: %s listening on port %d", config.channel_id, config.protocol, config.port
+        )
+
+    async def _stop_listener(self, channel_id: str) -> None:
+        running = self._running.pop(channel_id)
+        await running.listener.stop()
+        running.counters.listening = False
+        running.counters.connections = 0
+        self._stopped_counters[channel_id] = running.counters
+
+    def _make_listener(self, config: ListenerConfig, counters: ChannelCounters) -> Any:
+        if config.protocol == "wialon_ips" and config.transport in ("tcp", "tcp_udp"):
+            return WialonTcpListener(
+                host=self._host,
+                port=config.port,
+                channel_id=config.channel_id,
+                counters=counters,
+                sessions=self._sessions,
+                store=self.store,
+                find_device=devices.find_on_channel,
+            )
+        raise LookupError(f"no {config.protocol} listener for {config.transport} in this version")

@@ -1,0 +1,88 @@
+"""The durable write path: messages from every connection are written in batches, and each
+sender learns its messages are stored only after the batch is committed.
+
+A connection hands over one packet's messages and waits; so a device's messages are written
+in the order it sent them, and its answer leaves only after the commit. The queue is bounded:
+when the database is slower than the devices, connections wait in `store` (and stop reading
+their sockets) instead of memory growing.
+"""
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from fleetplane.core.db import set_tenant_scope
+from fleetplane.ingest.message import Message
+from fleetplane.messages import service as messages
+
+log = logging.getLogger("fleetplane.ingest")
+
+
+@dataclass(slots=True)
+class _Pending:
+    device_id: str
+    messages: list[Message]
+    stored: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class MessageStore:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        max_batch_messages: int = 5000,
+        max_waiting_packets: int = 10_000,
+    ) -> None:
+        self._sessions = sessions
+        self._max_batch = max_batch_messages
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(max_waiting_packets)
+        self._writer: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._writer = asyncio.create_task(self._write_forever(), name="message-writer")
+
+    async def stop(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+            self._writer = None
+
+    async def store(self, device_id: str, batch: list[Message]) -> None:
+        """Returns once `batch` is committed; raises if it could not be."""
+        pending = _Pending(device_id, batch)
+        await self._queue.put(pending)
+        await pending.stored
+
+    async def _write_forever(self) -> None:
+        while True:
+            batch = await self._next_batch()
+            try:
+                await self._write(batch)
+            except Exception as error:  # a failed commit fails every sender of the batch
+                log.exception("storing %d packets failed", len(batch))
+                for pending in batch:
+                    if not pending.stored.done():
+                        pending.stored.set_exception(error)
+            else:
+                for pending in batch:
+                    if not pending.stored.done():
+                        pending.stored.set_result(None)
+
+    async def _next_batch(self) -> list[_Pending]:
+        batch = [await self._queue.get()]
+        count = len(batch[0].messages)
+        while count < self._max_batch and not self._queue.empty():
+            pending = self._queue.get_nowait()
+            batch.append(pending)
+            count += len(pending.messages)
+        return batch
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        rows = [messages.to_row(p.device_id, m) for p in batch for m in p.messages]
+        async with self._sessions() as session, session.begin():
+            await set_tenant_scope(session, system=True)
+            await messages.insert_rows(session, rows)

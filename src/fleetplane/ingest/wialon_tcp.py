@@ -1,0 +1,149 @@
+"""Wialon IPS over TCP: one connection per device, each packet answered after it is stored."""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from fleetplane.core.db import system_session
+from fleetplane.core.timeutil import utcnow
+from fleetplane.ingest.pipeline import MessageStore
+from fleetplane.ingest.protocols.wialon_ips import (
+    LoginRequest,
+    LoginResult,
+    Outcome,
+    WialonFramer,
+    WialonSession,
+)
+
+log = logging.getLogger("fleetplane.ingest.wialon")
+
+READ_SIZE = 65536
+# (device id, password hash or None) of a device on a channel, or None when unknown.
+DeviceFinder = Callable[[AsyncSession, str, str], Awaitable[tuple[str, str | None] | None]]
+
+
+class WialonTcpListener:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        channel_id: str,
+        counters: Any,
+        sessions: async_sessionmaker[AsyncSession],
+        store: MessageStore,
+        find_device: DeviceFinder,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.channel_id = channel_id
+        self.counters = counters
+        self._sessions = sessions
+        self.store = store
+        self._find_device = find_device
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, self.host, self.port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._connections):
+                task.cancel()
+            await asyncio.gather(*self._connections, return_exceptions=True)
+            await self._server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        self.counters.connections += 1
+        try:
+            await _Connection(self, reader, writer).serve()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the device went away; nothing unacknowledged was promised
+        finally:
+            self.counters.connections -= 1
+            self._connections.discard(task)
+            writer.close()
+
+    async def authenticate(self, login: LoginRequest) -> tuple[LoginResult, str | None]:
+        async with system_session(self._sessions) as session:
+            found = await self._find_device(session, self.channel_id, login.imei)
+        if found is None:
+            self.counters.messages_rejected += 1
+            return LoginResult.REFUSED, None
+        device_id, password_hash = found
+        if password_hash is not None:
+            from fleetplane.devices.service import password_matches
+
+            matches = login.password is not None and await asyncio.to_thread(
+                password_matches, login.password, password_hash
+            )
+            if not matches:
+                return LoginResult.WRONG_PASSWORD, None
+        return LoginResult.ACCEPTED, device_id
+
+
+class _Connection:
+    def __init__(
+        self,
+        listener: WialonTcpListener,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self.listener = listener
+        self.reader = reader
+        self.writer = writer
+        self.framer = WialonFramer()
+        self.session = WialonSession()
+        self.device_id: str | None = None
+
+    async def serve(self) -> None:
+        counters = self.listener.counters
+        while data := await self.reader.read(READ_SIZE):
+            counters.bytes_received += len(data)
+            received_at = utcnow()
+            for frame in self.framer.feed(data):
+                outcome = self.session.handle(frame, received_at)
+                if outcome.login is not None:
+                    outcome = await self._login(outcome.login)
+                if not await self._store(outcome):
+                    return
+                self.writer.write(outcome.answer)
+                if outcome.close:
+                    await self.writer.drain()
+                    return
+            await self.writer.drain()
+
+    async def _login(self, login: LoginRequest) -> Outcome:
+        result, device_id = await self.listener.authenticate(login)
+        if result is LoginResult.ACCEPTED:
+            self.device_id = device_id
+        return self.session.complete_login(result)
+
+    async def _store(self, outcome: Outcome) -> bool:
+        """Stores what the outcome's answer acknowledges; False: close without answering."""
+        counters = self.listener.counters
+        if outcome.driver_message is not None or outcome.file is not None:
+            # Driver messages and files have no store yet: refusing them keeps them on the
+            # device, which sends them again later.
+            counters.messages_rejected += 1
+            if outcome.driver_message is not None:
+                outcome.answer = b"#AM#0\r\n"
+                return True
+            return False
+        if not outcome.messages or self.device_id is None:
+            return True
+        try:
+            await self.listener.store.store(self.device_id, list(outcome.messages))
+        except Exception as error:  # the database failed: answer nothing, the device retries
+            counters.last_error = f"storing messages failed: {error.__class__.__name__}"
+            return False
+        counters.messages_accepted += len(outcome.messages)
+        return True

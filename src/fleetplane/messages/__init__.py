@@ -1,0 +1,1 @@
+"""Messages: every report a device sent, stored once per (device, device time)."""

@@ -1,0 +1,120 @@
+"""Wialon IPS over a real TCP socket to the running server: answers after durable storage."""
+
+import asyncio
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from conftest import RunningServer, Tenant, create_channel
+from fleetplane.core.db import run_platform_work
+from fleetplane.ingest.protocols.wialon_ips import crc_text
+from fleetplane.messages.models import StoredMessage
+
+
+def v2(packet_type: str, body: str) -> bytes:
+    covered = (body + ";").encode()
+    return f"#{packet_type}#{body};{crc_text(covered)}\r\n".encode()
+
+
+class Tracker:
+    def __init__(self, port: int) -> None:
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.buffer = b""
+
+    def ask(self, packet: bytes) -> str:
+        self.sock.sendall(packet)
+        while b"\r\n" not in self.buffer:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\r\n", 1)
+        return line.decode()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def listening(tenant: Tenant) -> Iterator[tuple[Tenant, dict[str, Any], dict[str, Any]]]:
+    channel = create_channel(tenant.api, enabled=True)
+    device = tenant.api.post(
+        "/api/devices",
+        json=tenant.device_body(channel_id=channel["id"], unique_id="354330030000001"),
+    ).json()
+    yield tenant, channel, device
+    tenant.api.patch(f"/api/channels/{channel['id']}", json={"enabled": False})
+
+
+def stored(server: RunningServer, device_id: str) -> list[StoredMessage]:
+    async def read(session: Any) -> list[StoredMessage]:
+        statement = (
+            select(StoredMessage)
+            .where(StoredMessage.device_id == device_id)
+            .order_by(StoredMessage.device_time)
+        )
+        return list((await session.execute(statement)).scalars())
+
+    return asyncio.run(run_platform_work(server.settings, read))
+
+
+def test_login_data_and_black_box_are_stored_before_the_answer(
+    server: RunningServer, listening: tuple[Tenant, dict[str, Any], dict[str, Any]]
+) -> None:
+    _, channel, device = listening
+    tracker = Tracker(channel["port"])
+    try:
+        assert tracker.ask(v2("L", "2.0;354330030000001;NA")) == "#AL#1"
+        data = "270413;205601;5544.6025;N;03739.6834;E;1;2;3;4;0.8;0;0;14.77;NA;fuel:2:45.8"
+        assert tracker.ask(v2("D", data)) == "#AD#1"
+        rows = stored(server, device["id"])  # already committed when the answer came
+        assert len(rows) == 1
+        assert rows[0].lat == pytest.approx(55.743375)
+        assert rows[0].params["fuel"] == 45.8
+        # late black-box data is stored and ordered by device time
+        bodies = "|".join(
+            f"270413;20{minute:02d}01;5544.6025;N;03739.6834;E;0;0;3;4" for minute in (50, 51)
+        )
+        covered = (bodies + "|").encode()
+        answer = tracker.ask(f"#B#{bodies}|{crc_text(covered)}\r\n".encode())
+        assert answer == "#AB#2"
+        times = [row.device_time.strftime("%H:%M") for row in stored(server, device["id"])]
+        assert times == ["20:50", "20:51", "20:56"]
+        # a duplicate (same device time) is acknowledged but not stored twice
+        assert tracker.ask(v2("D", data)) == "#AD#1"
+        assert len(stored(server, device["id"])) == 3
+        assert tracker.ask(b"#P#\r\n") == "#AP#"
+    finally:
+        tracker.close()
+
+
+def test_unknown_devices_and_wrong_passwords_are_refused(
+    listening: tuple[Tenant, dict[str, Any], dict[str, Any]],
+) -> None:
+    tenant, channel, device = listening
+    tenant.api.patch(f"/api/devices/{device['id']}", json={"password": "secret1"})
+    tracker = Tracker(channel["port"])
+    try:
+        assert tracker.ask(v2("L", "2.0;999999999999999;NA")) == "#AL#0"
+        assert tracker.ask(v2("L", "2.0;354330030000001;wrong")) == "#AL#01"
+        data = "270413;205601;5544.6025;N;03739.6834;E;1;2;3;4"
+        assert tracker.ask(v2("SD", data)) == "#ASD#-1"  # not logged in: not stored
+        assert tracker.ask(v2("L", "2.0;354330030000001;secret1")) == "#AL#1"
+        assert tracker.ask(v2("SD", data)) == "#ASD#1"
+    finally:
+        tracker.close()
+    channel_now = tenant.api.get(f"/api/channels/{channel['id']}").json()
+    assert channel_now["counters"]["messages_rejected"] >= 1
+    assert channel_now["counters"]["messages_accepted"] == 1
