@@ -180,3 +180,45 @@ def _load_bench(name: str) -> ModuleType:
     sys.modules[spec.name] = module  # dataclasses look their module up here
     spec.loader.exec_module(module)
     return module
+
+
+# --- tracker simulator ----------------------------------------------------------------------
+
+
+@app.command()
+def simulate(
+    host: Annotated[str, typer.Option(help="Wialon IPS listener address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Its TCP port.")] = 20332,
+    devices: Annotated[int, typer.Option(min=1, help="Simulated trackers.")] = 10,
+    rate: Annotated[float, typer.Option(min=0.001, help="Messages per second, all devices.")] = 10,
+    duration: Annotated[
+        float | None, typer.Option(min=0.1, help="Seconds to run (default: until Ctrl-C).")
+    ] = None,
+    imei_prefix: Annotated[
+        str, typer.Option(help="IMEI = prefix + device number, 15 digits (the demo's devices).")
+    ] = "86000000000",
+    speedup: Annotated[float, typer.Option(min=0.001, help="Simulated time per real time.")] = 10,
+    password: Annotated[str | None, typer.Option(help="Login password of every device.")] = None,
+    seed: Annotated[int, typer.Option(help="Same seed, same routes.")] = 1,
+    disconnects: Annotated[
+        float, typer.Option(min=0, max=1, help="Chance of a coverage loss after each answer.")
+    ] = 0.002,
+) -> None:
+    """Drive simulated trackers over Wialon IPS 2.0 TCP: trips, parkings, fuel, black boxes."""
+    from fleetplane.simulator.display import simulate_in_terminal
+
+    stats = simulate_in_terminal(
+        console,
+        host,
+        port,
+        devices,
+        rate,
+        duration,
+        imei_prefix=imei_prefix,
+        password=password,
+        speedup=speedup,
+        seed=seed,
+        disconnect_probability=disconnects,
+    )
+    if stats.acked == 0:
+        raise typer.Exit(1)
