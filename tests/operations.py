@@ -58,6 +58,13 @@ def _fresh_channel(t: Tenant) -> str:
     return create_channel(t.api)["id"]
 
 
+def _fresh_sensor(t: Tenant) -> str:
+    body = {"device_id": _device(t), "name": "Fuel", "type": "fuel_level", "parameter": "adc1"}
+    response = t.api.post("/api/sensors", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
 OPERATIONS: list[Operation] = [
     # Studio: customers
     Operation("GET", "/api/customers", "read:customers", lambda t: ("/api/customers", None)),
@@ -132,6 +139,25 @@ OPERATIONS: list[Operation] = [
         "DELETE", "/api/channels/{channel_id}", "delete:channels",
         lambda t: (f"/api/channels/{_fresh_channel(t)}", None), 204,
     ),
+    # Studio: sensors
+    Operation("GET", "/api/sensors", "read:sensors", lambda t: ("/api/sensors", None)),
+    Operation(
+        "POST", "/api/sensors", "create:sensors",
+        lambda t: ("/api/sensors", {"device_id": _device(t), "name": "Ignition",
+                                    "type": "ignition", "parameter": "in1"}), 201,
+    ),
+    Operation(
+        "GET", "/api/sensors/{sensor_id}", "read:sensors",
+        lambda t: (f"/api/sensors/{_fresh_sensor(t)}", None),
+    ),
+    Operation(
+        "PATCH", "/api/sensors/{sensor_id}", "update:sensors",
+        lambda t: (f"/api/sensors/{_fresh_sensor(t)}", {"name": "Renamed"}),
+    ),
+    Operation(
+        "DELETE", "/api/sensors/{sensor_id}", "delete:sensors",
+        lambda t: (f"/api/sensors/{_fresh_sensor(t)}", None), 204,
+    ),
     # Studio: audit log
     Operation("GET", "/api/audit-log", "read:audit_log", lambda t: ("/api/audit-log", None)),
     # Module: devices
@@ -139,6 +165,10 @@ OPERATIONS: list[Operation] = [
     Operation(
         "GET", "/module/devices/{device_id}", "read:devices",
         lambda t: (f"/module/devices/{_device(t)}", None),
+    ),
+    Operation(
+        "GET", "/module/devices/{device_id}/messages", "read:messages",
+        lambda t: (f"/module/devices/{_device(t)}/messages", None),
     ),
 ]  # fmt: skip
 

@@ -100,6 +100,52 @@ def test_login_data_and_black_box_are_stored_before_the_answer(
         tracker.close()
 
 
+def test_live_state_and_message_history_through_the_module_api(
+    listening: tuple[Tenant, dict[str, Any], dict[str, Any]],
+) -> None:
+    tenant, channel, device = listening
+    customer = tenant.customers[0]["id"]
+    tenant.api.patch(f"/api/devices/{device['id']}", json={"customer_id": customer})
+    tracker = Tracker(channel["port"])
+    try:
+        assert tracker.ask(v2("L", "2.0;354330030000001;NA")) == "#AL#1"
+        first = "251126;100000;5656.9760;N;02406.3120;E;40;90;12;9;0.9;1;0;NA;NA;fuel:2:50.5"
+        second = "251126;100100;5656.9760;N;02407.3120;E;45;91;13;9;0.9;1;0;NA;NA;fuel:2:50.1"
+        assert tracker.ask(v2("D", first)) == "#AD#1"
+        assert tracker.ask(v2("D", second)) == "#AD#1"
+        late = "251126;095900;5656.9760;N;02405.3120;E;0;0;12;9"
+        covered = (late + "|").encode()
+        assert tracker.ask(f"#B#{late}|{crc_text(covered)}\r\n".encode()) == "#AB#1"
+    finally:
+        tracker.close()
+    api = tenant.module_api(0)
+    seen = api.get(f"/module/devices/{device['id']}").json()
+    assert seen["last_message_at"] == "2026-11-25T10:01:00Z"  # the late message moved nothing
+    assert seen["position"]["lon"] == pytest.approx(24 + 7.312 / 60)
+    assert seen["position"]["speed"] == 45
+    assert seen["params"]["fuel"] == 50.1
+    assert seen["inputs"] == 1
+    assert seen["odometer_km"] == pytest.approx(1.015, abs=0.01)  # one minute of longitude here
+    assert seen["online"] is True
+    listed = {d["id"]: d for d in api.get("/module/devices").json()["items"]}
+    assert listed[device["id"]] == seen
+
+    history = api.get(f"/module/devices/{device['id']}/messages", params={"limit": 2}).json()
+    assert [m["time"] for m in history["items"]] == ["2026-11-25T09:59:00Z", "2026-11-25T10:00:00Z"]
+    assert [m["black_box"] for m in history["items"]] == [True, False]
+    rest = api.get(
+        f"/module/devices/{device['id']}/messages",
+        params={"limit": 2, "cursor": history["next_cursor"]},
+    ).json()
+    assert [m["time"] for m in rest["items"]] == ["2026-11-25T10:01:00Z"]
+    assert rest["next_cursor"] is None
+    ranged = api.get(
+        f"/module/devices/{device['id']}/messages",
+        params={"from": "2026-11-25T10:00:00Z", "to": "2026-11-25T10:01:00Z"},
+    ).json()
+    assert [m["time"] for m in ranged["items"]] == ["2026-11-25T10:00:00Z"]
+
+
 def test_unknown_devices_and_wrong_passwords_are_refused(
     listening: tuple[Tenant, dict[str, Any], dict[str, Any]],
 ) -> None:

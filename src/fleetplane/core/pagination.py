@@ -3,13 +3,14 @@ so a cursor keeps working while rows are added."""
 
 import base64
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
 
 import orjson
 from fastapi import Depends, Query, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import Select
+from sqlalchemy import Row, Select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -70,19 +71,39 @@ async def paginate(
 
     Lists are the hottest reads, so rows are selected as exactly the schema's columns and
     encoded straight to JSON: no ORM object or model instance per row. Every field of a list
-    schema must therefore be a mapped attribute (a column or a column_property).
+    schema must therefore be a mapped attribute (a column or a hybrid expression).
     """
     entity = statement.column_descriptions[0]["entity"]
-    columns = [getattr(entity, name) for name in schema.model_fields]
-    statement = statement.with_only_columns(*columns)
+    names = tuple(schema.model_fields)
+    statement = statement.with_only_columns(*(getattr(entity, name) for name in names))
+    return await paginate_rows(
+        session, statement, id_column, params, lambda row: dict(zip(names, row, strict=True))
+    )
+
+
+async def paginate_rows(
+    session: AsyncSession,
+    statement: Select[Any],
+    id_column: Any,
+    params: PageParams,
+    shape: Callable[[Row[Any]], dict[str, Any]],
+) -> Response:
+    """One page of rows, each turned into a JSON object by `shape`, as a ready answer."""
     if params.after is not None:
         statement = statement.where(id_column > params.after)
     result = await session.execute(statement.order_by(id_column).limit(params.limit + 1))
-    names = tuple(result.keys())
-    rows = [dict(zip(names, row, strict=True)) for row in result.all()]
+    rows = result.all()
     next_cursor = None
     if len(rows) > params.limit:
         rows = rows[: params.limit]
-        next_cursor = encode_cursor(rows[-1]["id"])
-    body = orjson.dumps({"items": rows, "next_cursor": next_cursor}, option=orjson.OPT_UTC_Z)
-    return Response(body, media_type="application/json")
+        next_cursor = encode_cursor(rows[-1].id)
+    items = [shape(row) for row in rows]
+    return json_response({"items": items, "next_cursor": next_cursor})
+
+
+def json_response(body: Any, status_code: int = 200) -> Response:
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_UTC_Z),
+        status_code=status_code,
+        media_type="application/json",
+    )

@@ -1,6 +1,17 @@
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ColumnElement,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -34,3 +45,28 @@ class Device(Base):
     @classmethod
     def _has_password_expression(cls) -> ColumnElement[bool]:
         return cls.password_hash.is_not(None).label("has_password")
+
+
+class DeviceState(Base):
+    """A device's live state: its newest message and what has been summed up from all of them.
+    Advanced by the telemetry pipeline, one row per device."""
+
+    __tablename__ = "device_states"
+
+    device_id: Mapped[str] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    last_message_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    position_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    lat: Mapped[float | None] = mapped_column(Float)
+    lon: Mapped[float | None] = mapped_column(Float)
+    altitude: Mapped[float | None] = mapped_column(Float)
+    speed: Mapped[float | None] = mapped_column(Float)
+    course: Mapped[float | None] = mapped_column(Float)
+    satellites: Mapped[int | None] = mapped_column(Integer)
+    hdop: Mapped[float | None] = mapped_column(Float)
+    inputs: Mapped[int | None] = mapped_column(BigInteger)
+    outputs: Mapped[int | None] = mapped_column(BigInteger)
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    odometer_m: Mapped[float] = mapped_column(Float, default=0.0)

@@ -56,11 +56,33 @@ class DeviceOut(ResponseBody):
     updated_at: datetime
 
 
+class Position(ResponseBody):
+    """The device's last valid fix."""
+
+    time: datetime
+    lat: float
+    lon: float
+    altitude: float | None = Field(description="Metres above sea level.")
+    speed: float | None = Field(description="km/h.")
+    course: float | None = Field(description="Degrees clockwise from north.")
+    satellites: int | None
+    hdop: float | None
+
+
 class CustomerDeviceOut(ResponseBody):
-    """A device as its customer sees it."""
+    """A device as its customer sees it, with its live state."""
 
     id: str
     unique_id: str
     name: str
     phone: str | None
     created_at: datetime
+    last_message_at: datetime | None = Field(description="Device time of the newest message.")
+    online: bool = Field(description="A message arrived within the channel's online timeout.")
+    position: Position | None
+    odometer_km: float | None = Field(description="Sum of distances between valid fixes.")
+    inputs: int | None = Field(description="Digital inputs bit mask; bit 0 is input 1.")
+    outputs: int | None
+    params: dict[str, int | float | str] = Field(
+        description="The last value of every parameter the device sent."
+    )

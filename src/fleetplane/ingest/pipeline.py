@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleetplane.core.db import set_tenant_scope
+from fleetplane.devices import processor as device_states
 from fleetplane.ingest.message import Message
 from fleetplane.messages import service as messages
 
@@ -82,7 +83,12 @@ class MessageStore:
         return batch
 
     async def _write(self, batch: list[_Pending]) -> None:
+        """Stores the batch and runs each domain's step on it, in one transaction."""
         rows = [messages.to_row(p.device_id, m) for p in batch for m in p.messages]
+        by_device: dict[str, list[Message]] = {}
+        for pending in batch:
+            by_device.setdefault(pending.device_id, []).extend(pending.messages)
         async with self._sessions() as session, session.begin():
             await set_tenant_scope(session, system=True)
             await messages.insert_rows(session, rows)
+            await device_states.advance_states(session, by_device)

@@ -1,12 +1,16 @@
 """Message rows: turning decoded messages into rows, and writing them in bulk."""
 
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, insert
+from fastapi import Response
+from sqlalchemy import Insert, Row, insert, select
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fleetplane.core.errors import validation_error
+from fleetplane.core.pagination import PageParams, encode_cursor, json_response
 from fleetplane.ingest.message import Message
 from fleetplane.messages.models import FLAG_BLACK_BOX, FLAG_TIME_MISSING, StoredMessage
 
@@ -52,3 +56,60 @@ async def insert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None
     if rows:
         statement = _insert_ignoring_duplicates(session.bind.dialect.name)
         await session.execute(statement, rows)
+
+
+async def page(
+    session: AsyncSession,
+    device_id: str,
+    params: PageParams,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Response:
+    """One page of a device's messages in device-time order; the cursor is the last time."""
+    statement = select(*_MESSAGE_COLUMNS).where(StoredMessage.device_id == device_id)
+    if since is not None:
+        statement = statement.where(StoredMessage.device_time >= since)
+    if until is not None:
+        statement = statement.where(StoredMessage.device_time < until)
+    if params.after is not None:
+        statement = statement.where(StoredMessage.device_time > _cursor_time(params.after))
+    statement = statement.order_by(StoredMessage.device_time).limit(params.limit + 1)
+    rows = (await session.execute(statement)).all()
+    next_cursor = None
+    if len(rows) > params.limit:
+        rows = rows[: params.limit]
+        next_cursor = encode_cursor(rows[-1].device_time.isoformat())
+    return json_response({"items": [_shape(row) for row in rows], "next_cursor": next_cursor})
+
+
+_MESSAGE_COLUMNS = [
+    column for column in StoredMessage.__table__.columns if column.name != "device_id"
+]
+
+
+def _cursor_time(after: str) -> datetime:
+    try:
+        return datetime.fromisoformat(after)
+    except ValueError:
+        raise validation_error(
+            ["query", "cursor"], "Invalid cursor; use a next_cursor you got."
+        ) from None
+
+
+def _shape(row: Row[Any]) -> dict[str, Any]:
+    return {
+        "time": row.device_time,
+        "received_at": row.received_at,
+        "lat": row.lat,
+        "lon": row.lon,
+        "altitude": row.altitude,
+        "speed": row.speed,
+        "course": row.course,
+        "satellites": row.satellites,
+        "hdop": row.hdop,
+        "inputs": row.inputs,
+        "outputs": row.outputs,
+        "params": row.params or {},
+        "black_box": bool(row.flags & FLAG_BLACK_BOX),
+    }

@@ -1,0 +1,72 @@
+"""Reading devices with their live state, shaped for the customer's API."""
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Row, Select, select
+
+from fleetplane.channels.models import Channel
+from fleetplane.core.timeutil import utcnow
+from fleetplane.devices.models import Device, DeviceState
+
+_DEVICE = (Device.id, Device.unique_id, Device.name, Device.phone, Device.created_at)
+_STATE = (
+    DeviceState.last_message_at,
+    DeviceState.last_received_at,
+    DeviceState.position_at,
+    DeviceState.lat,
+    DeviceState.lon,
+    DeviceState.altitude,
+    DeviceState.speed,
+    DeviceState.course,
+    DeviceState.satellites,
+    DeviceState.hdop,
+    DeviceState.odometer_m,
+    DeviceState.inputs,
+    DeviceState.outputs,
+    DeviceState.params,
+)
+
+
+def customer_devices_query(provider_id: str, customer_id: str) -> Select[Any]:
+    return (
+        select(*_DEVICE, *_STATE, Channel.online_timeout_seconds)
+        .outerjoin(DeviceState, DeviceState.device_id == Device.id)
+        .outerjoin(Channel, Channel.id == Device.channel_id)
+        .where(Device.provider_id == provider_id, Device.customer_id == customer_id)
+    )
+
+
+def shape(row: Row[Any]) -> dict[str, Any]:
+    """One device with its live state, as `CustomerDeviceOut`."""
+    item = {name: getattr(row, name) for name in ("id", "unique_id", "name", "phone", "created_at")}
+    item["last_message_at"] = row.last_message_at
+    item["online"] = _online(row)
+    item["position"] = _position(row)
+    item["odometer_km"] = None if row.odometer_m is None else round(row.odometer_m / 1000, 3)
+    item["inputs"] = row.inputs
+    item["outputs"] = row.outputs
+    item["params"] = row.params or {}
+    return item
+
+
+def _online(row: Row[Any]) -> bool:
+    if row.last_received_at is None:
+        return False
+    timeout = timedelta(seconds=row.online_timeout_seconds or 600)
+    return utcnow() - row.last_received_at <= timeout
+
+
+def _position(row: Row[Any]) -> dict[str, Any] | None:
+    if row.position_at is None:
+        return None
+    return {
+        "time": row.position_at,
+        "lat": row.lat,
+        "lon": row.lon,
+        "altitude": row.altitude,
+        "speed": row.speed,
+        "course": row.course,
+        "satellites": row.satellites,
+        "hdop": row.hdop,
+    }

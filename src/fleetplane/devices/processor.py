@@ -1,0 +1,98 @@
+"""The devices step of the telemetry pipeline: advance each device's live state.
+
+Only messages newer than the state move it (late black-box data is stored, but the live state
+already knows later news). The odometer sums great-circle distances between successive fixes.
+"""
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleetplane.core.geo import distance_m
+from fleetplane.devices.models import DeviceState
+from fleetplane.ingest.message import Message
+
+STATE_COLUMNS = [column.name for column in DeviceState.__table__.columns]
+# Devices send a few parameters per message; the state keeps the last value of each, bounded.
+MAX_STATE_PARAMS = 500
+
+
+async def advance_states(session: AsyncSession, by_device: dict[str, list[Message]]) -> None:
+    current = await _current_states(session, list(by_device))
+    changed = []
+    for device_id, messages in by_device.items():
+        state = advance(current.get(device_id), device_id, messages)
+        if state is not None and state is not current.get(device_id):
+            changed.append(state)
+    if changed:
+        await session.execute(_upsert(session.bind.dialect.name), changed)
+
+
+def advance(
+    state: dict[str, Any] | None, device_id: str, messages: list[Message]
+) -> dict[str, Any] | None:
+    """The state after `messages` (in any order); the same object when nothing is newer."""
+    in_time_order = sorted(messages, key=lambda m: m.device_time)
+    result = state
+    for message in in_time_order:
+        if result is not None and message.device_time <= result["last_message_at"]:
+            continue
+        result = _apply(dict(result) if result else _empty(device_id), message)
+    return result
+
+
+def _empty(device_id: str) -> dict[str, Any]:
+    state = dict.fromkeys(STATE_COLUMNS)
+    state.update(device_id=device_id, odometer_m=0.0, params={})
+    return state
+
+
+def _apply(state: dict[str, Any], message: Message) -> dict[str, Any]:
+    state["last_message_at"] = message.device_time
+    state["last_received_at"] = message.received_at
+    state["inputs"] = message.inputs if message.inputs is not None else state["inputs"]
+    state["outputs"] = message.outputs if message.outputs is not None else state["outputs"]
+    params = {**(state["params"] or {}), **message.params}
+    for number, value in enumerate(message.adc, start=1):
+        if value is not None:
+            params[f"adc{number}"] = value
+    if message.driver_key is not None:
+        params["driver_key"] = message.driver_key
+    state["params"] = dict(list(params.items())[-MAX_STATE_PARAMS:])
+    if message.has_position:
+        _move(state, message)
+    return state
+
+
+def _move(state: dict[str, Any], message: Message) -> None:
+    assert message.lat is not None and message.lon is not None
+    if state["lat"] is not None and state["lon"] is not None:
+        state["odometer_m"] += distance_m(state["lat"], state["lon"], message.lat, message.lon)
+    state.update(
+        position_at=message.device_time,
+        lat=message.lat,
+        lon=message.lon,
+        altitude=message.altitude,
+        speed=message.speed,
+        course=message.course,
+        satellites=None if message.satellites is None else int(message.satellites),
+        hdop=message.hdop,
+    )
+
+
+async def _current_states(
+    session: AsyncSession, device_ids: list[str]
+) -> dict[str, dict[str, Any]]:
+    columns = [DeviceState.__table__.c[name] for name in STATE_COLUMNS]
+    result = await session.execute(select(*columns).where(DeviceState.device_id.in_(device_ids)))
+    return {row["device_id"]: dict(row) for row in result.mappings()}
+
+
+def _upsert(dialect: str) -> Any:
+    insert = postgres_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(DeviceState)
+    updates = {name: statement.excluded[name] for name in STATE_COLUMNS if name != "device_id"}
+    return statement.on_conflict_do_update(index_elements=["device_id"], set_=updates)
