@@ -11,8 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from fleetplane.channels import service as channels
 from fleetplane.core.db import system_session
 from fleetplane.devices import service as devices
+from fleetplane.ingest.osmand_http import OsmandHttpListener
 from fleetplane.ingest.pipeline import MessageStore
 from fleetplane.ingest.wialon_tcp import WialonTcpListener
+from fleetplane.ingest.wialon_udp import WialonUdpListener
 
 log = logging.getLogger("fleetplane.gateway")
 
@@ -128,8 +130,11 @@ class Gateway:
         self._stopped_counters[channel_id] = running.counters
 
     def _make_listener(self, config: ListenerConfig, counters: ChannelCounters) -> Any:
-        if config.protocol == "wialon_ips" and config.transport in ("tcp", "tcp_udp"):
-            return WialonTcpListener(
+        kinds = LISTENERS.get((config.protocol, config.transport))
+        if kinds is None:
+            raise LookupError(f"no {config.protocol} listener for {config.transport}")
+        listeners = [
+            kind(
                 host=self._host,
                 port=config.port,
                 channel_id=config.channel_id,
@@ -138,4 +143,36 @@ class Gateway:
                 store=self.store,
                 find_device=devices.find_on_channel,
             )
-        raise LookupError(f"no {config.protocol} listener for {config.transport} in this version")
+            for kind in kinds
+        ]
+        return listeners[0] if len(listeners) == 1 else _Together(listeners)
+
+
+class _Together:
+    """Several listeners of one channel (TCP and UDP on one port) started and stopped as one."""
+
+    def __init__(self, listeners: list[Any]) -> None:
+        self.listeners = listeners
+
+    async def start(self) -> None:
+        started = []
+        try:
+            for listener in self.listeners:
+                await listener.start()
+                started.append(listener)
+        except OSError:
+            for listener in started:
+                await listener.stop()
+            raise
+
+    async def stop(self) -> None:
+        for listener in self.listeners:
+            await listener.stop()
+
+
+LISTENERS: dict[tuple[str, str], tuple[type, ...]] = {
+    ("wialon_ips", "tcp"): (WialonTcpListener,),
+    ("wialon_ips", "udp"): (WialonUdpListener,),
+    ("wialon_ips", "tcp_udp"): (WialonTcpListener, WialonUdpListener),
+    ("osmand", "http"): (OsmandHttpListener,),
+}
