@@ -9,12 +9,14 @@ from fleetplane.core.modules import Module
 from fleetplane.customers import studio as customers_studio
 from fleetplane.devices import module as devices_module
 from fleetplane.devices import studio as devices_studio
+from fleetplane.sensors import studio as sensors_studio
 
 STUDIO_ROUTERS: list[APIRouter] = [
     customers_studio.router,
     api_keys_studio.router,
     channels_studio.router,
     devices_studio.router,
+    sensors_studio.router,
     audit_studio.router,
 ]
 
