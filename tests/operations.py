@@ -8,7 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from conftest import Tenant, create_channel, free_port
+import httpx
+
+from conftest import Api, Tenant, create_channel, free_port
 
 Call = tuple[str, dict[str, Any] | None]  # concrete path, JSON body
 
@@ -20,6 +22,7 @@ class Operation:
     permission: str
     prepare: Callable[[Tenant], Call]
     success: int = 200
+    streams: bool = False  # an endpoint that answers with an endless event stream
 
     @property
     def is_module(self) -> bool:
@@ -163,6 +166,10 @@ OPERATIONS: list[Operation] = [
     # Module: devices
     Operation("GET", "/module/devices", "read:devices", lambda t: ("/module/devices", None)),
     Operation(
+        "GET", "/module/devices/events", "read:devices",
+        lambda t: ("/module/devices/events", None), streams=True,
+    ),
+    Operation(
         "GET", "/module/devices/{device_id}", "read:devices",
         lambda t: (f"/module/devices/{_device(t)}", None),
     ),
@@ -170,10 +177,29 @@ OPERATIONS: list[Operation] = [
         "GET", "/module/devices/{device_id}/messages", "read:messages",
         lambda t: (f"/module/devices/{_device(t)}/messages", None),
     ),
+    Operation(
+        "POST", "/module/devices/{device_id}/commands", "create:commands",
+        lambda t: (f"/module/devices/{_device(t)}/commands",
+                   {"type": "driver_message", "text": "Call the office"}), 201,
+    ),
+    Operation(
+        "GET", "/module/devices/{device_id}/commands", "read:commands",
+        lambda t: (f"/module/devices/{_device(t)}/commands", None),
+    ),
 ]  # fmt: skip
 
 STUDIO_OPERATIONS = [op for op in OPERATIONS if not op.is_module]
 MODULE_OPERATIONS = [op for op in OPERATIONS if op.is_module]
+
+
+def call(api: Api, operation: Operation, path: str, body: dict[str, Any] | None) -> httpx.Response:
+    """Calls the operation; an event stream is opened, its status read, and closed again."""
+    if not operation.streams:
+        return api.request(operation.method, path, json=body)
+    with api.http.stream(operation.method, path, headers=api.headers()) as response:
+        if response.status_code >= 400:
+            response.read()
+        return response
 
 
 def module_of(operation: Operation) -> str:

@@ -87,12 +87,25 @@ def test_serve_demo_prints_a_key_that_works(tmp_path: Path) -> None:
                 assert devices.status_code == 200 and devices.json()["items"]
                 inventory = client.get("/api/devices", headers={"x-platform-api-key": key})
                 assert len(inventory.json()["items"]) == 10
+                headers = {"x-platform-api-key": key, "x-platform-cid": items[0]["id"]}
+                assert _some_device_reports(client, headers), "the demo fleet is not driving"
         finally:
             process.terminate()
             process.wait(timeout=20)
             assert process.stdout is not None
             process.stdout.close()
     assert keys[0] != keys[1]
+
+
+def _some_device_reports(client: httpx.Client, headers: dict[str, str]) -> bool:
+    """The demo's simulated trackers report over Wialon IPS within seconds of the start."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        devices = client.get("/module/devices", headers=headers).json()["items"]
+        if any(device["position"] for device in devices):
+            return True
+        time.sleep(0.5)
+    return False
 
 
 def _read_until(process: subprocess.Popen[str], marker: str, seconds: float) -> str:

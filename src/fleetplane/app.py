@@ -1,8 +1,9 @@
 """create_app() assembles the platform: routers from the registry, the OpenAPI documents,
 the error format, and the middleware."""
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -23,6 +24,7 @@ from fleetplane.core.auth import (
 )
 from fleetplane.core.db import create_engine, session_factory
 from fleetplane.core.errors import ApiError, install_error_handlers
+from fleetplane.core.events import EventHub
 from fleetplane.core.middleware import BodyLimitMiddleware, RateLimitHeadersMiddleware
 from fleetplane.core.openapi import build_document
 from fleetplane.core.ratelimit import RateLimiter
@@ -53,16 +55,25 @@ class DomainAuthBackend:
         return await customers.identity(session, provider_id, customer_id)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    companions: Sequence[Callable[[], Coroutine[Any, Any, Any]]] = (),
+) -> FastAPI:
+    """The platform. `companions` run alongside it for its lifetime (the demo's simulated
+    fleet), started after the listeners and cancelled before they stop."""
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.gateway:
             await app.state.gateway.start()
+        tasks = [asyncio.create_task(companion()) for companion in companions]
         try:
             yield
         finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             if settings.gateway:
                 await app.state.gateway.stop()
             await app.state.engine.dispose()
@@ -81,7 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.auth_backend = DomainAuthBackend()
     app.state.identity_cache = IdentityCache(settings.api_key_cache_seconds)
     app.state.rate_limiter = RateLimiter(settings.rate_limit)
-    app.state.gateway = Gateway(app.state.sessions, host=settings.device_host)
+    app.state.events = EventHub()
+    app.state.gateway = Gateway(app.state.sessions, app.state.events, host=settings.device_host)
 
     install_error_handlers(app)
     # Documents first: `/module/devices/openapi.json` must not be taken for a device id.

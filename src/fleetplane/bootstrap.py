@@ -25,6 +25,7 @@ DEMO_KEY_NAME = "demo"
 class ProviderWithKey:
     provider_id: str
     api_key: str | None  # None when nothing new was created
+    wialon_port: int | None = None  # the demo's Wialon IPS channel, for its simulated fleet
 
     def as_json(self) -> dict[str, str | None]:
         return {"provider_id": self.provider_id, "api_key": self.api_key}
@@ -71,7 +72,9 @@ async def seed_demo(session: AsyncSession) -> ProviderWithKey:
         if key.name == DEMO_KEY_NAME:
             await api_keys.revoke(session, actor, key.id)
     secret = await api_keys.create_bootstrap_key(session, provider.id, DEMO_KEY_NAME)
-    return ProviderWithKey(provider.id, secret)
+    wialon = [c for c in await channels.all_channels(session) if c.provider_id == provider.id]
+    port = next((c.port for c in wialon if c.protocol == Protocol.WIALON_IPS), None)
+    return ProviderWithKey(provider.id, secret, port)
 
 
 async def _seed_demo_fleet(session: AsyncSession, actor: Actor) -> None:

@@ -103,7 +103,10 @@ def serve(
         _show_key(f"Fleetplane demo: playground at {base}/playground", result)
     else:
         console.print(f"Fleetplane on {base} (playground: {base}/playground)")
-    application = create_app(settings)
+    companions = []
+    if demo and result.wialon_port is not None:
+        companions.append(_demo_fleet(settings.host, result.wialon_port))
+    application = create_app(settings, companions)
     _settle_garbage_collector()
     uvicorn.run(
         application,
@@ -112,6 +115,20 @@ def serve(
         log_level=settings.log_level,
         access_log=False,
     )
+
+
+def _demo_fleet(host: str, port: int) -> Callable[[], Awaitable[object]]:
+    """The demo's ten trackers, driving around Riga in real time over Wialon IPS."""
+
+    async def drive() -> object:
+        from fleetplane.simulator.runner import run_simulation
+
+        device_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        return await run_simulation(
+            device_host, port, devices=10, rate=2.0, speedup=1.0, disconnect_probability=0.0
+        )
+
+    return drive
 
 
 def _settle_garbage_collector() -> None:
@@ -160,6 +177,26 @@ def bench_api(
         device_count=devices,
         database_url=database_url,
         console=console,
+    )
+    raise typer.Exit(code)
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    devices: Annotated[int, typer.Option(min=1, help="Simulated trackers.")] = 200,
+    duration: Annotated[int, typer.Option(min=1, help="Seconds of the flat-out phase.")] = 30,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Seed and serve this database (a new provider is added to it) instead "
+            "of a fresh temporary SQLite file."
+        ),
+    ] = None,
+) -> None:
+    """Wialon IPS ingest rate and ack latency against a real server (see docs/benchmarks.md)."""
+    bench = _load_bench("ingest")
+    code = bench.main(
+        duration=duration, device_count=devices, database_url=database_url, console=console
     )
     raise typer.Exit(code)
 

@@ -4,7 +4,7 @@ import pytest
 
 from conftest import FULL_CUSTOMER, FULL_PROVIDER, Tenant, all_module_names, assert_problem
 from fleetplane.core.permissions import VERBS
-from operations import OPERATIONS, Operation
+from operations import OPERATIONS, Operation, call
 
 
 def everything_but(held: list[str], needed: str) -> list[str]:
@@ -32,9 +32,7 @@ def key_for(tenant: Tenant, operation: Operation, *, granted: bool) -> str:
 def test_without_the_permission_is_denied(tenant: Tenant, operation: Operation) -> None:
     path, body = operation.prepare(tenant)
     api = tenant.module_api(0) if operation.is_module else tenant.api
-    response = api.with_key(key_for(tenant, operation, granted=False)).request(
-        operation.method, path, json=body
-    )
+    response = call(api.with_key(key_for(tenant, operation, granted=False)), operation, path, body)
     problem = assert_problem(response, 403, "permission_denied")
     assert operation.permission in problem["detail"]
 
@@ -43,9 +41,7 @@ def test_without_the_permission_is_denied(tenant: Tenant, operation: Operation) 
 def test_with_only_the_permission_succeeds(tenant: Tenant, operation: Operation) -> None:
     path, body = operation.prepare(tenant)
     api = tenant.module_api(0) if operation.is_module else tenant.api
-    response = api.with_key(key_for(tenant, operation, granted=True)).request(
-        operation.method, path, json=body
-    )
+    response = call(api.with_key(key_for(tenant, operation, granted=True)), operation, path, body)
     assert response.status_code == operation.success, response.text
 
 
@@ -56,7 +52,7 @@ def test_manage_grants_every_verb(tenant: Tenant, operation: Operation) -> None:
     secret, _ = tenant.api.new_key(**{level: [manage]})
     path, body = operation.prepare(tenant)
     api = tenant.module_api(0) if operation.is_module else tenant.api
-    response = api.with_key(secret).request(operation.method, path, json=body)
+    response = call(api.with_key(secret), operation, path, body)
     assert response.status_code == operation.success, response.text
 
 

@@ -3,7 +3,7 @@
 import pytest
 
 from conftest import Tenant, assert_problem
-from operations import MODULE_OPERATIONS, STUDIO_OPERATIONS, Operation
+from operations import MODULE_OPERATIONS, STUDIO_OPERATIONS, Operation, call
 
 
 @pytest.mark.parametrize("operation", MODULE_OPERATIONS, ids=str)
@@ -12,7 +12,7 @@ def test_other_providers_key_with_this_customer_is_not_found(
 ) -> None:
     path, body = operation.prepare(tenant)
     intruder = other_tenant.api.as_customer(tenant.customers[0]["id"])
-    assert_problem(intruder.request(operation.method, path, json=body), 404, "customer_not_found")
+    assert_problem(call(intruder, operation, path, body), 404, "customer_not_found")
 
 
 @pytest.mark.parametrize("operation", MODULE_OPERATIONS, ids=str)
@@ -21,7 +21,7 @@ def test_this_key_with_other_providers_customer_is_not_found(
 ) -> None:
     path, body = operation.prepare(tenant)
     wrong_customer = tenant.api.as_customer(other_tenant.customers[0]["id"])
-    response = wrong_customer.request(operation.method, path, json=body)
+    response = call(wrong_customer, operation, path, body)
     assert_problem(response, 404, "customer_not_found")
 
 
@@ -35,16 +35,16 @@ def test_key_restricted_to_one_customer_cannot_reach_another(
     )
     path, body = operation.prepare(tenant)
     restricted = tenant.api.with_key(secret)
-    allowed = restricted.as_customer(first).request(operation.method, path, json=body)
+    allowed = call(restricted.as_customer(first), operation, path, body)
     assert allowed.status_code == operation.success, allowed.text
-    denied = restricted.as_customer(second).request(operation.method, path, json=body)
+    denied = call(restricted.as_customer(second), operation, path, body)
     assert_problem(denied, 404, "customer_not_found")
 
 
 @pytest.mark.parametrize("operation", [op for op in MODULE_OPERATIONS if "{" in op.path], ids=str)
 def test_objects_of_another_customer_are_not_found(tenant: Tenant, operation: Operation) -> None:
     path, body = operation.prepare(tenant)  # names objects of customer 0
-    response = tenant.module_api(1).request(operation.method, path, json=body)
+    response = call(tenant.module_api(1), operation, path, body)
     assert_problem(response, 404, "not_found")
 
 
@@ -53,7 +53,7 @@ def test_studio_objects_of_another_provider_are_not_found(
     tenant: Tenant, other_tenant: Tenant, operation: Operation
 ) -> None:
     path, body = operation.prepare(tenant)
-    response = other_tenant.api.request(operation.method, path, json=body)
+    response = call(other_tenant.api, operation, path, body)
     assert_problem(response, 404, "not_found")
     assert tenant.api.get(path).status_code == 200  # untouched for its owner
 

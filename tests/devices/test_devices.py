@@ -86,3 +86,17 @@ def test_customers_see_their_device_without_provider_fields(tenant: Tenant) -> N
     assert seen.status_code == 200
     assert seen.json()["unique_id"] == device["unique_id"]
     assert "has_password" not in seen.json()
+
+
+def test_moving_to_another_channel_checks_the_identifier_there(tenant: Tenant) -> None:
+    from conftest import create_channel
+
+    other_channel = create_channel(tenant.api)["id"]
+    taken = tenant.device_body(channel_id=other_channel, unique_id="SAMEID1")
+    assert tenant.api.post("/api/devices", json=taken).status_code == 201
+    mover = tenant.api.post("/api/devices", json=tenant.device_body(unique_id="SAMEID1")).json()
+    path = f"/api/devices/{mover['id']}"
+    assert_problem(tenant.api.patch(path, json={"channel_id": other_channel}), 409, "conflict")
+    assert_problem(tenant.api.patch(path, json={"channel_id": None}), 422, "validation_failed")
+    free = tenant.api.patch(path, json={"channel_id": other_channel, "unique_id": "SAMEID2"})
+    assert free.status_code == 200 and free.json()["channel_id"] == other_channel

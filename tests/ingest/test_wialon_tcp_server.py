@@ -1,11 +1,15 @@
 """Wialon IPS over a real TCP socket to the running server: answers after durable storage."""
 
 import asyncio
+import contextlib
+import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -164,3 +168,118 @@ def test_unknown_devices_and_wrong_passwords_are_refused(
     channel_now = tenant.api.get(f"/api/channels/{channel['id']}").json()
     assert channel_now["counters"]["messages_rejected"] >= 1
     assert channel_now["counters"]["messages_accepted"] == 1
+
+
+def read_line(tracker: Tracker) -> str:
+    while b"\r\n" not in tracker.buffer:
+        tracker.buffer += tracker.sock.recv(4096)
+    line, tracker.buffer = tracker.buffer.split(b"\r\n", 1)
+    return line.decode()
+
+
+def test_commands_go_out_at_once_or_at_the_next_login(
+    listening: tuple[Tenant, dict[str, Any], dict[str, Any]],
+) -> None:
+    tenant, channel, device = listening
+    tenant.api.patch(
+        f"/api/devices/{device['id']}", json={"customer_id": tenant.customers[0]["id"]}
+    )
+    api = tenant.module_api(0)
+    path = f"/module/devices/{device['id']}/commands"
+    queued = api.post(path, json={"type": "driver_message", "text": "Hello driver"})
+    assert queued.status_code == 201, queued.text
+    assert queued.json()["status"] == "queued"  # not connected yet
+
+    tracker = Tracker(channel["port"])
+    try:
+        assert tracker.ask(v2("L", "2.0;354330030000001;NA")) == "#AL#1"
+        assert read_line(tracker) == "#M#Hello driver;0798"  # the spec's own example and CRC
+        sent = api.post(path, json={"type": "snapshot_request"})
+        assert sent.json()["status"] == "sent"
+        assert read_line(tracker) == "#QI#"
+    finally:
+        tracker.close()
+    statuses = [c["status"] for c in api.get(path).json()["items"]]
+    assert statuses == ["sent", "sent"]
+
+
+def test_command_bodies_are_checked(tenant: Tenant) -> None:
+    device = tenant.devices[tenant.customers[0]["id"]][0]
+    api = tenant.module_api(0)
+    path = f"/module/devices/{device['id']}/commands"
+    for body in (
+        {"type": "driver_message"},
+        {"type": "snapshot_request", "text": "x"},
+        {"type": "raw", "text": "two\nlines"},
+        {"type": "teleport"},
+    ):
+        problem = api.post(path, json=body)
+        assert problem.status_code == 422, (body, problem.text)
+
+
+def test_live_events_stream_the_customers_positions(
+    server: RunningServer, listening: tuple[Tenant, dict[str, Any], dict[str, Any]]
+) -> None:
+    tenant, channel, device = listening
+    tenant.api.patch(
+        f"/api/devices/{device['id']}", json={"customer_id": tenant.customers[0]["id"]}
+    )
+    events: list[str] = []
+    opened = threading.Event()
+
+    def listen() -> None:
+        headers = tenant.module_api(0).headers()
+        with (
+            httpx.Client(base_url=server.base_url, timeout=10) as client,
+            client.stream("GET", "/module/devices/events", headers=headers) as stream,
+        ):
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            for line in stream.iter_lines():
+                opened.set()
+                if line.startswith("data: "):
+                    events.append(line.removeprefix("data: "))
+                    return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    assert opened.wait(5)
+    tracker = Tracker(channel["port"])
+    try:
+        assert tracker.ask(v2("L", "2.0;354330030000001;NA")) == "#AL#1"
+        data = "251126;110000;5656.9760;N;02406.3120;E;33;90;12;9;0.9;0;0;NA;NA;NA"
+        assert tracker.ask(v2("D", data)) == "#AD#1"
+    finally:
+        tracker.close()
+    listener.join(5)
+    event = json.loads(events[0])
+    assert event["type"] == "state" and event["device_id"] == device["id"]
+    assert event["position"]["speed"] == 33
+
+
+def test_events_of_other_customers_are_not_streamed(
+    server: RunningServer, listening: tuple[Tenant, dict[str, Any], dict[str, Any]]
+) -> None:
+    tenant, channel, _ = listening  # the device belongs to no customer
+    received: list[str] = []
+
+    def listen() -> None:
+        headers = tenant.module_api(1).headers()
+        with (
+            httpx.Client(base_url=server.base_url, timeout=httpx.Timeout(10, read=2)) as client,
+            client.stream("GET", "/module/devices/events", headers=headers) as stream,
+            contextlib.suppress(httpx.ReadTimeout),  # a quiet stream ends the wait
+        ):
+            received.extend(line for line in stream.iter_lines() if line.startswith("data"))
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    time.sleep(0.3)
+    tracker = Tracker(channel["port"])
+    try:
+        assert tracker.ask(v2("L", "2.0;354330030000001;NA")) == "#AL#1"
+        data = "251126;120000;5656.9760;N;02406.3120;E;33;90;12;9;0.9;0;0;NA;NA;NA"
+        assert tracker.ask(v2("D", data)) == "#AD#1"
+    finally:
+        tracker.close()
+    listener.join(5)
+    assert received == []

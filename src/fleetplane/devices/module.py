@@ -4,11 +4,24 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import Query, Response
+from fastapi.responses import StreamingResponse
 
+from fleetplane.audit.service import Actor
+from fleetplane.commands import service as commands
+from fleetplane.commands.models import Command
+from fleetplane.commands.schemas import CommandCreate, CommandOut
 from fleetplane.core.auth import CustomerContext
 from fleetplane.core.errors import not_found
+from fleetplane.core.events import EventHub, server_sent_events
 from fleetplane.core.modules import Module
-from fleetplane.core.pagination import Page, PageDep, PageParams, json_response, paginate_rows
+from fleetplane.core.pagination import (
+    Page,
+    PageDep,
+    PageParams,
+    json_response,
+    paginate,
+    paginate_rows,
+)
 from fleetplane.devices import live, service
 from fleetplane.devices.models import Device
 from fleetplane.devices.schemas import CustomerDeviceOut
@@ -31,6 +44,25 @@ async def list_devices(
     outputs and the last value of every parameter."""
     statement = live.customer_devices_query(ctx.provider_id, ctx.customer_id)
     return await paginate_rows(ctx.session, statement, Device.id, page, live.shape)
+
+
+@router.get(
+    "/events",
+    summary="Live events of the customer's devices (server-sent events)",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "An event stream."}},
+)
+async def device_events(ctx: CustomerContext = module.requires("read:devices")) -> Response:
+    """A `text/event-stream`: an `event: state` with the device's new position and state each
+    time one of the customer's devices reports; a comment line every 15 s when idle."""
+    device_ids = await service.customer_device_ids(ctx.session, ctx.provider_id, ctx.customer_id)
+    events: EventHub = ctx.request.app.state.events
+    subscription = events.subscribe(lambda event: event["device_id"] in device_ids)
+    return StreamingResponse(
+        server_sent_events(subscription),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.get(
@@ -63,3 +95,46 @@ async def list_messages(
         ctx.session, ctx.provider_id, ctx.customer_id, device_id
     )
     return await messages.page(ctx.session, device.id, page, since=from_, until=to)
+
+
+@router.post(
+    "/{device_id}/commands",
+    status_code=201,
+    response_model=CommandOut,
+    summary="Send a command to a device",
+)
+async def send_command(
+    device_id: str,
+    body: CommandCreate,
+    response: Response,
+    ctx: CustomerContext = module.requires("create:commands"),
+) -> CommandOut:
+    """Written to the device at once when it is connected (`sent`); otherwise `queued` and
+    sent at its next login, unless it expires first. Types: `driver_message` (text to the
+    driver), `snapshot_request` (a photo), `tachograph_request` (text: the driver id), `raw`
+    (a device-specific command line)."""
+    device = await service.get_for_customer(
+        ctx.session, ctx.provider_id, ctx.customer_id, device_id
+    )
+    command = await commands.create(ctx.session, Actor.of(ctx), ctx.customer_id, device.id, body)
+    ctx.request.app.state.gateway.connected.send_now(command)
+    response.headers["Location"] = f"/module/devices/{device.id}/commands/{command.id}"
+    return CommandOut.model_validate(command)
+
+
+@router.get(
+    "/{device_id}/commands",
+    response_model=Page[CommandOut],
+    summary="A device's commands and their status",
+)
+async def list_commands(
+    device_id: str,
+    ctx: CustomerContext = module.requires("read:commands"),
+    page: PageParams = PageDep,
+) -> Response:
+    """Oldest first, each `queued`, `sent`, `answered`, `failed` or `expired`."""
+    device = await service.get_for_customer(
+        ctx.session, ctx.provider_id, ctx.customer_id, device_id
+    )
+    statement = commands.list_query(device.id)
+    return await paginate(ctx.session, statement, Command.id, page, CommandOut)

@@ -20,7 +20,10 @@ STATE_COLUMNS = [column.name for column in DeviceState.__table__.columns]
 MAX_STATE_PARAMS = 500
 
 
-async def advance_states(session: AsyncSession, by_device: dict[str, list[Message]]) -> None:
+async def advance_states(
+    session: AsyncSession, by_device: dict[str, list[Message]]
+) -> list[dict[str, Any]]:
+    """Advances and stores the states; returns the ones that changed."""
     current = await _current_states(session, list(by_device))
     changed = []
     for device_id, messages in by_device.items():
@@ -29,6 +32,31 @@ async def advance_states(session: AsyncSession, by_device: dict[str, list[Messag
             changed.append(state)
     if changed:
         await session.execute(_upsert(session.bind.dialect.name), changed)
+    return changed
+
+
+def state_event(state: dict[str, Any]) -> dict[str, Any]:
+    """A live event for a changed state, as the devices module streams it."""
+    return {
+        "type": "state",
+        "device_id": state["device_id"],
+        "last_message_at": state["last_message_at"],
+        "position": None
+        if state["position_at"] is None
+        else {
+            "time": state["position_at"],
+            "lat": state["lat"],
+            "lon": state["lon"],
+            "altitude": state["altitude"],
+            "speed": state["speed"],
+            "course": state["course"],
+            "satellites": state["satellites"],
+            "hdop": state["hdop"],
+        },
+        "odometer_km": round(state["odometer_m"] / 1000, 3),
+        "inputs": state["inputs"],
+        "outputs": state["outputs"],
+    }
 
 
 def advance(

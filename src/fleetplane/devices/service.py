@@ -58,6 +58,13 @@ def customer_list_query(provider_id: str, customer_id: str) -> Select[tuple[Devi
     )
 
 
+async def customer_device_ids(
+    session: AsyncSession, provider_id: str, customer_id: str
+) -> frozenset[str]:
+    statement = customer_list_query(provider_id, customer_id).with_only_columns(Device.id)
+    return frozenset((await session.execute(statement)).scalars())
+
+
 async def get(session: AsyncSession, provider_id: str, device_id: str) -> Device:
     return await _one(session, select(Device).where(Device.provider_id == provider_id), device_id)
 
@@ -98,12 +105,15 @@ async def create(session: AsyncSession, actor: Actor, data: DeviceCreate) -> Dev
 async def update(session: AsyncSession, actor: Actor, device_id: str, data: DeviceUpdate) -> Device:
     device = await get(session, actor.provider_id, device_id)
     changes: dict[str, Any] = data.model_dump(exclude_unset=True)
-    if changes.get("name", "") is None or changes.get("unique_id", "") is None:
-        raise validation_error(
-            ["body", "name" if "name" in changes else "unique_id"], "may not be null"
-        )
-    if "unique_id" in changes and changes["unique_id"] != device.unique_id:
-        await _require_free_unique_id(session, actor.provider_id, changes["unique_id"])
+    for field in ("name", "unique_id", "channel_id"):
+        if field in changes and changes[field] is None:
+            raise validation_error(["body", field], "may not be null")
+    if "channel_id" in changes:
+        await _require_channel(session, actor.provider_id, changes["channel_id"])
+    channel_id = changes.get("channel_id", device.channel_id)
+    unique_id = changes.get("unique_id", device.unique_id)
+    if (channel_id, unique_id) != (device.channel_id, device.unique_id):
+        await _require_free_unique_id(session, channel_id, unique_id)
     if "password" in changes:
         password = changes.pop("password")
         device.password_hash = hash_password(password) if password else None

@@ -10,7 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleetplane.channels import service as channels
 from fleetplane.core.db import system_session
+from fleetplane.core.events import EventHub
 from fleetplane.devices import service as devices
+from fleetplane.ingest.connected import ConnectedDevices
 from fleetplane.ingest.osmand_http import OsmandHttpListener
 from fleetplane.ingest.pipeline import MessageStore
 from fleetplane.ingest.wialon_tcp import WialonTcpListener
@@ -49,14 +51,20 @@ class _Running:
 
 
 class Gateway:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], host: str = "0.0.0.0") -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        events: EventHub,
+        host: str = "0.0.0.0",
+    ) -> None:
         self._sessions = sessions
         self._host = host
         self._running: dict[str, _Running] = {}
         self._stopped_counters: dict[str, ChannelCounters] = {}
         self._lock = asyncio.Lock()
         self._reloader: asyncio.Task[None] | None = None
-        self.store = MessageStore(sessions)
+        self.store = MessageStore(sessions, events)
+        self.connected = ConnectedDevices(sessions)
 
     async def start(self) -> None:
         self.store.start()
@@ -101,6 +109,7 @@ class Gateway:
             await asyncio.sleep(RELOAD_INTERVAL_SECONDS)
             try:
                 await self.reload()
+                await self.connected.deliver_all_queued()
             except Exception:  # keep serving the listeners we have
                 log.exception("reloading channels failed")
 
@@ -142,6 +151,7 @@ class Gateway:
                 sessions=self._sessions,
                 store=self.store,
                 find_device=devices.find_on_channel,
+                connected=self.connected,
             )
             for kind in kinds
         ]

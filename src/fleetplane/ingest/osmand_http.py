@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from fleetplane.core.db import system_session
 from fleetplane.core.timeutil import utcnow
+from fleetplane.ingest.connected import ConnectedDevices
 from fleetplane.ingest.pipeline import MessageStore
 from fleetplane.ingest.protocols.osmand import OsmandError, parse_osmand_fields, parse_osmand_json
 from fleetplane.ingest.wialon_tcp import DeviceFinder
@@ -39,7 +40,10 @@ class OsmandHttpListener:
         sessions: async_sessionmaker[AsyncSession],
         store: MessageStore,
         find_device: DeviceFinder,
+        connected: ConnectedDevices,
     ) -> None:
+        # Devices on this transport cannot take commands: nothing is kept connected.
+        del connected
         self.host = host
         self.port = port
         self.channel_id = channel_id
@@ -59,7 +63,8 @@ class OsmandHttpListener:
             sock.close()
             raise
         app = Starlette(routes=[Route("/{path:path}", self._position, methods=["GET", "POST"])])
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        # log_config=None: this server must leave the process's logging as it is.
+        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
         config.load()
         server = uvicorn.Server(config)
         # Server.serve() would take over the process's signal handlers; this server is one

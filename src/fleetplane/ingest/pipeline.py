@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleetplane.core.db import set_tenant_scope
+from fleetplane.core.events import EventHub
 from fleetplane.devices import processor as device_states
 from fleetplane.ingest.message import Message
 from fleetplane.messages import service as messages
@@ -34,11 +35,13 @@ class MessageStore:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
+        events: EventHub,
         *,
         max_batch_messages: int = 5000,
         max_waiting_packets: int = 10_000,
     ) -> None:
         self._sessions = sessions
+        self._events = events
         self._max_batch = max_batch_messages
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(max_waiting_packets)
         self._writer: asyncio.Task[None] | None = None
@@ -91,4 +94,7 @@ class MessageStore:
         async with self._sessions() as session, session.begin():
             await set_tenant_scope(session, system=True)
             await messages.insert_rows(session, rows)
-            await device_states.advance_states(session, by_device)
+            changed = await device_states.advance_states(session, by_device)
+        if self._events.subscribers:  # committed: now others may hear of it
+            for state in changed:
+                self._events.publish(device_states.state_event(state))

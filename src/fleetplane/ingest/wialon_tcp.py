@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleetplane.core.db import system_session
 from fleetplane.core.timeutil import utcnow
+from fleetplane.ingest.connected import ConnectedDevices
 from fleetplane.ingest.pipeline import MessageStore
 from fleetplane.ingest.protocols.wialon_ips import (
     LoginRequest,
@@ -16,6 +17,10 @@ from fleetplane.ingest.protocols.wialon_ips import (
     Outcome,
     WialonFramer,
     WialonSession,
+    encode_driver_message,
+    encode_raw_command,
+    encode_snapshot_request,
+    encode_tachograph_request,
 )
 
 log = logging.getLogger("fleetplane.ingest.wialon")
@@ -36,6 +41,7 @@ class WialonTcpListener:
         sessions: async_sessionmaker[AsyncSession],
         store: MessageStore,
         find_device: DeviceFinder,
+        connected: ConnectedDevices,
     ) -> None:
         self.host = host
         self.port = port
@@ -44,6 +50,7 @@ class WialonTcpListener:
         self._sessions = sessions
         self.store = store
         self._find_device = find_device
+        self.connected = connected
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
@@ -63,11 +70,14 @@ class WialonTcpListener:
         assert task is not None
         self._connections.add(task)
         self.counters.connections += 1
+        connection = _Connection(self, reader, writer)
         try:
-            await _Connection(self, reader, writer).serve()
+            await connection.serve()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the device went away; nothing unacknowledged was promised
         finally:
+            if connection.device_id is not None:
+                self.connected.remove(connection.device_id, connection)
             self.counters.connections -= 1
             self._connections.discard(task)
             writer.close()
@@ -116,6 +126,9 @@ class _Connection:
                 if not await self._store(outcome):
                     return
                 self.writer.write(outcome.answer)
+                if outcome.answer == b"#AL#1\r\n" and self.device_id is not None:
+                    await self.writer.drain()
+                    await self.listener.connected.deliver_queued(self.device_id)
                 if outcome.close:
                     await self.writer.drain()
                     return
@@ -123,9 +136,24 @@ class _Connection:
 
     async def _login(self, login: LoginRequest) -> Outcome:
         result, device_id = await self.listener.authenticate(login)
-        if result is LoginResult.ACCEPTED:
+        if result is LoginResult.ACCEPTED and device_id is not None:
             self.device_id = device_id
+            self.listener.connected.add(device_id, self)
         return self.session.complete_login(result)
+
+    def encode(self, command_type: str, text: str | None) -> bytes:
+        if command_type == "driver_message":
+            return encode_driver_message(text or "", self.session.version)
+        if command_type == "snapshot_request":
+            return encode_snapshot_request()
+        if command_type == "tachograph_request":
+            return encode_tachograph_request(text or "")
+        return encode_raw_command(text or "")
+
+    def send(self, data: bytes) -> None:
+        if self.writer.is_closing():
+            raise ConnectionResetError("the device's connection is closing")
+        self.writer.write(data)
 
     async def _store(self, outcome: Outcome) -> bool:
         """Stores what the outcome's answer acknowledges; False: close without answering."""

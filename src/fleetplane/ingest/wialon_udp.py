@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleetplane.core.db import system_session
 from fleetplane.core.timeutil import utcnow
+from fleetplane.ingest.connected import ConnectedDevices
 from fleetplane.ingest.pipeline import MessageStore
 from fleetplane.ingest.protocols.wialon_ips import DatagramError, decode_datagram
 from fleetplane.ingest.wialon_tcp import DeviceFinder
@@ -32,7 +33,10 @@ class WialonUdpListener(asyncio.DatagramProtocol):
         sessions: async_sessionmaker[AsyncSession],
         store: MessageStore,
         find_device: DeviceFinder,
+        connected: ConnectedDevices,
     ) -> None:
+        # Devices on this transport cannot take commands: nothing is kept connected.
+        del connected
         self.host = host
         self.port = port
         self.channel_id = channel_id
