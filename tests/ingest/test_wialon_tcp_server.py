@@ -110,6 +110,18 @@ def test_live_state_and_message_history_through_the_module_api(
     tenant, channel, device = listening
     customer = tenant.customers[0]["id"]
     tenant.api.patch(f"/api/devices/{device['id']}", json={"customer_id": customer})
+    for sensor in (
+        {"name": "Engine", "type": "ignition", "parameter": "in1"},
+        {
+            "name": "Tank",
+            "type": "fuel_level",
+            "parameter": "fuel",
+            "unit": "l",
+            "calibration": [{"x": 0, "y": 0}, {"x": 100, "y": 80}],
+        },
+    ):
+        created = tenant.api.post("/api/sensors", json={"device_id": device["id"], **sensor})
+        assert created.status_code == 201, created.text
     tracker = Tracker(channel["port"])
     try:
         assert tracker.ask(v2("L", "2.0;354330030000001;NA")) == "#AL#1"
@@ -131,6 +143,10 @@ def test_live_state_and_message_history_through_the_module_api(
     assert seen["inputs"] == 1
     assert seen["odometer_km"] == pytest.approx(1.015, abs=0.01)  # one minute of longitude here
     assert seen["online"] is True
+    assert seen["ignition"] is True  # input 1 is on
+    readings = {reading["name"]: reading for reading in seen["sensors"]}
+    assert readings["Tank"]["value"] == pytest.approx(40.08)  # 50.1 on a 0..100 -> 0..80 table
+    assert readings["Tank"]["unit"] == "l"
     listed = {d["id"]: d for d in api.get("/module/devices").json()["items"]}
     assert listed[device["id"]] == seen
 

@@ -89,16 +89,22 @@ async def paginate_rows(
     shape: Callable[[Row[Any]], dict[str, Any]],
 ) -> Response:
     """One page of rows, each turned into a JSON object by `shape`, as a ready answer."""
+    rows, next_cursor = await fetch_page(session, statement, id_column, params)
+    return json_response({"items": [shape(row) for row in rows], "next_cursor": next_cursor})
+
+
+async def fetch_page(
+    session: AsyncSession, statement: Select[Any], id_column: Any, params: PageParams
+) -> tuple[list[Row[Any]], str | None]:
+    """The rows of one page (ordered by `id_column`) and the cursor of the next, if any."""
     if params.after is not None:
         statement = statement.where(id_column > params.after)
     result = await session.execute(statement.order_by(id_column).limit(params.limit + 1))
-    rows = result.all()
-    next_cursor = None
-    if len(rows) > params.limit:
-        rows = rows[: params.limit]
-        next_cursor = encode_cursor(rows[-1].id)
-    items = [shape(row) for row in rows]
-    return json_response({"items": items, "next_cursor": next_cursor})
+    rows = list(result.all())
+    if len(rows) <= params.limit:
+        return rows, None
+    rows = rows[: params.limit]
+    return rows, encode_cursor(rows[-1].id)
 
 
 def json_response(body: Any, status_code: int = 200) -> Response:

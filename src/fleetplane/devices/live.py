@@ -4,10 +4,13 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Row, Select, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane.channels.models import Channel
 from fleetplane.core.timeutil import utcnow
 from fleetplane.devices.models import Device, DeviceState
+from fleetplane.sensors import service as sensors
+from fleetplane.sensors.calculation import SensorDefinition, SensorType, compute_value
 
 _DEVICE = (Device.id, Device.unique_id, Device.name, Device.phone, Device.created_at)
 _STATE = (
@@ -35,6 +38,36 @@ def customer_devices_query(provider_id: str, customer_id: str) -> Select[Any]:
         .outerjoin(Channel, Channel.id == Device.channel_id)
         .where(Device.provider_id == provider_id, Device.customer_id == customer_id)
     )
+
+
+async def shape_with_sensors(
+    session: AsyncSession, provider_id: str, rows: list[Row[Any]]
+) -> list[dict[str, Any]]:
+    """Devices with their live state and sensor values (one sensor query for the page)."""
+    definitions = await sensors.values_for_devices(session, provider_id, [row.id for row in rows])
+    items = []
+    for row in rows:
+        item = shape(row)
+        values = [_sensor_value(sensor, row) for sensor in definitions.get(row.id, [])]
+        item["sensors"] = values
+        item["ignition"] = next(
+            (v["value"] for v in values if v["type"] == SensorType.IGNITION.value), None
+        )
+        items.append(item)
+    return items
+
+
+def _sensor_value(sensor: SensorDefinition, row: Row[Any]) -> dict[str, Any]:
+    value = None
+    if row.params is not None or row.inputs is not None:
+        value = compute_value(sensor, row.params or {}, row.inputs, row.outputs)
+    return {
+        "id": sensor.id,
+        "name": sensor.name,
+        "type": str(sensor.type),
+        "unit": sensor.unit or None,
+        "value": value,
+    }
 
 
 def shape(row: Row[Any]) -> dict[str, Any]:

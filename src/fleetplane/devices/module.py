@@ -18,9 +18,9 @@ from fleetplane.core.pagination import (
     Page,
     PageDep,
     PageParams,
+    fetch_page,
     json_response,
     paginate,
-    paginate_rows,
 )
 from fleetplane.devices import live, service
 from fleetplane.devices.models import Device
@@ -40,10 +40,12 @@ router = module.router
 async def list_devices(
     ctx: CustomerContext = module.requires("read:devices"), page: PageParams = PageDep
 ) -> Response:
-    """Each device with its live state: last message, online, position, odometer, inputs,
-    outputs and the last value of every parameter."""
+    """Each device with its live state: last message, online, position, odometer, ignition,
+    sensor values, inputs, outputs and the last value of every parameter."""
     statement = live.customer_devices_query(ctx.provider_id, ctx.customer_id)
-    return await paginate_rows(ctx.session, statement, Device.id, page, live.shape)
+    rows, next_cursor = await fetch_page(ctx.session, statement, Device.id, page)
+    items = await live.shape_with_sensors(ctx.session, ctx.provider_id, rows)
+    return json_response({"items": items, "next_cursor": next_cursor})
 
 
 @router.get(
@@ -75,7 +77,8 @@ async def get_device(
     row = (await ctx.session.execute(statement.where(Device.id == device_id))).one_or_none()
     if row is None:
         raise not_found("device")
-    return json_response(live.shape(row))
+    [item] = await live.shape_with_sensors(ctx.session, ctx.provider_id, [row])
+    return json_response(item)
 
 
 @router.get(

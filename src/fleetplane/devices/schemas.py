@@ -69,6 +69,16 @@ class Position(ResponseBody):
     hdop: float | None
 
 
+class SensorReading(ResponseBody):
+    id: str
+    name: str
+    type: str
+    unit: str | None
+    value: bool | int | float | str | None = Field(
+        description="From the newest message; null when the parameter is missing or invalid."
+    )
+
+
 class CustomerDeviceOut(ResponseBody):
     """A device as its customer sees it, with its live state."""
 
@@ -86,3 +96,5 @@ class CustomerDeviceOut(ResponseBody):
     params: dict[str, int | float | str] = Field(
         description="The last value of every parameter the device sent."
     )
+    ignition: bool | None = Field(description="From the device's ignition sensor, if it has one.")
+    sensors: list[SensorReading]
