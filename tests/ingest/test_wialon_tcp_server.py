@@ -299,3 +299,21 @@ def test_events_of_other_customers_are_not_streamed(
         tracker.close()
     listener.join(5)
     assert received == []
+
+
+def test_a_channel_can_register_unknown_devices(tenant: Tenant) -> None:
+    channel = create_channel(tenant.api, enabled=True, auto_register=True)
+    tracker = Tracker(channel["port"])
+    try:
+        assert tracker.ask(v2("L", "2.0;861234560000042;NA")) == "#AL#1"
+        data = "251126;130000;5656.9760;N;02406.3120;E;10;90;12;9"
+        assert tracker.ask(v2("SD", data)) == "#ASD#1"
+    finally:
+        tracker.close()
+    found = tenant.api.get("/api/devices", params={"unique_id": "861234560000042"}).json()["items"]
+    assert [(d["name"], d["channel_id"], d["customer_id"]) for d in found] == [
+        ("861234560000042", channel["id"], None)
+    ]
+    log = tenant.api.get("/api/audit-log", params={"object_id": found[0]["id"]}).json()["items"]
+    assert log[0]["actor"] == "system:gateway"
+    tenant.api.patch(f"/api/channels/{channel['id']}", json={"enabled": False})

@@ -17,10 +17,12 @@ SECRET_FIELDS = frozenset({"secret", "secret_hash", "password", "password_hash"}
 
 @dataclass(frozen=True, slots=True)
 class Actor:
-    """Who makes a change: an API key, or an operator on the command line."""
+    """Who makes a change: an API key, an operator on the command line, or the platform itself
+    (`system`, e.g. the gateway registering a new device)."""
 
     provider_id: str
     api_key_id: str | None = None
+    system: str | None = None
 
     @classmethod
     def of(cls, ctx: StudioContext) -> "Actor":
@@ -28,7 +30,9 @@ class Actor:
 
     @property
     def label(self) -> str:
-        return f"api_key:{self.api_key_id}" if self.api_key_id else "cli"
+        if self.api_key_id:
+            return f"api_key:{self.api_key_id}"
+        return f"system:{self.system}" if self.system else "cli"
 
 
 async def record(

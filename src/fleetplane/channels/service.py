@@ -23,6 +23,11 @@ async def all_channels(session: AsyncSession) -> list[Channel]:
     return list((await session.execute(select(Channel).order_by(Channel.id))).scalars())
 
 
+async def by_id(session: AsyncSession, channel_id: str) -> Channel | None:
+    """Any provider's channel (for the gateway, which serves them all)."""
+    return await session.get(Channel, channel_id)
+
+
 async def find(session: AsyncSession, provider_id: str, channel_id: str) -> Channel | None:
     if not looks_like_id(channel_id):
         return None

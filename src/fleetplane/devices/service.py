@@ -3,6 +3,7 @@
 import hashlib
 import hmac
 import os
+import re
 from typing import Any
 
 from sqlalchemy import Select, func, select
@@ -17,7 +18,7 @@ from fleetplane.core.errors import conflict, not_found, validation_error
 from fleetplane.core.ids import looks_like_id, new_id
 from fleetplane.customers import service as customers
 from fleetplane.devices.models import Device
-from fleetplane.devices.schemas import DeviceCreate, DeviceUpdate
+from fleetplane.devices.schemas import UNIQUE_ID_PATTERN, DeviceCreate, DeviceUpdate
 
 
 def hash_password(password: str) -> str:
@@ -187,6 +188,27 @@ async def find_on_channel(
     )
     row = (await session.execute(statement)).one_or_none()
     return None if row is None else (row[0], row[1])
+
+
+async def find_or_register_on_channel(
+    session: AsyncSession, channel_id: str, unique_id: str
+) -> tuple[str, str | None] | None:
+    """Like `find_on_channel`, but a channel that auto-registers adds an unknown device to its
+    provider's unassigned inventory, named after its identifier."""
+    found = await find_on_channel(session, channel_id, unique_id)
+    if found is not None:
+        return found
+    channel = await channels.by_id(session, channel_id)
+    if channel is None or not channel.auto_register or not _registrable(unique_id):
+        return None
+    actor = Actor(provider_id=channel.provider_id, system="gateway")
+    data = DeviceCreate(channel_id=channel_id, unique_id=unique_id, name=unique_id)
+    device = await create(session, actor, data)
+    return device.id, None
+
+
+def _registrable(unique_id: str) -> bool:
+    return bool(re.fullmatch(UNIQUE_ID_PATTERN, unique_id)) and len(unique_id) <= 64
 
 
 async def count_on_channel(session: AsyncSession, channel_id: str) -> int:

@@ -150,7 +150,7 @@ class Gateway:
                 counters=counters,
                 sessions=self._sessions,
                 store=self.store,
-                find_device=devices.find_on_channel,
+                find_device=devices.find_or_register_on_channel,
                 connected=self.connected,
             )
             for kind in kinds
