@@ -30,6 +30,7 @@ from fleetplane.core.openapi import build_document
 from fleetplane.core.ratelimit import RateLimiter
 from fleetplane.customers import service as customers
 from fleetplane.ingest.gateway import Gateway
+from fleetplane.messages import retention
 from fleetplane.registry import MODULES, STUDIO_ROUTERS
 from fleetplane.web import playground
 
@@ -65,9 +66,16 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tasks = []
         if settings.gateway:
             await app.state.gateway.start()
-        tasks = [asyncio.create_task(companion()) for companion in companions]
+            purge = retention.purge_forever(
+                app.state.sessions,
+                settings.default_retention_days,
+                settings.retention_interval_seconds,
+            )
+            tasks.append(asyncio.create_task(purge, name="retention"))
+        tasks += [asyncio.create_task(companion()) for companion in companions]
         try:
             yield
         finally:

@@ -27,6 +27,12 @@ class Settings(BaseSettings):
     gateway: bool = Field(
         default=True, description="Run the device listeners (channels) in this process."
     )
+    default_retention_days: int = Field(
+        default=365, ge=1, description="How long messages of devices of no customer are kept."
+    )
+    retention_interval_seconds: float = Field(
+        default=3600, ge=1, description="How often expired messages are purged."
+    )
     device_host: str = Field(default="0.0.0.0", description="Address device listeners bind.")
     # PostgreSQL only: the role every request runs as, so row-level security applies to it.
     db_app_role: str = "fleetplane_app"

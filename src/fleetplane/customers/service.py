@@ -21,6 +21,12 @@ def list_query(provider_id: str, status: str | None = None) -> Select[tuple[Cust
     return statement
 
 
+async def retention_days(session: AsyncSession) -> list[tuple[str, int]]:
+    """(customer id, retention days) of every customer of the platform."""
+    result = await session.execute(select(Customer.id, Customer.retention_days))
+    return [(row[0], row[1]) for row in result.all()]
+
+
 async def find(session: AsyncSession, provider_id: str, customer_id: str) -> Customer | None:
     if not looks_like_id(customer_id):
         return None

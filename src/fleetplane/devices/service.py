@@ -211,6 +211,16 @@ def _registrable(unique_id: str) -> bool:
     return bool(re.fullmatch(UNIQUE_ID_PATTERN, unique_id)) and len(unique_id) <= 64
 
 
+async def ids_of_customer(session: AsyncSession, customer_id: str) -> list[str]:
+    statement = select(Device.id).where(Device.customer_id == customer_id)
+    return list((await session.execute(statement)).scalars())
+
+
+async def unassigned_ids(session: AsyncSession) -> list[str]:
+    statement = select(Device.id).where(Device.customer_id.is_(None))
+    return list((await session.execute(statement)).scalars())
+
+
 async def count_on_channel(session: AsyncSession, channel_id: str) -> int:
     statement = select(func.count()).where(Device.channel_id == channel_id)
     return (await session.execute(statement)).scalar_one()

@@ -66,15 +66,25 @@ class MessageStore:
             batch = await self._next_batch()
             try:
                 await self._write(batch)
-            except Exception as error:  # a failed commit fails every sender of the batch
-                log.exception("storing %d packets failed", len(batch))
-                for pending in batch:
-                    if not pending.stored.done():
-                        pending.stored.set_exception(error)
+            except Exception:
+                # One bad packet must not fail its neighbours: write them one by one, so only
+                # the packets that cannot be stored are refused (their devices send again).
+                await self._write_one_by_one(batch)
             else:
                 for pending in batch:
-                    if not pending.stored.done():
-                        pending.stored.set_result(None)
+                    _settle(pending, None)
+
+    async def _write_one_by_one(self, batch: list[_Pending]) -> None:
+        for pending in batch:
+            try:
+                await self._write([pending])
+            except Exception as error:  # this packet cannot be stored: its sender is told
+                log.exception(
+                    "storing %d messages of %s failed", len(pending.messages), pending.device_id
+                )
+                _settle(pending, error)
+            else:
+                _settle(pending, None)
 
     async def _next_batch(self) -> list[_Pending]:
         batch = [await self._queue.get()]
@@ -98,3 +108,12 @@ class MessageStore:
         if self._events.subscribers:  # committed: now others may hear of it
             for state in changed:
                 self._events.publish(device_states.state_event(state))
+
+
+def _settle(pending: _Pending, error: Exception | None) -> None:
+    if pending.stored.done():
+        return  # its sender gave up waiting (the connection closed)
+    if error is None:
+        pending.stored.set_result(None)
+    else:
+        pending.stored.set_exception(error)

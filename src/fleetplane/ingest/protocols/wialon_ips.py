@@ -376,6 +376,7 @@ def _course(text: str) -> float | None:
 
 
 Motion = tuple[float | None, float | None, float | None, float | None]
+MAX_SATELLITES = 255
 
 
 def _motion(speed: str, course: str, altitude: str, satellites: str) -> Motion:
@@ -390,15 +391,24 @@ def _motion(speed: str, course: str, altitude: str, satellites: str) -> Motion:
                 0 <= values[0] < _HUGE
                 and 0 <= values[1] <= 360
                 and -_HUGE < values[2] < _HUGE
-                and 0 <= values[3] < _HUGE
+                and 0 <= values[3] <= MAX_SATELLITES
             ):
                 return values
     return (
         _non_negative(speed, CODE_SPEED_COURSE_ALTITUDE, "speed"),
         _course(course),
         _decimal(altitude, CODE_SPEED_COURSE_ALTITUDE, "altitude"),
-        _non_negative(satellites, CODE_SATELLITES_HDOP, "satellites"),
+        _satellites(satellites),
     )
+
+
+def _satellites(text: str) -> float | None:
+    # No receiver tracks more than a few dozen satellites; a count beyond a byte is garbage
+    # (and would not fit where it is stored).
+    value = _non_negative(text, CODE_SATELLITES_HDOP, "satellites")
+    if value is not None and value > MAX_SATELLITES:
+        raise _Refused(CODE_SATELLITES_HDOP, f"impossible satellite count {text[:20]!r}")
+    return value
 
 
 def _coordinate(text: str, limit: float) -> float:
