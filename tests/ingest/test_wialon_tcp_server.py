@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -317,3 +318,37 @@ def test_a_channel_can_register_unknown_devices(tenant: Tenant) -> None:
     log = tenant.api.get("/api/audit-log", params={"object_id": found[0]["id"]}).json()["items"]
     assert log[0]["actor"] == "system:gateway"
     tenant.api.patch(f"/api/channels/{channel['id']}", json={"enabled": False})
+
+
+def test_the_validity_filter_flags_messages_that_derived_data_ignores(
+    listening: tuple[Tenant, dict[str, Any], dict[str, Any]],
+) -> None:
+    tenant, channel, device = listening
+    rules = {"min_satellites": 5, "max_speed_kmh": 200}
+    tenant.api.patch(
+        f"/api/devices/{device['id']}",
+        json={"customer_id": tenant.customers[0]["id"], "validity": rules},
+    )
+    tomorrow_plus = (datetime.now(UTC) + timedelta(days=2)).strftime("%d%m%y")
+    packets = [
+        "251126;140000;5656.9760;N;02406.3120;E;40;90;12;9",  # valid
+        "251126;140100;5656.9760;N;02407.3120;E;40;90;12;3",  # too few satellites
+        "251126;140200;5756.9760;N;02407.3120;E;40;90;12;9",  # 111 km in 2 minutes
+        f"{tomorrow_plus};140300;5656.9760;N;02407.3120;E;40;90;12;9",  # days ahead
+        "251126;140400;5656.9760;N;02408.3120;E;40;90;12;9",  # valid again
+    ]
+    tracker = Tracker(channel["port"])
+    try:
+        assert tracker.ask(v2("L", "2.0;354330030000001;NA")) == "#AL#1"
+        for body in packets:
+            assert tracker.ask(v2("SD", body)) == "#ASD#1"  # stored all the same
+    finally:
+        tracker.close()
+    api = tenant.module_api(0)
+    stored = api.get(f"/module/devices/{device['id']}/messages").json()["items"]
+    assert [m["valid"] for m in stored] == [True, False, False, True, False]
+    seen = api.get(f"/module/devices/{device['id']}").json()
+    assert seen["last_message_at"] == "2026-11-25T14:04:00Z"
+    assert seen["odometer_km"] == pytest.approx(2 * 1.015, abs=0.02)  # the jump is not counted
+    shown = tenant.api.get(f"/api/devices/{device['id']}").json()["validity"]
+    assert shown["min_satellites"] == 5 and shown["max_future_seconds"] == 86_400

@@ -4,6 +4,7 @@ Only messages newer than the state move it (late black-box data is stored, but t
 already knows later news). The odometer sums great-circle distances between successive fixes.
 """
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -12,12 +13,33 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane.core.geo import distance_m
-from fleetplane.devices.models import DeviceState
+from fleetplane.devices.models import Device, DeviceState
+from fleetplane.devices.validity import ValidityRules, mark_filtered
 from fleetplane.ingest.message import Message
 
 STATE_COLUMNS = [column.name for column in DeviceState.__table__.columns]
 # Devices send a few parameters per message; the state keeps the last value of each, bounded.
 MAX_STATE_PARAMS = 500
+
+
+async def apply_validity(
+    session: AsyncSession, by_device: dict[str, list[Message]], now: datetime
+) -> None:
+    """Flags the messages each device's validity filter rejects (two queries per batch)."""
+    device_ids = list(by_device)
+    settings = await session.execute(
+        select(Device.id, Device.validity).where(Device.id.in_(device_ids))
+    )
+    rules = {row[0]: ValidityRules.from_settings(row[1]) for row in settings.all()}
+    fixes = await session.execute(
+        select(
+            DeviceState.device_id, DeviceState.position_at, DeviceState.lat, DeviceState.lon
+        ).where(DeviceState.device_id.in_(device_ids), DeviceState.position_at.is_not(None))
+    )
+    previous = {row[0]: (row[1], row[2], row[3]) for row in fixes.all()}
+    for device_id, messages in by_device.items():
+        device_rules = rules.get(device_id, ValidityRules())
+        mark_filtered(device_rules, messages, previous.get(device_id), now)
 
 
 async def advance_states(
@@ -63,7 +85,7 @@ def advance(
     state: dict[str, Any] | None, device_id: str, messages: list[Message]
 ) -> dict[str, Any] | None:
     """The state after `messages` (in any order); the same object when nothing is newer."""
-    in_time_order = sorted(messages, key=lambda m: m.device_time)
+    in_time_order = sorted((m for m in messages if not m.filtered), key=lambda m: m.device_time)
     result = state
     for message in in_time_order:
         if result is not None and message.device_time <= result["last_message_at"]:

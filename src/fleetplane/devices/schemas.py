@@ -1,4 +1,5 @@
 from datetime import datetime
+from typing import Any
 
 from pydantic import Field
 
@@ -7,6 +8,21 @@ from fleetplane.core.schemas import RequestBody, ResponseBody
 UNIQUE_ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 UNIQUE_ID_HELP = "The identifier the tracker sends (IMEI for most devices)."
 PHONE_PATTERN = r"^\+?[0-9 ()-]{3,40}$"
+
+
+class ValidityFilter(RequestBody):
+    """Which messages derived data (position, odometer, trips) ignores. Filtered messages
+    are stored anyway, flagged `valid: false`."""
+
+    min_satellites: int | None = Field(default=None, ge=0, le=255)
+    max_hdop: float | None = Field(default=None, gt=0, le=100)
+    max_speed_kmh: float | None = Field(
+        default=None, gt=0, le=2000, description="Jump filter: speed implied by the last fix."
+    )
+    reject_zero_coordinates: bool = Field(default=False, description="Drop 0,0 fixes.")
+    max_future_seconds: int = Field(
+        default=86_400, ge=0, le=31 * 86_400, description="Drop device times this far ahead."
+    )
 
 
 class DeviceCreate(RequestBody):
@@ -20,6 +36,7 @@ class DeviceCreate(RequestBody):
         default=None, min_length=1, max_length=64, description="Device login password (write-only)."
     )
     customer_id: str | None = Field(default=None, description="Assign to this customer at once.")
+    validity: ValidityFilter | None = None
 
 
 class DeviceUpdate(RequestBody):
@@ -40,6 +57,7 @@ class DeviceUpdate(RequestBody):
         default=None,
         description="Assign (or move) to this customer; null returns the device to inventory.",
     )
+    validity: ValidityFilter | None = Field(default=None, description="Null: the defaults.")
 
 
 class DeviceOut(ResponseBody):
@@ -52,6 +70,7 @@ class DeviceOut(ResponseBody):
     phone: str | None
     customer_id: str | None
     has_password: bool
+    validity: dict[str, Any] | None
     created_at: datetime
     updated_at: datetime
 

@@ -106,6 +106,8 @@ async def create(session: AsyncSession, actor: Actor, data: DeviceCreate) -> Dev
 async def update(session: AsyncSession, actor: Actor, device_id: str, data: DeviceUpdate) -> Device:
     device = await get(session, actor.provider_id, device_id)
     changes: dict[str, Any] = data.model_dump(exclude_unset=True)
+    if data.validity is not None:  # stored whole, so it reads back with its defaults
+        changes["validity"] = data.validity.model_dump()
     for field in ("name", "unique_id", "channel_id"):
         if field in changes and changes[field] is None:
             raise validation_error(["body", field], "may not be null")

@@ -38,6 +38,8 @@ class Message:
     from_black_box: bool = False
     # The device sent no time, so device_time is the receive time: not a real device clock.
     device_time_missing: bool = False
+    # Set by the device's validity filter: the message is kept but derived data ignores it.
+    filtered: bool = False
 
     @property
     def has_position(self) -> bool:

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleetplane.core.db import set_tenant_scope
 from fleetplane.core.events import EventHub
+from fleetplane.core.timeutil import utcnow
 from fleetplane.devices import processor as device_states
 from fleetplane.ingest.message import Message
 from fleetplane.messages import service as messages
@@ -97,12 +98,13 @@ class MessageStore:
 
     async def _write(self, batch: list[_Pending]) -> None:
         """Stores the batch and runs each domain's step on it, in one transaction."""
-        rows = [messages.to_row(p.device_id, m) for p in batch for m in p.messages]
         by_device: dict[str, list[Message]] = {}
         for pending in batch:
             by_device.setdefault(pending.device_id, []).extend(pending.messages)
         async with self._sessions() as session, session.begin():
             await set_tenant_scope(session, system=True)
+            await device_states.apply_validity(session, by_device, utcnow())
+            rows = [messages.to_row(p.device_id, m) for p in batch for m in p.messages]
             await messages.insert_rows(session, rows)
             changed = await device_states.advance_states(session, by_device)
         if self._events.subscribers:  # committed: now others may hear of it

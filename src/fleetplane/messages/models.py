@@ -8,6 +8,7 @@ from fleetplane.core.db import Base, UTCDateTime, id_column_type
 
 FLAG_BLACK_BOX = 1  # sent late, from the device's memory
 FLAG_TIME_MISSING = 2  # the device sent no time: device_time is the receive time
+FLAG_FILTERED = 4  # the device's validity filter rejected it: derived data ignores it
 
 
 class StoredMessage(Base):

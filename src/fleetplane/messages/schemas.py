@@ -19,3 +19,4 @@ class MessageOut(ResponseBody):
     outputs: int | None
     params: dict[str, int | float | str]
     black_box: bool = Field(description="Sent late, from the device's memory.")
+    valid: bool = Field(description="False: the device's validity filter rejected it.")

@@ -12,7 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleetplane.core.errors import validation_error
 from fleetplane.core.pagination import PageParams, encode_cursor, json_response
 from fleetplane.ingest.message import Message
-from fleetplane.messages.models import FLAG_BLACK_BOX, FLAG_TIME_MISSING, StoredMessage
+from fleetplane.messages.models import (
+    FLAG_BLACK_BOX,
+    FLAG_FILTERED,
+    FLAG_TIME_MISSING,
+    StoredMessage,
+)
 
 
 def to_row(device_id: str, message: Message) -> dict[str, Any]:
@@ -22,8 +27,10 @@ def to_row(device_id: str, message: Message) -> dict[str, Any]:
             params[f"adc{number}"] = value
     if message.driver_key is not None:
         params["driver_key"] = message.driver_key
-    flags = (FLAG_BLACK_BOX if message.from_black_box else 0) | (
-        FLAG_TIME_MISSING if message.device_time_missing else 0
+    flags = (
+        (FLAG_BLACK_BOX if message.from_black_box else 0)
+        | (FLAG_TIME_MISSING if message.device_time_missing else 0)
+        | (FLAG_FILTERED if message.filtered else 0)
     )
     return {
         "device_id": device_id,
@@ -112,4 +119,5 @@ def _shape(row: Row[Any]) -> dict[str, Any]:
         "outputs": row.outputs,
         "params": row.params or {},
         "black_box": bool(row.flags & FLAG_BLACK_BOX),
+        "valid": not row.flags & FLAG_FILTERED,
     }
