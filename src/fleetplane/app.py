@@ -25,6 +25,7 @@ from fleetplane.core.auth import (
 from fleetplane.core.db import create_engine, session_factory
 from fleetplane.core.errors import ApiError, install_error_handlers
 from fleetplane.core.events import EventHub
+from fleetplane.core.files import FileStore
 from fleetplane.core.middleware import BodyLimitMiddleware, RateLimitHeadersMiddleware
 from fleetplane.core.openapi import build_document
 from fleetplane.core.ratelimit import RateLimiter
@@ -101,7 +102,10 @@ def create_app(
     app.state.identity_cache = IdentityCache(settings.api_key_cache_seconds)
     app.state.rate_limiter = RateLimiter(settings.rate_limit)
     app.state.events = EventHub()
-    app.state.gateway = Gateway(app.state.sessions, app.state.events, host=settings.device_host)
+    app.state.files = FileStore(settings.data_dir / "files")
+    app.state.gateway = Gateway(
+        app.state.sessions, app.state.events, app.state.files, host=settings.device_host
+    )
 
     install_error_handlers(app)
     # Documents first: `/module/devices/openapi.json` must not be taken for a device id.

@@ -223,6 +223,11 @@ async def unassigned_ids(session: AsyncSession) -> list[str]:
     return list((await session.execute(statement)).scalars())
 
 
+async def provider_of(session: AsyncSession, device_id: str) -> str:
+    statement = select(Device.provider_id).where(Device.id == device_id)
+    return (await session.execute(statement)).scalar_one()
+
+
 async def count_on_channel(session: AsyncSession, channel_id: str) -> int:
     statement = select(func.count()).where(Device.channel_id == channel_id)
     return (await session.execute(statement)).scalar_one()

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from fleetplane.channels import service as channels
 from fleetplane.core.db import system_session
 from fleetplane.core.events import EventHub
+from fleetplane.core.files import FileStore
 from fleetplane.devices import service as devices
 from fleetplane.ingest.connected import ConnectedDevices
 from fleetplane.ingest.osmand_http import OsmandHttpListener
@@ -55,6 +56,7 @@ class Gateway:
         self,
         sessions: async_sessionmaker[AsyncSession],
         events: EventHub,
+        files: FileStore,
         host: str = "0.0.0.0",
     ) -> None:
         self._sessions = sessions
@@ -63,7 +65,7 @@ class Gateway:
         self._stopped_counters: dict[str, ChannelCounters] = {}
         self._lock = asyncio.Lock()
         self._reloader: asyncio.Task[None] | None = None
-        self.store = MessageStore(sessions, events)
+        self.store = MessageStore(sessions, events, files)
         self.connected = ConnectedDevices(sessions)
 
     async def start(self) -> None:

@@ -15,10 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleetplane.core.db import set_tenant_scope
 from fleetplane.core.events import EventHub
+from fleetplane.core.files import FileStore
 from fleetplane.core.timeutil import utcnow
 from fleetplane.devices import processor as device_states
-from fleetplane.ingest.message import Message
+from fleetplane.devices import service as devices
+from fleetplane.ingest.message import DriverMessage, ImageFile, Message, TachographFile
 from fleetplane.messages import service as messages
+from fleetplane.tachograph import service as tachograph
+from fleetplane.video import service as video
 
 log = logging.getLogger("fleetplane.ingest")
 
@@ -37,12 +41,14 @@ class MessageStore:
         self,
         sessions: async_sessionmaker[AsyncSession],
         events: EventHub,
+        files: FileStore,
         *,
         max_batch_messages: int = 5000,
         max_waiting_packets: int = 10_000,
     ) -> None:
         self._sessions = sessions
         self._events = events
+        self._files = files
         self._max_batch = max_batch_messages
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(max_waiting_packets)
         self._writer: asyncio.Task[None] | None = None
@@ -61,6 +67,23 @@ class MessageStore:
         pending = _Pending(device_id, batch)
         await self._queue.put(pending)
         await pending.stored
+
+    async def store_extra(
+        self, device_id: str, chat: DriverMessage | None, file: ImageFile | TachographFile | None
+    ) -> None:
+        """A driver's chat message or a whole file from a device, committed before it returns.
+        They are rare and large, so they go straight to the database, not through batches."""
+        async with self._sessions() as session, session.begin():
+            await set_tenant_scope(session, system=True)
+            provider_id = await devices.provider_of(session, device_id)
+            if chat is not None:
+                await messages.store_chat(session, device_id, chat)
+            if isinstance(file, ImageFile):
+                await video.store_device_image(session, self._files, provider_id, device_id, file)
+            elif isinstance(file, TachographFile):
+                await tachograph.store_device_file(
+                    session, self._files, provider_id, device_id, file
+                )
 
     async def _write_forever(self) -> None:
         while True:

@@ -158,14 +158,15 @@ class _Connection:
     async def _store(self, outcome: Outcome) -> bool:
         """Stores what the outcome's answer acknowledges; False: close without answering."""
         counters = self.listener.counters
-        if outcome.driver_message is not None or outcome.file is not None:
-            # Driver messages and files have no store yet: refusing them keeps them on the
-            # device, which sends them again later.
-            counters.messages_rejected += 1
-            if outcome.driver_message is not None:
-                outcome.answer = b"#AM#0\r\n"
-                return True
-            return False
+        extra = outcome.driver_message is not None or outcome.file is not None
+        if extra and self.device_id is not None:
+            try:
+                await self.listener.store.store_extra(
+                    self.device_id, outcome.driver_message, outcome.file
+                )
+            except Exception as error:  # not stored: no answer, the device sends it again
+                counters.last_error = f"storing a file failed: {error.__class__.__name__}"
+                return False
         if not outcome.messages or self.device_id is None:
             return True
         try:

@@ -1,7 +1,7 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Integer, SmallInteger
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Integer, SmallInteger, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from fleetplane.core.db import Base, UTCDateTime, id_column_type
@@ -33,3 +33,16 @@ class StoredMessage(Base):
     outputs: Mapped[int | None] = mapped_column(BigInteger)
     params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     flags: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class DriverChatMessage(Base):
+    """A text the driver typed on the device."""
+
+    __tablename__ = "driver_chat_messages"
+
+    id: Mapped[str] = mapped_column(id_column_type(), primary_key=True)
+    device_id: Mapped[str] = mapped_column(
+        id_column_type(), ForeignKey("devices.id", ondelete="CASCADE"), index=True
+    )
+    text: Mapped[str] = mapped_column(String(1400))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -10,12 +10,14 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane.core.errors import validation_error
+from fleetplane.core.ids import new_id
 from fleetplane.core.pagination import PageParams, encode_cursor, json_response
-from fleetplane.ingest.message import Message
+from fleetplane.ingest.message import DriverMessage, Message
 from fleetplane.messages.models import (
     FLAG_BLACK_BOX,
     FLAG_FILTERED,
     FLAG_TIME_MISSING,
+    DriverChatMessage,
     StoredMessage,
 )
 
@@ -121,3 +123,15 @@ def _shape(row: Row[Any]) -> dict[str, Any]:
         "black_box": bool(row.flags & FLAG_BLACK_BOX),
         "valid": not row.flags & FLAG_FILTERED,
     }
+
+
+async def store_chat(session: AsyncSession, device_id: str, chat: DriverMessage) -> None:
+    session.add(
+        DriverChatMessage(
+            id=new_id("chat"),
+            device_id=device_id,
+            text=chat.text[:1400],
+            received_at=chat.received_at,
+        )
+    )
+    await session.flush()

@@ -1,0 +1,1 @@
+"""Tachograph: driver card and vehicle unit files, activities and driving-time compliance."""

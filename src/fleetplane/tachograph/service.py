@@ -1,0 +1,35 @@
+"""Tachograph file rules: a downloaded file is stored whole before it is acknowledged."""
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleetplane.core.files import FileStore
+from fleetplane.core.ids import new_id
+from fleetplane.ingest.message import TachographFile as DownloadedFile
+from fleetplane.tachograph.models import TachographFile
+
+
+async def store_device_file(
+    session: AsyncSession,
+    files: FileStore,
+    provider_id: str,
+    device_id: str,
+    download: DownloadedFile,
+) -> TachographFile:
+    file_id = new_id("ddd")
+    path = f"tachograph/{device_id}/{file_id}.ddd"
+    digest = await files.write(path, download.data)
+    stored = TachographFile(
+        id=file_id,
+        provider_id=provider_id,
+        device_id=device_id,
+        driver_id=download.driver_id[:64],
+        name=download.name[:200],
+        size=len(download.data),
+        sha256=digest,
+        path=path,
+        downloaded_at=download.downloaded_at,
+        received_at=download.received_at,
+    )
+    session.add(stored)
+    await session.flush()
+    return stored

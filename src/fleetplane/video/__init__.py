@@ -1,0 +1,1 @@
+"""Video: cameras and media (photos and clips) of the customer's devices."""
