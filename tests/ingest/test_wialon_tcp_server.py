@@ -145,6 +145,7 @@ def test_live_state_and_message_history_through_the_module_api(
     assert seen["odometer_km"] == pytest.approx(1.015, abs=0.01)  # one minute of longitude here
     assert seen["online"] is True
     assert seen["ignition"] is True  # input 1 is on
+    assert seen["engine_hours"] == pytest.approx(60 / 3600, abs=0.001)  # on from 10:00 to 10:01
     readings = {reading["name"]: reading for reading in seen["sensors"]}
     assert readings["Tank"]["value"] == pytest.approx(40.08)  # 50.1 on a 0..100 -> 0..80 table
     assert readings["Tank"]["unit"] == "l"

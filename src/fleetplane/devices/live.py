@@ -25,6 +25,7 @@ _STATE = (
     DeviceState.satellites,
     DeviceState.hdop,
     DeviceState.odometer_m,
+    DeviceState.engine_seconds,
     DeviceState.inputs,
     DeviceState.outputs,
     DeviceState.params,
@@ -77,6 +78,9 @@ def shape(row: Row[Any]) -> dict[str, Any]:
     item["online"] = _online(row)
     item["position"] = _position(row)
     item["odometer_km"] = None if row.odometer_m is None else round(row.odometer_m / 1000, 3)
+    item["engine_hours"] = (
+        None if row.engine_seconds is None else round(row.engine_seconds / 3600, 3)
+    )
     item["inputs"] = row.inputs
     item["outputs"] = row.outputs
     item["params"] = row.params or {}

@@ -4,6 +4,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     ColumnElement,
     Float,
     ForeignKey,
@@ -71,3 +72,5 @@ class DeviceState(Base):
     outputs: Mapped[int | None] = mapped_column(BigInteger)
     params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     odometer_m: Mapped[float] = mapped_column(Float, default=0.0)
+    ignition: Mapped[bool | None] = mapped_column(Boolean)
+    engine_seconds: Mapped[float] = mapped_column(Float, default=0.0)

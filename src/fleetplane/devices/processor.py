@@ -16,10 +16,14 @@ from fleetplane.core.geo import distance_m
 from fleetplane.devices.models import Device, DeviceState
 from fleetplane.devices.validity import ValidityRules, mark_filtered
 from fleetplane.ingest.message import Message
+from fleetplane.sensors import service as sensors
+from fleetplane.sensors.calculation import SensorDefinition, compute_value
 
 STATE_COLUMNS = [column.name for column in DeviceState.__table__.columns]
 # Devices send a few parameters per message; the state keeps the last value of each, bounded.
 MAX_STATE_PARAMS = 500
+# A longer silence than this is not counted as engine time in full (trip rules use the same).
+MAX_GAP_SECONDS = 3600.0
 
 
 async def apply_validity(
@@ -47,14 +51,31 @@ async def advance_states(
 ) -> list[dict[str, Any]]:
     """Advances and stores the states; returns the ones that changed."""
     current = await _current_states(session, list(by_device))
+    ignitions = await sensors.ignition_sensors(session, list(by_device))
     changed = []
     for device_id, messages in by_device.items():
-        state = advance(current.get(device_id), device_id, messages)
+        state = advance(current.get(device_id), device_id, messages, ignitions.get(device_id))
         if state is not None and state is not current.get(device_id):
             changed.append(state)
     if changed:
         await session.execute(_upsert(session.bind.dialect.name), changed)
     return changed
+
+
+def advance(
+    state: dict[str, Any] | None,
+    device_id: str,
+    messages: list[Message],
+    ignition_sensor: SensorDefinition | None = None,
+) -> dict[str, Any] | None:
+    """The state after `messages` (in any order); the same object when nothing is newer."""
+    in_time_order = sorted((m for m in messages if not m.filtered), key=lambda m: m.device_time)
+    result = state
+    for message in in_time_order:
+        if result is not None and message.device_time <= result["last_message_at"]:
+            continue
+        result = _apply(dict(result) if result else _empty(device_id), message, ignition_sensor)
+    return result
 
 
 def state_event(state: dict[str, Any]) -> dict[str, Any]:
@@ -76,31 +97,24 @@ def state_event(state: dict[str, Any]) -> dict[str, Any]:
             "hdop": state["hdop"],
         },
         "odometer_km": round(state["odometer_m"] / 1000, 3),
+        "engine_hours": round(state["engine_seconds"] / 3600, 3),
+        "ignition": state["ignition"],
         "inputs": state["inputs"],
         "outputs": state["outputs"],
     }
 
 
-def advance(
-    state: dict[str, Any] | None, device_id: str, messages: list[Message]
-) -> dict[str, Any] | None:
-    """The state after `messages` (in any order); the same object when nothing is newer."""
-    in_time_order = sorted((m for m in messages if not m.filtered), key=lambda m: m.device_time)
-    result = state
-    for message in in_time_order:
-        if result is not None and message.device_time <= result["last_message_at"]:
-            continue
-        result = _apply(dict(result) if result else _empty(device_id), message)
-    return result
-
-
 def _empty(device_id: str) -> dict[str, Any]:
     state = dict.fromkeys(STATE_COLUMNS)
-    state.update(device_id=device_id, odometer_m=0.0, params={})
+    state.update(device_id=device_id, odometer_m=0.0, engine_seconds=0.0, params={})
     return state
 
 
-def _apply(state: dict[str, Any], message: Message) -> dict[str, Any]:
+def _apply(
+    state: dict[str, Any], message: Message, ignition_sensor: SensorDefinition | None
+) -> dict[str, Any]:
+    if ignition_sensor is not None:
+        _run_engine(state, message, ignition_sensor)
     state["last_message_at"] = message.device_time
     state["last_received_at"] = message.received_at
     state["inputs"] = message.inputs if message.inputs is not None else state["inputs"]
@@ -115,6 +129,17 @@ def _apply(state: dict[str, Any], message: Message) -> dict[str, Any]:
     if message.has_position:
         _move(state, message)
     return state
+
+
+def _run_engine(state: dict[str, Any], message: Message, sensor: SensorDefinition) -> None:
+    """Engine hours: time between two messages counts when the engine was on at the first;
+    a silence longer than MAX_GAP_SECONDS counts only up to it (the engine may have stopped)."""
+    if state["ignition"] and state["last_message_at"] is not None:
+        elapsed = (message.device_time - state["last_message_at"]).total_seconds()
+        state["engine_seconds"] += min(max(elapsed, 0.0), MAX_GAP_SECONDS)
+    value = compute_value(sensor, message.params, message.inputs, message.outputs)
+    if value is not None:
+        state["ignition"] = bool(value)
 
 
 def _move(state: dict[str, Any], message: Message) -> None:

@@ -110,6 +110,9 @@ class CustomerDeviceOut(ResponseBody):
     online: bool = Field(description="A message arrived within the channel's online timeout.")
     position: Position | None
     odometer_km: float | None = Field(description="Sum of distances between valid fixes.")
+    engine_hours: float | None = Field(
+        description="Time with ignition on (needs an ignition sensor)."
+    )
     inputs: int | None = Field(description="Digital inputs bit mask; bit 0 is input 1.")
     outputs: int | None
     params: dict[str, int | float | str] = Field(

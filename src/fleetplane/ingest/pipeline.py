@@ -10,6 +10,7 @@ their sockets) instead of memory growing.
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -130,9 +131,17 @@ class MessageStore:
             rows = [messages.to_row(p.device_id, m) for p in batch for m in p.messages]
             await messages.insert_rows(session, rows)
             changed = await device_states.advance_states(session, by_device)
-        if self._events.subscribers:  # committed: now others may hear of it
+        self._announce(changed)
+
+    def _announce(self, changed: list[dict[str, Any]]) -> None:
+        """Tells live subscribers; the batch is committed, so a failure here is only logged."""
+        if not self._events.subscribers:
+            return
+        try:
             for state in changed:
                 self._events.publish(device_states.state_event(state))
+        except Exception:
+            log.exception("announcing %d state changes failed", len(changed))
 
 
 def _settle(pending: _Pending, error: Exception | None) -> None:

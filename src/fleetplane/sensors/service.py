@@ -117,6 +117,27 @@ async def values_for_devices(
     return by_device
 
 
+async def ignition_sensors(
+    session: AsyncSession, device_ids: Sequence[str]
+) -> dict[str, SensorDefinition]:
+    """The first ignition sensor of each device that has one (for the telemetry pipeline,
+    which serves every provider)."""
+    found: dict[str, SensorDefinition] = {}
+    unique_ids = list(dict.fromkeys(device_ids))
+    for start in range(0, len(unique_ids), DEVICES_PER_QUERY):
+        statement = (
+            select(*_DEFINITION_COLUMNS)
+            .where(
+                Sensor.device_id.in_(unique_ids[start : start + DEVICES_PER_QUERY]),
+                Sensor.type == SensorType.IGNITION.value,
+            )
+            .order_by(Sensor.device_id, Sensor.id)
+        )
+        for row in await session.execute(statement):
+            found.setdefault(row.device_id, definition_of(row))
+    return found
+
+
 def definition_of(row: Row[Any] | Sensor) -> SensorDefinition:
     """The computation's view of a stored sensor (a row of its columns, or the object)."""
     return SensorDefinition(
