@@ -45,12 +45,19 @@ def test_chat_photo_and_tachograph_file(server: RunningServer, tenant: Tenant) -
     device = tenant.api.post(
         "/api/devices", json=tenant.device_body(channel_id=channel["id"], unique_id="CAM0001")
     ).json()
+    customer_api = tenant.module_api(0)
+    tenant.api.patch(
+        f"/api/devices/{device['id']}", json={"customer_id": tenant.customers[0]["id"]}
+    )
+    commands = f"/module/devices/{device['id']}/commands"
     link = Link(channel["port"])
     photo = b"\xff\xd8\xff" + os.urandom(3000)
     ddd = os.urandom(1200)
     try:
         assert link.send(v2("L", "2.0;CAM0001;NA")) == ["#AL#1"]
         assert link.send(v2("M", "Arrived at the depot")) == ["#AM#1"]
+        customer_api.post(commands, json={"type": "snapshot_request"})
+        assert link.send(b"", 1) == ["#QI#"]
         first, second = photo[:2000], photo[2000:]
         assert link.send(image_header(len(first), 0, 1, first, "cab.jpg") + first) == ["#AI#0;1"]
         assert link.send(image_header(len(second), 1, 1, second, "cab.jpg") + second, 2) == [
@@ -65,6 +72,7 @@ def test_chat_photo_and_tachograph_file(server: RunningServer, tenant: Tenant) -
     finally:
         link.sock.close()
 
+    assert [c["status"] for c in customer_api.get(commands).json()["items"]] == ["answered"]
     [chat] = rows(server, DriverChatMessage, device["id"])
     assert chat.text == "Arrived at the depot"
     [media] = rows(server, MediaFile, device["id"])

@@ -87,3 +87,17 @@ async def devices_with_queued_commands(session: AsyncSession, device_ids: list[s
         .distinct()
     )
     return list((await session.execute(statement)).scalars())
+
+
+async def mark_answered(session: AsyncSession, device_id: str, command_type: str) -> None:
+    """The device delivered what its oldest sent command of this type asked for."""
+    statement = (
+        list_query(device_id)
+        .where(Command.type == command_type, Command.status == CommandStatus.SENT.value)
+        .order_by(Command.id)
+        .limit(1)
+    )
+    command = (await session.execute(statement)).scalar_one_or_none()
+    if command is not None:
+        command.status = CommandStatus.ANSWERED.value
+        command.answered_at = utcnow()

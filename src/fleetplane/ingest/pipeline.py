@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from fleetplane.commands import service as commands
 from fleetplane.core.db import set_tenant_scope
 from fleetplane.core.events import EventHub
 from fleetplane.core.files import FileStore
@@ -81,10 +82,12 @@ class MessageStore:
                 await messages.store_chat(session, device_id, chat)
             if isinstance(file, ImageFile):
                 await video.store_device_image(session, self._files, provider_id, device_id, file)
+                await commands.mark_answered(session, device_id, "snapshot_request")
             elif isinstance(file, TachographFile):
                 await tachograph.store_device_file(
                     session, self._files, provider_id, device_id, file
                 )
+                await commands.mark_answered(session, device_id, "tachograph_request")
 
     async def _write_forever(self) -> None:
         while True:
