@@ -151,6 +151,10 @@ def test_live_state_and_message_history_through_the_module_api(
     assert readings["Tank"]["unit"] == "l"
     listed = {d["id"]: d for d in api.get("/module/devices").json()["items"]}
     assert listed[device["id"]] == seen
+    mileage = {"device_id": device["id"], "name": "Odo", "type": "mileage", "parameter": "odo"}
+    assert tenant.api.post("/api/sensors", json=mileage).status_code == 201
+    gps_only = api.get(f"/module/devices/{device['id']}").json()
+    assert gps_only["odometer_km"] == seen["odometer_km"]  # the device sends no `odo` yet
 
     history = api.get(f"/module/devices/{device['id']}/messages", params={"limit": 2}).json()
     assert [m["time"] for m in history["items"]] == ["2026-11-25T09:59:00Z", "2026-11-25T10:00:00Z"]
@@ -166,6 +170,14 @@ def test_live_state_and_message_history_through_the_module_api(
         params={"from": "2026-11-25T10:00:00Z", "to": "2026-11-25T10:01:00Z"},
     ).json()
     assert [m["time"] for m in ranged["items"]] == ["2026-11-25T10:00:00Z"]
+    tracker = Tracker(channel["port"])
+    try:
+        assert tracker.ask(v2("L", "2.0;354330030000001;NA")) == "#AL#1"
+        with_odo = "251126;100200;5656.9760;N;02407.3120;E;0;0;13;9;0.9;0;0;NA;NA;odo:2:12345.6"
+        assert tracker.ask(v2("D", with_odo)) == "#AD#1"
+    finally:
+        tracker.close()
+    assert api.get(f"/module/devices/{device['id']}").json()["odometer_km"] == 12345.6
 
 
 def test_unknown_devices_and_wrong_passwords_are_refused(

@@ -51,11 +51,16 @@ async def shape_with_sensors(
         item = shape(row)
         values = [_sensor_value(sensor, row) for sensor in definitions.get(row.id, [])]
         item["sensors"] = values
-        item["ignition"] = next(
-            (v["value"] for v in values if v["type"] == SensorType.IGNITION.value), None
-        )
+        item["ignition"] = _first_value(values, SensorType.IGNITION)
+        mileage = _first_value(values, SensorType.MILEAGE)
+        if isinstance(mileage, int | float) and not isinstance(mileage, bool):
+            item["odometer_km"] = mileage  # the vehicle's own odometer beats summed GPS
         items.append(item)
     return items
+
+
+def _first_value(values: list[dict[str, Any]], kind: SensorType) -> Any:
+    return next((v["value"] for v in values if v["type"] == kind.value), None)
 
 
 def _sensor_value(sensor: SensorDefinition, row: Row[Any]) -> dict[str, Any]:

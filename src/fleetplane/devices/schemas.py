@@ -109,7 +109,10 @@ class CustomerDeviceOut(ResponseBody):
     last_message_at: datetime | None = Field(description="Device time of the newest message.")
     online: bool = Field(description="A message arrived within the channel's online timeout.")
     position: Position | None
-    odometer_km: float | None = Field(description="Sum of distances between valid fixes.")
+    odometer_km: float | None = Field(
+        description="The mileage sensor's value (km) if the device has one, otherwise the sum "
+        "of distances between valid fixes."
+    )
     engine_hours: float | None = Field(
         description="Time with ignition on (needs an ignition sensor)."
     )
