@@ -5,9 +5,11 @@ PostgreSQL too, in a database the suite creates next to the one named and drops 
 """
 
 import asyncio
+import itertools
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -85,6 +87,26 @@ async def _admin(url: str, statement: str) -> None:
             await connection.execute(text(statement))
     finally:
         await engine.dispose()
+
+
+def connect_when_listening(port: int, seconds: float = 5.0) -> socket.socket:
+    """A TCP connection to a device listener, which starts just after its channel is saved."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return socket.create_connection(("127.0.0.1", port), timeout=10)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+_CHANNEL_PORTS = itertools.count(10_000 + os.getpid() % 10_000)
+
+
+def unused_channel_port() -> int:
+    """A port number no channel of this run has: for channels that are never enabled."""
+    return next(_CHANNEL_PORTS)
 
 
 def free_port() -> int:

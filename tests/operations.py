@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from conftest import Api, Tenant, create_channel, free_port
+from conftest import Api, Tenant, create_channel, unused_channel_port
 
 Call = tuple[str, dict[str, Any] | None]  # concrete path, JSON body
 
@@ -127,8 +127,8 @@ OPERATIONS: list[Operation] = [
     Operation("GET", "/api/channels", "read:channels", lambda t: ("/api/channels", None)),
     Operation(
         "POST", "/api/channels", "create:channels",
-        lambda t: ("/api/channels", {"name": "New", "protocol": "osmand", "port": free_port(),
-                                     "enabled": False}), 201,
+        lambda t: ("/api/channels", {"name": "New", "protocol": "osmand",
+                                     "port": unused_channel_port(), "enabled": False}), 201,
     ),
     Operation(
         "GET", "/api/channels/{channel_id}", "read:channels",

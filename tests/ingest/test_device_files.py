@@ -3,13 +3,12 @@
 import asyncio
 import hashlib
 import os
-import socket
 from typing import Any
 
 from sqlalchemy import select
 from wialon_packets import image_header, tachograph_header, v2
 
-from conftest import RunningServer, Tenant, create_channel
+from conftest import RunningServer, Tenant, connect_when_listening, create_channel
 from fleetplane.core.db import run_platform_work
 from fleetplane.messages.models import DriverChatMessage
 from fleetplane.tachograph.models import TachographFile
@@ -18,7 +17,7 @@ from fleetplane.video.models import MediaFile
 
 class Link:
     def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock = connect_when_listening(port)
         self.buffer = b""
 
     def send(self, data: bytes, answers: int = 1) -> list[str]:

@@ -1,7 +1,6 @@
 """Every answer code of the spec, v1.1 and v2.0, through a real TCP socket to the running
 server: the decoder's answer tables replayed against the listener, on one connection each."""
 
-import socket
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -10,14 +9,14 @@ import pytest
 from test_wialon_data import EXTENDED_CASES, SHORT_CASES
 from wialon_packets import D_BODY, SD_BODY, v1, v2
 
-from conftest import Tenant, create_channel
+from conftest import Tenant, connect_when_listening, create_channel
 
 IMEI = "353173060000123"
 
 
 class Link:
     def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock = connect_when_listening(port)
         self.buffer = b""
 
     def ask(self, packet: bytes) -> bytes:
