@@ -88,7 +88,12 @@ def test_serve_demo_prints_a_key_that_works(tmp_path: Path) -> None:
                 inventory = client.get("/api/devices", headers={"x-platform-api-key": key})
                 assert len(inventory.json()["items"]) == 10
                 headers = {"x-platform-api-key": key, "x-platform-cid": items[0]["id"]}
-                assert _some_device_reports(client, headers), "the demo fleet is not driving"
+                reporting = _a_reporting_device(client, headers)
+                assert reporting is not None, "the demo fleet is not driving"
+                values = {sensor["name"]: sensor["value"] for sensor in reporting["sensors"]}
+                assert values["Fuel level"] is not None and values["Odometer"] is not None
+                assert reporting["ignition"] is not None
+                assert reporting["odometer_km"] == values["Odometer"]
         finally:
             process.terminate()
             process.wait(timeout=20)
@@ -97,15 +102,16 @@ def test_serve_demo_prints_a_key_that_works(tmp_path: Path) -> None:
     assert keys[0] != keys[1]
 
 
-def _some_device_reports(client: httpx.Client, headers: dict[str, str]) -> bool:
+def _a_reporting_device(client: httpx.Client, headers: dict[str, str]) -> dict | None:
     """The demo's simulated trackers report over Wialon IPS within seconds of the start."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         devices = client.get("/module/devices", headers=headers).json()["items"]
-        if any(device["position"] for device in devices):
-            return True
+        reporting = [device for device in devices if device["position"]]
+        if reporting:
+            return reporting[0]
         time.sleep(0.5)
-    return False
+    return None
 
 
 def _read_until(process: subprocess.Popen[str], marker: str, seconds: float) -> str:

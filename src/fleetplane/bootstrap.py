@@ -14,11 +14,24 @@ from fleetplane.devices import service as devices
 from fleetplane.devices.schemas import DeviceCreate
 from fleetplane.providers import service as providers
 from fleetplane.registry import module_names
+from fleetplane.sensors import service as sensors
+from fleetplane.sensors.calculation import SensorType
+from fleetplane.sensors.schemas import SensorCreate
 
 DEMO_PROVIDER = "Demo Provider"
 # (name, protocol, usual port): the listeners a new platform starts with.
 DEFAULT_CHANNELS = (("Wialon IPS", Protocol.WIALON_IPS, 20332), ("OsmAnd", Protocol.OSMAND, 5055))
 DEMO_KEY_NAME = "demo"
+# (name, type, parameter, unit): what the demo's simulated trackers report (simulator/encoding.py),
+# so the playground shows sensor values, ignition, and odometer and engine hours from the device.
+DEMO_SENSORS = (
+    ("Ignition", SensorType.IGNITION, "ign", ""),
+    ("Fuel level", SensorType.FUEL_LEVEL, "fuel", "l"),
+    ("Odometer", SensorType.MILEAGE, "odometer", "km"),
+    ("Engine hours", SensorType.ENGINE_HOURS, "engine_hours", "h"),
+    ("External power", SensorType.VOLTAGE, "pwr_ext", "V"),
+    ("Driver key", SensorType.DRIVER_KEY, "driver_key", ""),
+)
 
 
 @dataclass
@@ -97,7 +110,7 @@ async def _seed_demo_fleet(session: AsyncSession, actor: Actor) -> None:
         )
         customer_ids.append(customer.id)
     for number in range(10):
-        await devices.create(
+        device = await devices.create(
             session,
             actor,
             DeviceCreate(
@@ -106,4 +119,14 @@ async def _seed_demo_fleet(session: AsyncSession, actor: Actor) -> None:
                 name=f"Truck {number + 1:02d}",
                 customer_id=customer_ids[number % 2] if number < 8 else None,
             ),
+        )
+        await _add_demo_sensors(session, actor, device.id)
+
+
+async def _add_demo_sensors(session: AsyncSession, actor: Actor, device_id: str) -> None:
+    for name, kind, parameter, unit in DEMO_SENSORS:
+        await sensors.create(
+            session,
+            actor,
+            SensorCreate(device_id=device_id, name=name, type=kind, parameter=parameter, unit=unit),
         )
