@@ -21,7 +21,11 @@ class StoredMessage(Base):
     __tablename__ = "messages"
     # The key leads with the device (its messages are read by time); the columns start with
     # the time so that no alignment padding sits between them.
-    __table_args__ = (PrimaryKeyConstraint("device_seq", "device_time"),)
+    # On SQLite the table is WITHOUT ROWID: the rows live in the key's b-tree.
+    __table_args__ = (
+        PrimaryKeyConstraint("device_seq", "device_time"),
+        {"sqlite_with_rowid": False},
+    )
 
     device_time: Mapped[datetime] = mapped_column(UTCDateTime())
     device_seq: Mapped[int] = mapped_column(Integer, ForeignKey("devices.seq", ondelete="CASCADE"))

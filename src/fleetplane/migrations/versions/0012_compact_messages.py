@@ -131,6 +131,8 @@ def _create_compact(name: str) -> None:
         sa.Column("lon_e7", sa.Integer()),
         sa.Column("packed", sa.LargeBinary(), nullable=False),
         sa.PrimaryKeyConstraint("device_seq", "device_time", name=f"pk_{name}"),
+        # SQLite: the rows live in the key's own b-tree, not beside a copy of the key.
+        sqlite_with_rowid=False,
     )
     if rls.is_postgres():
         # Rows are only ever inserted and deleted: full index pages lose nothing.
