@@ -29,7 +29,7 @@ class Device(Base):
     )
 
     id: Mapped[str] = mapped_column(id_column_type(), primary_key=True)
-    # A compact key for the messages table (4 bytes instead of the 27-character id), assigned
+    # A compact key for the messages table (4 bytes instead of the 30-character id), assigned
     # by the database and never reused: an identity on PostgreSQL, a trigger on SQLite.
     # Read it with `devices.service.seqs_of`; it is not loaded back after an insert.
     seq: Mapped[int] = mapped_column(Integer, Identity(), unique=True)

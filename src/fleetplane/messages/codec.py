@@ -48,7 +48,7 @@ assert len(KNOWN_PARAMS) < _NAME_FOLLOWS
 
 _FIELDS = ("altitude", "speed", "course", "satellites", "hdop", "inputs", "outputs")
 _INTEGER_FIELDS = frozenset({"satellites", "inputs", "outputs"})
-# A float field's usual resolution (values per unit) and whether it is usually negative too.
+# A float field's usual resolution (steps per unit) and whether that form is signed (zigzag).
 _FIELD_UNITS = {
     "altitude": (1, True),
     "speed": (1, False),
