@@ -327,8 +327,8 @@ async def _count_stored(database_url: str, channel_id: str) -> int:
 
 async def _count_rows(session: AsyncSession, channel_id: str) -> int:
     """Rows of the channel's devices: the benchmark's own, even in a shared database."""
-    on_channel = select(Device.id).where(Device.channel_id == channel_id)
-    statement = select(func.count()).where(StoredMessage.device_id.in_(on_channel))
+    on_channel = select(Device.seq).where(Device.channel_id == channel_id)
+    statement = select(func.count()).where(StoredMessage.device_seq.in_(on_channel))
     return int((await session.execute(statement)).scalar_one())
 
 
@@ -680,6 +680,9 @@ async def _insert_raw(
     sessions = session_factory(engine)
     templates = _row_templates()
     try:
+        async with system_session(sessions) as session:
+            seqs = await devices.seqs_of(session, fleet.device_ids)
+        device_keys = [seqs[device_id] for device_id in fleet.device_ids]
         before = await _count_in(sessions, fleet.channel_id)
         seconds = 0.0
         columns = (TextColumn("raw insert_rows"), BarColumn(), MofNCompleteColumn())
@@ -687,7 +690,7 @@ async def _insert_raw(
             task = progress.add_task("rows", total=count)
             for first in range(0, count, RAW_BATCH_ROWS):
                 size = min(RAW_BATCH_ROWS, count - first)
-                batch = _raw_rows(templates, fleet.device_ids, clock_start, first, size)
+                batch = _raw_rows(templates, device_keys, clock_start, first, size)
                 began = time.perf_counter()
                 async with system_session(sessions) as session:
                     await messages.insert_rows(session, batch)
@@ -716,24 +719,23 @@ def _row_templates() -> list[dict[str, Any]]:
             covered = f"{simulated.device_time_fields(0)};{tail};".encode()
             body = covered + crc_text(covered).encode()
             decoded = decode_extended_data(body, True, received_at)
-            templates.append(messages.to_row("", decoded.messages[0]))
+            templates.append(messages.to_row(0, decoded.messages[0]))
     return templates
 
 
 def _raw_rows(
-    templates: list[dict[str, Any]], device_ids: list[str], clock_start: int, first: int, size: int
+    templates: list[dict[str, Any]], device_keys: list[int], clock_start: int, first: int, size: int
 ) -> list[dict[str, Any]]:
     """Rows `first` to `first + size`: over every device in turn, one second apart per device,
-    as the pipeline's batches mix many devices."""
-    received_at = datetime.now(UTC)
+    as the pipeline's batches mix many devices. (The template's packed values keep its own
+    receive delay.)"""
     rows = []
     for number in range(first, first + size):
-        device_second, device = divmod(number, len(device_ids))
+        device_second, device = divmod(number, len(device_keys))
         moment = datetime.fromtimestamp(clock_start + device_second, UTC)
         row = templates[number % len(templates)] | {
-            "device_id": device_ids[device],
+            "device_seq": device_keys[device],
             "device_time": moment,
-            "received_at": received_at,
         }
         rows.append(row)
     return rows

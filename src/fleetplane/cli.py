@@ -201,6 +201,34 @@ def bench_ingest(
     raise typer.Exit(code)
 
 
+@bench_app.command("storage")
+def bench_storage(
+    messages: Annotated[int, typer.Option(min=1, help="Messages to store.")] = 1_000_000,
+    devices: Annotated[int, typer.Option(min=1, help="Simulated trackers.")] = 200,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="A PostgreSQL database to create for the run (it must not exist)."),
+    ] = None,
+    recreate: Annotated[
+        bool, typer.Option(help="Drop that database first when it exists (a previous run's).")
+    ] = False,
+    sqlite: Annotated[
+        bool, typer.Option(help="Store the same messages in a temporary SQLite file too.")
+    ] = True,
+) -> None:
+    """Bytes on disk per stored message, PostgreSQL and SQLite (see docs/benchmarks.md)."""
+    bench = _load_bench("storage")
+    code = bench.main(
+        message_count=messages,
+        device_count=devices,
+        database_url=database_url,
+        recreate=recreate,
+        sqlite=sqlite,
+        console=console,
+    )
+    raise typer.Exit(code)
+
+
 def _load_bench(name: str) -> ModuleType:
     """Imports bench/NAME.py by path: bench/ is beside src/ in a checkout, absent from a wheel."""
     import fleetplane

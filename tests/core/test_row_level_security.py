@@ -4,6 +4,7 @@ These queries deliberately leave out every tenant filter, as a bug would."""
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -13,6 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from conftest import RunningServer, Tenant
 from fleetplane.core.db import create_engine, session_factory, set_tenant_scope
+from fleetplane.devices import service as devices
+from fleetplane.ingest.message import Message
+from fleetplane.messages import service as messages
 
 
 @pytest.fixture(autouse=True)
@@ -92,6 +96,56 @@ def test_writing_another_providers_rows_is_refused(
             ),
             {"p": other_tenant.provider_id},
         )
+
+    with pytest.raises(DBAPIError, match="row-level security"):
+        in_session(server, work)
+
+
+def test_messages_are_visible_only_with_their_device(
+    server: RunningServer, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    own = tenant.devices[tenant.customers[0]["id"]][0]["id"]
+    foreign = other_tenant.devices[other_tenant.customers[0]["id"]][0]["id"]
+    moment = datetime(2024, 5, 1, tzinfo=UTC)
+
+    async def store(session: AsyncSession) -> None:
+        await set_tenant_scope(session, system=True)
+        seqs = await devices.seqs_of(session, [own, foreign])
+        message = Message(device_time=moment, received_at=moment, lat=1.0, lon=2.0)
+        await messages.insert_rows(session, [messages.to_row(seqs[own], message)])
+        await messages.insert_rows(session, [messages.to_row(seqs[foreign], message)])
+
+    in_session(server, store)
+
+    def visible(**scope: Any) -> set[str]:
+        async def work(session: AsyncSession) -> set[str]:
+            await set_tenant_scope(session, **scope)
+            rows = await session.execute(
+                text("SELECT d.id FROM messages m JOIN devices d ON d.seq = m.device_seq")
+            )
+            return set(rows.scalars())
+
+        return in_session(server, work)
+
+    assert visible() == set()
+    assert visible(provider_id=tenant.provider_id) == {own}
+    assert visible(provider_id=other_tenant.provider_id) == {foreign}
+    other_customer = tenant.customers[1]["id"]
+    assert visible(provider_id=tenant.provider_id, customer_id=other_customer) == set()
+
+
+def test_writing_messages_of_another_providers_device_is_refused(
+    server: RunningServer, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    foreign = other_tenant.devices[other_tenant.customers[0]["id"]][0]["id"]
+
+    async def work(session: AsyncSession) -> None:
+        await set_tenant_scope(session, system=True)
+        seq = (await devices.seqs_of(session, [foreign]))[foreign]
+        await set_tenant_scope(session, provider_id=tenant.provider_id)
+        moment = datetime(2024, 5, 1, tzinfo=UTC)
+        row = messages.to_row(seq, Message(device_time=moment, received_at=moment))
+        await messages.insert_rows(session, [row])
 
     with pytest.raises(DBAPIError, match="row-level security"):
         in_session(server, work)

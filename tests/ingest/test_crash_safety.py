@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from conftest import free_port, make_settings, run_in_db
 from fleetplane import bootstrap
+from fleetplane.devices.models import Device as DeviceRow
 from fleetplane.messages.models import StoredMessage
 from fleetplane.simulator.encoding import encode_black_box, encode_data, encode_login
 from fleetplane.simulator.route import Fix
@@ -308,7 +309,9 @@ def check_database(
 
 def stored_keys(database_url: str, data_dir: Path) -> list[tuple[str, datetime]]:
     async def read(session: Any) -> list[tuple[str, datetime]]:
-        statement = select(StoredMessage.device_id, StoredMessage.device_time)
-        return [(row.device_id, row.device_time) for row in await session.execute(statement)]
+        statement = select(DeviceRow.id, StoredMessage.device_time).join(
+            DeviceRow, DeviceRow.seq == StoredMessage.device_seq
+        )
+        return [(row.id, row.device_time) for row in await session.execute(statement)]
 
     return run_in_db(make_settings(database_url, data_dir), read)

@@ -12,12 +12,11 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
 
 from conftest import RunningServer, Tenant, create_channel
 from fleetplane.core.db import run_platform_work
 from fleetplane.ingest.protocols.wialon_ips import crc_text
-from fleetplane.messages.models import StoredMessage
+from fleetplane.messages import service as messages
 
 
 def v2(packet_type: str, body: str) -> bytes:
@@ -63,14 +62,11 @@ def listening(tenant: Tenant) -> Iterator[tuple[Tenant, dict[str, Any], dict[str
     tenant.api.patch(f"/api/channels/{channel['id']}", json={"enabled": False})
 
 
-def stored(server: RunningServer, device_id: str) -> list[StoredMessage]:
-    async def read(session: Any) -> list[StoredMessage]:
-        statement = (
-            select(StoredMessage)
-            .where(StoredMessage.device_id == device_id)
-            .order_by(StoredMessage.device_time)
-        )
-        return list((await session.execute(statement)).scalars())
+def stored(server: RunningServer, device_id: str) -> list[dict[str, Any]]:
+    """The device's stored messages, as the API shapes them."""
+
+    async def read(session: Any) -> list[dict[str, Any]]:
+        return await messages.read(session, device_id)
 
     return asyncio.run(run_platform_work(server.settings, read))
 
@@ -86,8 +82,8 @@ def test_login_data_and_black_box_are_stored_before_the_answer(
         assert tracker.ask(v2("D", data)) == "#AD#1"
         rows = stored(server, device["id"])  # already committed when the answer came
         assert len(rows) == 1
-        assert rows[0].lat == pytest.approx(55.743375)
-        assert rows[0].params["fuel"] == 45.8
+        assert rows[0]["lat"] == pytest.approx(55.743375)
+        assert rows[0]["params"]["fuel"] == 45.8
         # late black-box data is stored and ordered by device time
         bodies = "|".join(
             f"270413;20{minute:02d}01;5544.6025;N;03739.6834;E;0;0;3;4" for minute in (50, 51)
@@ -95,7 +91,7 @@ def test_login_data_and_black_box_are_stored_before_the_answer(
         covered = (bodies + "|").encode()
         answer = tracker.ask(f"#B#{bodies}|{crc_text(covered)}\r\n".encode())
         assert answer == "#AB#2"
-        times = [row.device_time.strftime("%H:%M") for row in stored(server, device["id"])]
+        times = [row["time"].strftime("%H:%M") for row in stored(server, device["id"])]
         assert times == ["20:50", "20:51", "20:56"]
         # a duplicate (same device time) is acknowledged but not stored twice
         assert tracker.ask(v2("D", data)) == "#AD#1"

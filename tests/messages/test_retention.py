@@ -7,6 +7,7 @@ from typing import Any
 from conftest import RunningServer, Tenant
 from fleetplane.core.db import create_engine, run_platform_work, session_factory
 from fleetplane.core.timeutil import utcnow
+from fleetplane.devices import service as devices
 from fleetplane.ingest.message import Message
 from fleetplane.messages import retention
 from fleetplane.messages import service as messages
@@ -14,12 +15,11 @@ from fleetplane.messages import service as messages
 
 def store(server: RunningServer, device_id: str, ages_in_days: list[int]) -> None:
     now = utcnow().replace(microsecond=0)
-    rows = [
-        messages.to_row(device_id, Message(device_time=now - timedelta(days=age), received_at=now))
-        for age in ages_in_days
-    ]
+    times = [now - timedelta(days=age) for age in ages_in_days]
 
     async def insert(session: Any) -> None:
+        seq = (await devices.seqs_of(session, [device_id]))[device_id]
+        rows = [messages.to_row(seq, Message(device_time=t, received_at=now)) for t in times]
         await messages.insert_rows(session, rows)
 
     asyncio.run(run_platform_work(server.settings, insert))

@@ -8,6 +8,7 @@ from sqlalchemy import (
     ColumnElement,
     Float,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     String,
@@ -28,6 +29,10 @@ class Device(Base):
     )
 
     id: Mapped[str] = mapped_column(id_column_type(), primary_key=True)
+    # A compact key for the messages table (4 bytes instead of the 30-character id), assigned
+    # by the database and never reused: an identity on PostgreSQL, a trigger on SQLite.
+    # Read it with `devices.service.seqs_of`; it is not loaded back after an insert.
+    seq: Mapped[int] = mapped_column(Integer, Identity(), unique=True)
     provider_id: Mapped[str] = mapped_column(ForeignKey("providers.id", ondelete="CASCADE"))
     customer_id: Mapped[str | None] = mapped_column(ForeignKey("customers.id", ondelete="SET NULL"))
     channel_id: Mapped[str | None] = mapped_column(ForeignKey("channels.id"))

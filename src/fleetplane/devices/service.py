@@ -4,6 +4,7 @@ import hashlib
 import hmac
 import os
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Select, func, select
@@ -226,6 +227,27 @@ async def unassigned_ids(session: AsyncSession) -> list[str]:
 async def provider_of(session: AsyncSession, device_id: str) -> str:
     statement = select(Device.provider_id).where(Device.id == device_id)
     return (await session.execute(statement)).scalar_one()
+
+
+# device id -> seq. Both are assigned once and never reused, so an entry never goes stale:
+# a deleted device's messages fail its foreign key as they did when the key was the id.
+_seqs: dict[str, int] = {}
+_MAX_CACHED_SEQS = 200_000
+
+
+async def seqs_of(session: AsyncSession, device_ids: Iterable[str]) -> dict[str, int]:
+    """The `seq` (messages key) of each device found; one query for the ones not cached."""
+    wanted = set(device_ids)
+    seqs = {device_id: _seqs[device_id] for device_id in wanted & _seqs.keys()}
+    missing = wanted - seqs.keys()
+    if missing:
+        statement = select(Device.id, Device.seq).where(Device.id.in_(missing))
+        found = {device_id: seq for device_id, seq in await session.execute(statement)}
+        if len(_seqs) + len(found) > _MAX_CACHED_SEQS:
+            _seqs.clear()
+        _seqs.update(found)
+        seqs |= found
+    return seqs
 
 
 async def count_on_channel(session: AsyncSession, channel_id: str) -> int:

@@ -131,7 +131,8 @@ class MessageStore:
         async with self._sessions() as session, session.begin():
             await set_tenant_scope(session, system=True)
             await device_states.apply_validity(session, by_device, utcnow())
-            rows = [messages.to_row(p.device_id, m) for p in batch for m in p.messages]
+            seqs = await devices.seqs_of(session, by_device)
+            rows = [messages.to_row(seqs[p.device_id], m) for p in batch for m in p.messages]
             await messages.insert_rows(session, rows)
             changed = await device_states.advance_states(session, by_device)
         self._announce(changed)

@@ -1,7 +1,6 @@
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Integer, SmallInteger, String
+from sqlalchemy import ForeignKey, Integer, LargeBinary, PrimaryKeyConstraint, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from fleetplane.core.db import Base, UTCDateTime, id_column_type
@@ -13,26 +12,26 @@ FLAG_FILTERED = 4  # the device's validity filter rejected it: derived data igno
 
 class StoredMessage(Base):
     """One device report. The key is (device, device time): a second report with the same
-    time is a duplicate and is not stored again."""
+    time is a duplicate and is not stored again.
+
+    The row is laid out for size (docs/decisions.md, "Message row layout"): the device's
+    integer `seq`, coordinates in 1e-7 degree, and every other value packed by
+    `messages.codec`. Read rows through `messages.service`, which unpacks them."""
 
     __tablename__ = "messages"
-
-    device_id: Mapped[str] = mapped_column(
-        id_column_type(), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    # The key leads with the device (its messages are read by time); the columns start with
+    # the time so that no alignment padding sits between them.
+    # On SQLite the table is WITHOUT ROWID: the rows live in the key's b-tree.
+    __table_args__ = (
+        PrimaryKeyConstraint("device_seq", "device_time"),
+        {"sqlite_with_rowid": False},
     )
-    device_time: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
-    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    lat: Mapped[float | None] = mapped_column(Float)
-    lon: Mapped[float | None] = mapped_column(Float)
-    altitude: Mapped[float | None] = mapped_column(Float)
-    speed: Mapped[float | None] = mapped_column(Float)
-    course: Mapped[float | None] = mapped_column(Float)
-    satellites: Mapped[int | None] = mapped_column(SmallInteger)
-    hdop: Mapped[float | None] = mapped_column(Float)
-    inputs: Mapped[int | None] = mapped_column(BigInteger)
-    outputs: Mapped[int | None] = mapped_column(BigInteger)
-    params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    flags: Mapped[int] = mapped_column(Integer, default=0)
+
+    device_time: Mapped[datetime] = mapped_column(UTCDateTime())
+    device_seq: Mapped[int] = mapped_column(Integer, ForeignKey("devices.seq", ondelete="CASCADE"))
+    lat_e7: Mapped[int | None] = mapped_column(Integer)
+    lon_e7: Mapped[int | None] = mapped_column(Integer)
+    packed: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class DriverChatMessage(Base):

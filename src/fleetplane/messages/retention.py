@@ -14,6 +14,7 @@ from fleetplane.core.db import system_session
 from fleetplane.core.timeutil import utcnow
 from fleetplane.customers import service as customers
 from fleetplane.devices import service as devices
+from fleetplane.devices.models import Device
 from fleetplane.messages.models import StoredMessage
 
 log = logging.getLogger("fleetplane.retention")
@@ -66,10 +67,11 @@ async def _purge_devices(
 
 
 async def _delete_batch(session: AsyncSession, device_ids: list[str], cutoff: datetime) -> int:
-    key = tuple_(StoredMessage.device_id, StoredMessage.device_time)
+    key = tuple_(StoredMessage.device_seq, StoredMessage.device_time)
+    seqs = select(Device.seq).where(Device.id.in_(device_ids))
     oldest = (
-        select(StoredMessage.device_id, StoredMessage.device_time)
-        .where(StoredMessage.device_id.in_(device_ids), StoredMessage.device_time < cutoff)
+        select(StoredMessage.device_seq, StoredMessage.device_time)
+        .where(StoredMessage.device_seq.in_(seqs), StoredMessage.device_time < cutoff)
         .limit(BATCH_ROWS)
     )
     result = await session.execute(delete(StoredMessage).where(key.in_(oldest)))

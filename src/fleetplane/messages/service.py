@@ -12,7 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleetplane.core.errors import validation_error
 from fleetplane.core.ids import new_id
 from fleetplane.core.pagination import PageParams, encode_cursor, json_response
+from fleetplane.devices.models import Device
 from fleetplane.ingest.message import DriverMessage, Message
+from fleetplane.messages import codec
 from fleetplane.messages.models import (
     FLAG_BLACK_BOX,
     FLAG_FILTERED,
@@ -22,7 +24,9 @@ from fleetplane.messages.models import (
 )
 
 
-def to_row(device_id: str, message: Message) -> dict[str, Any]:
+def to_row(device_seq: int, message: Message) -> dict[str, Any]:
+    """The row of a decoded message; `device_seq` is the device's `seq`
+    (`devices.service.seqs_of`)."""
     params: dict[str, Any] = dict(message.params)
     for number, value in enumerate(message.adc, start=1):
         if value is not None:
@@ -34,12 +38,7 @@ def to_row(device_id: str, message: Message) -> dict[str, Any]:
         | (FLAG_TIME_MISSING if message.device_time_missing else 0)
         | (FLAG_FILTERED if message.filtered else 0)
     )
-    return {
-        "device_id": device_id,
-        "device_time": message.device_time,
-        "received_at": message.received_at,
-        "lat": message.lat,
-        "lon": message.lon,
+    fields = {
         "altitude": message.altitude,
         "speed": message.speed,
         "course": message.course,
@@ -47,8 +46,13 @@ def to_row(device_id: str, message: Message) -> dict[str, Any]:
         "hdop": message.hdop,
         "inputs": message.inputs,
         "outputs": message.outputs,
-        "params": params or None,
-        "flags": flags,
+    }
+    return {
+        "device_seq": device_seq,
+        "device_time": message.device_time,
+        "lat_e7": codec.to_coordinate(message.lat),
+        "lon_e7": codec.to_coordinate(message.lon),
+        "packed": codec.pack(message.device_time, message.received_at, fields, params, flags),
     }
 
 
@@ -76,25 +80,40 @@ async def page(
     until: datetime | None = None,
 ) -> Response:
     """One page of a device's messages in device-time order; the cursor is the last time."""
-    statement = select(*_MESSAGE_COLUMNS).where(StoredMessage.device_id == device_id)
+    after = None if params.after is None else _cursor_time(params.after)
+    items = await read(
+        session, device_id, since=since, until=until, after=after, limit=params.limit + 1
+    )
+    next_cursor = None
+    if len(items) > params.limit:
+        items = items[: params.limit]
+        next_cursor = encode_cursor(items[-1]["time"].isoformat())
+    return json_response({"items": items, "next_cursor": next_cursor})
+
+
+async def read(
+    session: AsyncSession,
+    device_id: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    after: datetime | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """A device's messages in device-time order, shaped as the API returns them
+    (`MessageOut`): `since` <= time < `until`, time > `after`."""
+    seq = select(Device.seq).where(Device.id == device_id).scalar_subquery()
+    statement = select(
+        StoredMessage.device_time, StoredMessage.lat_e7, StoredMessage.lon_e7, StoredMessage.packed
+    ).where(StoredMessage.device_seq == seq)
     if since is not None:
         statement = statement.where(StoredMessage.device_time >= since)
     if until is not None:
         statement = statement.where(StoredMessage.device_time < until)
-    if params.after is not None:
-        statement = statement.where(StoredMessage.device_time > _cursor_time(params.after))
-    statement = statement.order_by(StoredMessage.device_time).limit(params.limit + 1)
-    rows = (await session.execute(statement)).all()
-    next_cursor = None
-    if len(rows) > params.limit:
-        rows = rows[: params.limit]
-        next_cursor = encode_cursor(rows[-1].device_time.isoformat())
-    return json_response({"items": [_shape(row) for row in rows], "next_cursor": next_cursor})
-
-
-_MESSAGE_COLUMNS = [
-    column for column in StoredMessage.__table__.columns if column.name != "device_id"
-]
+    if after is not None:
+        statement = statement.where(StoredMessage.device_time > after)
+    statement = statement.order_by(StoredMessage.device_time).limit(limit)
+    return [_shape(row) for row in await session.execute(statement)]
 
 
 def _cursor_time(after: str) -> datetime:
@@ -107,21 +126,22 @@ def _cursor_time(after: str) -> datetime:
 
 
 def _shape(row: Row[Any]) -> dict[str, Any]:
+    values = codec.unpack(row.device_time, row.packed)
     return {
         "time": row.device_time,
-        "received_at": row.received_at,
-        "lat": row.lat,
-        "lon": row.lon,
-        "altitude": row.altitude,
-        "speed": row.speed,
-        "course": row.course,
-        "satellites": row.satellites,
-        "hdop": row.hdop,
-        "inputs": row.inputs,
-        "outputs": row.outputs,
-        "params": row.params or {},
-        "black_box": bool(row.flags & FLAG_BLACK_BOX),
-        "valid": not row.flags & FLAG_FILTERED,
+        "received_at": values.received_at,
+        "lat": codec.from_coordinate(row.lat_e7),
+        "lon": codec.from_coordinate(row.lon_e7),
+        "altitude": values.altitude,
+        "speed": values.speed,
+        "course": values.course,
+        "satellites": values.satellites,
+        "hdop": values.hdop,
+        "inputs": values.inputs,
+        "outputs": values.outputs,
+        "params": values.params,
+        "black_box": bool(values.flags & FLAG_BLACK_BOX),
+        "valid": not values.flags & FLAG_FILTERED,
     }
 
 

@@ -55,13 +55,22 @@ def protect(table: str, customer_column: str | None) -> None:
     )
 
 
-def protect_through_device(table: str) -> None:
-    """Forced RLS on a table keyed by device: a row is visible when its device is, so the
-    devices policy (provider, and customer when scoped) decides."""
-    visible_device = f"EXISTS (SELECT 1 FROM devices d WHERE d.id = {table}.device_id)"
+def protect_through_device(
+    table: str, column: str = "device_id", device_column: str = "id"
+) -> None:
+    """Forced RLS on a table keyed by device (`column` holds the device's `device_column`): a
+    row is visible when its device is, so the devices policy (provider, and customer when
+    scoped) decides."""
+    visible_device = f"EXISTS (SELECT 1 FROM devices d WHERE d.{device_column} = {table}.{column})"
     op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
     op.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
     op.execute(
         f"CREATE POLICY tenant_isolation ON {table} "
         f"USING ({_SYSTEM} OR {visible_device}) WITH CHECK ({_SYSTEM} OR {visible_device})"
     )
+
+
+def act_as_system() -> None:
+    """Lets a data migration see and write every tenant's rows (forced RLS applies to the
+    tables' owner too), for the rest of the migration's transaction."""
+    op.execute("SELECT set_config('app.system', 'on', true)")
