@@ -58,7 +58,11 @@ async def advance_states(
         if state is not None and state is not current.get(device_id):
             changed.append(state)
     if changed:
-        await session.execute(_upsert(session.bind.dialect.name), changed)
+        dialect = session.bind.dialect.name
+        upsert = _UPSERTS.get(dialect)
+        if upsert is None:
+            upsert = _UPSERTS[dialect] = _upsert(dialect)
+        await session.execute(upsert, changed)
     return changed
 
 
@@ -166,8 +170,12 @@ async def _current_states(
     return {row["device_id"]: dict(row) for row in result.mappings()}
 
 
+# Built once per dialect: building one costs about as much as upserting a few hundred states.
+_UPSERTS: dict[str, Any] = {}
+
+
 def _upsert(dialect: str) -> Any:
     insert = postgres_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert(DeviceState)
+    statement = insert(DeviceState.__table__)
     updates = {name: statement.excluded[name] for name in STATE_COLUMNS if name != "device_id"}
     return statement.on_conflict_do_update(index_elements=["device_id"], set_=updates)

@@ -53,18 +53,28 @@ def to_row(device_id: str, message: Message) -> dict[str, Any]:
 
 
 def _insert_ignoring_duplicates(dialect: str) -> Insert:
+    # On the table, not the mapped class: the ORM's bulk path costs per row, Core does not.
+    table = StoredMessage.__table__
     if dialect == "postgresql":
-        return postgres_insert(StoredMessage).on_conflict_do_nothing()
+        return postgres_insert(table).on_conflict_do_nothing()
     if dialect == "sqlite":
-        return sqlite_insert(StoredMessage).on_conflict_do_nothing()
-    return insert(StoredMessage)
+        return sqlite_insert(table).on_conflict_do_nothing()
+    return insert(table)
+
+
+# Built once per dialect: constructing the statement costs more than a small batch's rows.
+_INSERTS: dict[str, Insert] = {}
 
 
 async def insert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """One bulk statement per batch; rows with a (device, time) already stored are skipped."""
-    if rows:
-        statement = _insert_ignoring_duplicates(session.bind.dialect.name)
-        await session.execute(statement, rows)
+    if not rows:
+        return
+    dialect = session.bind.dialect.name
+    statement = _INSERTS.get(dialect)
+    if statement is None:
+        statement = _INSERTS[dialect] = _insert_ignoring_duplicates(dialect)
+    await session.execute(statement, rows)
 
 
 async def page(
