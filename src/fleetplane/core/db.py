@@ -5,7 +5,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -61,6 +61,16 @@ def json_column_text(value: Any) -> str:
         return orjson.dumps(value).decode()
     except TypeError:
         return json.dumps(value)
+
+
+def sqlite_utc_text(value: datetime | None) -> str | None:
+    """A `UTCDateTime` value as SQLite stores it (the text SQLAlchemy's SQLite `DATETIME`
+    writes, in UTC), in half the time: for writers that bind many rows at once."""
+    if value is None:
+        return None
+    if value.tzinfo is not UTC:
+        value = as_utc(value)
+    return value.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
 
 
 def id_column_type() -> String:
