@@ -7,14 +7,12 @@ already knows later news). The odometer sums great-circle distances between succ
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
 from typing import Any
 
 from sqlalchemy import event, select
-from sqlalchemy.dialects.postgresql import insert as postgres_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fleetplane.core import bulk
 from fleetplane.core.geo import distance_m
 from fleetplane.devices.models import Device, DeviceState
 from fleetplane.devices.validity import ValidityRules, mark_filtered
@@ -151,7 +149,7 @@ async def advance_states(
             changed.append(state)
     if changed:
         connection = await session.connection()
-        await connection.execute(_upsert(connection.dialect.name), changed)
+        await bulk.write_rows(connection, DeviceState.__table__, changed, update_on=("device_id",))
     return changed
 
 
@@ -269,12 +267,3 @@ def _move(state: dict[str, Any], message: Message) -> None:
 
 _STATES_SELECT = select(*(DeviceState.__table__.c[name] for name in STATE_COLUMNS))
 _STATE_DEVICE = DeviceState.__table__.c.device_id
-
-
-@cache
-def _upsert(dialect: str) -> Any:
-    """Built once per dialect: building it costs as much as upserting a few hundred states."""
-    insert = postgres_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert(DeviceState.__table__)
-    updates = {name: statement.excluded[name] for name in STATE_COLUMNS if name != "device_id"}
-    return statement.on_conflict_do_update(index_elements=["device_id"], set_=updates)

@@ -1,17 +1,13 @@
 """Message rows: turning decoded messages into rows, and writing them in bulk."""
 
-import weakref
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from fastapi import Response
-from sqlalchemy import JSON, Column, DateTime, Row, insert, select
-from sqlalchemy.engine import Dialect
+from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fleetplane.core.db import UTCDateTime, sqlite_utc_text
+from fleetplane.core import bulk
 from fleetplane.core.errors import validation_error
 from fleetplane.core.ids import new_id
 from fleetplane.core.pagination import PageParams, encode_cursor, json_response
@@ -55,116 +51,11 @@ def to_row(device_id: str, message: Message) -> dict[str, Any]:
     }
 
 
-_TABLE = StoredMessage.__table__
-Encoder = Callable[[Any], Any]
-
-
-@dataclass(frozen=True, slots=True)
-class _BulkInsert:
-    """One statement that writes a whole batch and skips rows already stored, with each
-    column's values encoded for the driver by the column type's own bind processing.
-
-    The rows go to the driver as they are, without SQLAlchemy's per-row parameter handling
-    (the largest cost of the ingest path): SQLite gets `executemany` of one tuple per row,
-    PostgreSQL one array per column, unnested into a single `INSERT ... SELECT`."""
-
-    sql: str
-    names: tuple[str, ...]
-    encoders: tuple[Encoder | None, ...]
-    one_array_per_column: bool
-    times: frozenset[str]  # columns of times: a packet's messages share their receive time
-
-    def parameters(self, rows: list[dict[str, Any]]) -> Any:
-        columns = [
-            _encoded([row[name] for row in rows], encoder, name in self.times)
-            for name, encoder in zip(self.names, self.encoders, strict=True)
-        ]
-        if self.one_array_per_column:
-            return tuple(columns)  # one execution with one parameter per column
-        return list(zip(*columns, strict=True))  # executemany, one tuple per row
-
-
-def _encoded(values: list[Any], encoder: Encoder | None, repeats: bool) -> list[Any]:
-    if encoder is None:
-        return values
-    if repeats:  # each distinct value encoded once
-        encoded = {value: encoder(value) for value in set(values)}
-        return list(map(encoded.__getitem__, values))
-    return list(map(encoder, values))
-
-
-def _encoder(column: Column[Any], dialect: Dialect) -> Encoder | None:
-    """The column type's bind processing, or a faster one proven to give the same values."""
-    processor = column.type.dialect_impl(dialect).bind_processor(dialect)
-    if dialect.name == "sqlite" and isinstance(column.type, UTCDateTime) and processor:
-        probes = (datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), datetime(1999, 12, 31, 23, 59))
-        if all(sqlite_utc_text(p) == processor(p) for p in probes):
-            return sqlite_utc_text
-    return processor
-
-
-def _bulk_insert(dialect: Dialect) -> _BulkInsert | None:
-    """The batch insert for this dialect; None when only the generic Core path fits."""
-    columns = list(_TABLE.columns)
-    names = tuple(column.name for column in columns)
-    encoders = tuple(_encoder(column, dialect) for column in columns)
-    times = frozenset(c.name for c in columns if isinstance(c.type, DateTime | UTCDateTime))
-    listed = ", ".join(_quoted(names, dialect))
-    table = dialect.identifier_preparer.format_table(_TABLE)
-    if dialect.name == "sqlite" and dialect.paramstyle == "qmark":
-        marks = ", ".join("?" for _ in names)
-        sql = f"INSERT INTO {table} ({listed}) VALUES ({marks}) ON CONFLICT DO NOTHING"
-        return _BulkInsert(sql, names, encoders, one_array_per_column=False, times=times)
-    if dialect.name == "postgresql" and dialect.paramstyle == "numeric_dollar":
-        arrays = ", ".join(
-            f"${number}::{_array_type(column, dialect)}"
-            for number, column in enumerate(columns, start=1)
-        )
-        # JSON travels as text arrays (the encoder made the text) and is cast back per row.
-        selected = ", ".join(
-            f"{name}::{column.type.compile(dialect=dialect)}"
-            if isinstance(column.type, JSON)
-            else name
-            for name, column in zip(_quoted(names, dialect), columns, strict=True)
-        )
-        sql = (
-            f"INSERT INTO {table} ({listed}) SELECT {selected}"
-            f" FROM unnest({arrays}) AS batch ({listed}) ON CONFLICT DO NOTHING"
-        )
-        return _BulkInsert(sql, names, encoders, one_array_per_column=True, times=times)
-    return None
-
-
-def _quoted(names: tuple[str, ...], dialect: Dialect) -> list[str]:
-    return [dialect.identifier_preparer.quote(name) for name in names]
-
-
-def _array_type(column: Column[Any], dialect: Dialect) -> str:
-    if isinstance(column.type, JSON):
-        return "text[]"
-    return f"{column.type.compile(dialect=dialect)}[]"
-
-
-# One per engine's dialect (its JSON serializer is part of the encoding); built on first use.
-_BULK_INSERTS: "weakref.WeakKeyDictionary[Dialect, _BulkInsert | None]" = (
-    weakref.WeakKeyDictionary()
-)
-
-
 async def insert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Writes a batch of `to_row` rows in one statement; a row whose (device, time) is already
     stored, or repeated in the batch, is skipped."""
-    if not rows:
-        return
-    connection = await session.connection()
-    dialect = connection.dialect
-    if dialect not in _BULK_INSERTS:
-        _BULK_INSERTS[dialect] = _bulk_insert(dialect)
-    bulk = _BULK_INSERTS[dialect]
-    if bulk is None:
-        await connection.execute(insert(_TABLE), rows)
-        return
-    await connection.exec_driver_sql(bulk.sql, bulk.parameters(rows))
+    if rows:
+        await bulk.write_rows(await session.connection(), StoredMessage.__table__, rows)
 
 
 async def page(
