@@ -30,6 +30,7 @@ from fleetplane.core.middleware import BodyLimitMiddleware, RateLimitHeadersMidd
 from fleetplane.core.openapi import build_document
 from fleetplane.core.ratelimit import RateLimiter
 from fleetplane.customers import service as customers
+from fleetplane.devices.processor import DeviceRulesCache
 from fleetplane.ingest.gateway import Gateway
 from fleetplane.messages import retention
 from fleetplane.registry import MODULES, STUDIO_ROUTERS
@@ -103,8 +104,13 @@ def create_app(
     app.state.rate_limiter = RateLimiter(settings.rate_limit)
     app.state.events = EventHub()
     app.state.files = FileStore(settings.data_dir / "files")
+    app.state.device_rules = DeviceRulesCache()
     app.state.gateway = Gateway(
-        app.state.sessions, app.state.events, app.state.files, host=settings.device_host
+        app.state.sessions,
+        app.state.events,
+        app.state.files,
+        host=settings.device_host,
+        rules=app.state.device_rules,
     )
 
     install_error_handlers(app)

@@ -361,3 +361,55 @@ def test_the_validity_filter_flags_messages_that_derived_data_ignores(
     assert seen["odometer_km"] == pytest.approx(2 * 1.015, abs=0.02)  # the jump is not counted
     shown = tenant.api.get(f"/api/devices/{device['id']}").json()["validity"]
     assert shown["min_satellites"] == 5 and shown["max_future_seconds"] == 86_400
+
+
+def test_rule_changes_apply_to_the_next_packet(
+    listening: tuple[Tenant, dict[str, Any], dict[str, Any]],
+) -> None:
+    """The pipeline keeps each device's validity rules and ignition sensor in memory; changing
+    them through the API applies from the next packet on, not after the cache expires."""
+    tenant, channel, device = listening
+    tenant.api.patch(
+        f"/api/devices/{device['id']}", json={"customer_id": tenant.customers[0]["id"]}
+    )
+    api = tenant.module_api(0)
+
+    def packet(clock: str, satellites: int, inputs: int) -> bytes:
+        return v2(
+            "D",
+            f"251126;{clock};5656.9760;N;02406.3120;E;0;0;12;{satellites};0.9;{inputs};0;NA;NA;NA",
+        )
+
+    tracker = Tracker(channel["port"])
+    try:
+        assert tracker.ask(v2("L", "2.0;354330030000001;NA")) == "#AL#1"
+        assert tracker.ask(packet("120000", 3, 1)) == "#AD#1"  # no rules, no ignition sensor
+        patched = tenant.api.patch(
+            f"/api/devices/{device['id']}", json={"validity": {"min_satellites": 5}}
+        )
+        assert patched.status_code == 200, patched.text
+        assert tracker.ask(packet("120100", 3, 1)) == "#AD#1"  # now too few satellites
+        sensor = tenant.api.post(
+            "/api/sensors",
+            json={
+                "device_id": device["id"],
+                "name": "Engine",
+                "type": "ignition",
+                "parameter": "in1",
+            },
+        ).json()
+        assert tracker.ask(packet("120200", 9, 1)) == "#AD#1"  # the engine is on
+        assert tracker.ask(packet("120300", 9, 1)) == "#AD#1"  # a minute of engine time
+        running = api.get(f"/module/devices/{device['id']}").json()
+        assert tenant.api.delete(f"/api/sensors/{sensor['id']}").status_code == 204
+        # Without an ignition sensor the minute from 12:03 to 12:04 is not engine time.
+        assert tracker.ask(packet("120400", 9, 0)) == "#AD#1"
+    finally:
+        tracker.close()
+    stored = api.get(f"/module/devices/{device['id']}/messages").json()["items"]
+    assert [m["valid"] for m in stored] == [True, False, True, True, True]
+    assert running["ignition"] is True
+    assert running["engine_hours"] == pytest.approx(60 / 3600, abs=0.001)
+    after = api.get(f"/module/devices/{device['id']}").json()
+    assert after["last_message_at"] == "2026-11-25T12:04:00Z"
+    assert after["engine_hours"] == running["engine_hours"]

@@ -2,12 +2,14 @@
 and the per-transaction tenant scope that PostgreSQL row-level security reads."""
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import DateTime, MetaData, String, TypeDecorator, event, text
@@ -51,6 +53,26 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else as_utc(value)
 
 
+def json_column_text(value: Any) -> str:
+    """JSON columns' text: orjson, several times faster than `json.dumps` on the ingest path
+    (every message's `params`). What orjson refuses (integers beyond 64 bits, keys that are not
+    strings) goes through `json.dumps` as before; both read back as the same value."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
+def sqlite_utc_text(value: datetime | None) -> str | None:
+    """A `UTCDateTime` value as SQLite stores it (the text SQLAlchemy's SQLite `DATETIME`
+    writes, in UTC), in half the time: for writers that bind many rows at once."""
+    if value is None:
+        return None
+    if value.tzinfo is not UTC:
+        value = as_utc(value)
+    return value.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
+
+
 def id_column_type() -> String:
     return String(40)
 
@@ -80,10 +102,18 @@ def create_engine(settings: Settings, *, as_app_role: bool = True) -> AsyncEngin
     url = settings.resolved_database_url
     if url.startswith("sqlite"):
         Path(url.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(
+            url, connect_args={"timeout": 30}, json_serializer=json_column_text
+        )
         _prepare_sqlite(engine)
         return engine
-    engine = create_async_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+    engine = create_async_engine(
+        url,
+        pool_size=20,
+        max_overflow=20,
+        pool_pre_ping=True,
+        json_serializer=json_column_text,
+    )
     if as_app_role:
         _prepare_postgres(engine, settings.db_app_role)
     return engine

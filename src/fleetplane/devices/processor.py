@@ -4,14 +4,15 @@ Only messages newer than the state move it (late black-box data is stored, but t
 already knows later news). The odometer sums great-circle distances between successive fixes.
 """
 
+import time
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as postgres_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fleetplane.core import bulk
 from fleetplane.core.geo import distance_m
 from fleetplane.devices.models import Device, DeviceState
 from fleetplane.devices.validity import ValidityRules, mark_filtered
@@ -24,41 +25,131 @@ STATE_COLUMNS = [column.name for column in DeviceState.__table__.columns]
 MAX_STATE_PARAMS = 500
 # A longer silence than this is not counted as engine time in full (trip rules use the same).
 MAX_GAP_SECONDS = 3600.0
+# How long a process trusts the validity rules and ignition sensor it read for a device, when
+# another process changed them (its own changes it forgets at once).
+RULES_TTL_SECONDS = 10.0
+DEVICES_PER_QUERY = 1000
 
 
-async def apply_validity(
-    session: AsyncSession, by_device: dict[str, list[Message]], now: datetime
+@dataclass(frozen=True, slots=True)
+class DeviceRules:
+    """What the pipeline applies to a device's messages and changes only through the API."""
+
+    validity: ValidityRules = field(default_factory=ValidityRules)
+    ignition: SensorDefinition | None = None
+
+
+class DeviceRulesCache:
+    """Each device's rules, read from the database and kept for a while, so a batch costs no
+    query for them. Changing them through the API in this process forgets them once the change
+    is committed; other processes notice within the time to live."""
+
+    def __init__(self, ttl_seconds: float = RULES_TTL_SECONDS, max_devices: int = 100_000) -> None:
+        self.ttl = ttl_seconds
+        self.max_devices = max_devices
+        self._entries: dict[str, tuple[DeviceRules, float]] = {}
+        # Counts forgets: rules read while one happened may be older than it, so are not kept.
+        self._forgets = 0
+
+    async def rules_of(
+        self, session: AsyncSession, device_ids: list[str]
+    ) -> dict[str, DeviceRules]:
+        now = time.monotonic()
+        found: dict[str, DeviceRules] = {}
+        missing = []
+        for device_id in device_ids:
+            entry = self._entries.get(device_id)
+            if entry is None or now - entry[1] > self.ttl:
+                missing.append(device_id)
+            else:
+                found[device_id] = entry[0]
+        if missing:
+            forgets = self._forgets
+            loaded = await _load_rules(session, missing)
+            found.update(loaded)
+            if forgets == self._forgets:
+                self._keep(loaded, now)
+        return found
+
+    def forget(self, device_id: str) -> None:
+        self._forgets += 1
+        self._entries.pop(device_id, None)
+
+    def forget_after_commit(self, session: AsyncSession, device_id: str) -> None:
+        """Forgets the device's rules when `session` commits the change being made: forgotten
+        earlier, the old rules could be read again before the commit and kept."""
+        event.listen(
+            session.sync_session, "after_commit", lambda _: self.forget(device_id), once=True
+        )
+
+    def _keep(self, loaded: dict[str, DeviceRules], now: float) -> None:
+        if len(self._entries) + len(loaded) > self.max_devices:
+            self._entries.clear()
+        for device_id, rules in loaded.items():
+            self._entries[device_id] = (rules, now)
+
+
+async def _load_rules(session: AsyncSession, device_ids: list[str]) -> dict[str, DeviceRules]:
+    validity: dict[str, ValidityRules] = {}
+    for start in range(0, len(device_ids), DEVICES_PER_QUERY):
+        chunk = device_ids[start : start + DEVICES_PER_QUERY]
+        rows = await session.execute(select(Device.id, Device.validity).where(Device.id.in_(chunk)))
+        validity.update((row[0], ValidityRules.from_settings(row[1])) for row in rows)
+    ignitions = await sensors.ignition_sensors(session, device_ids)
+    return {
+        device_id: DeviceRules(validity.get(device_id, ValidityRules()), ignitions.get(device_id))
+        for device_id in device_ids
+    }
+
+
+async def current_states(session: AsyncSession, device_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The stored states of these devices (one query per thousand devices), on the Core
+    connection: rows as dicts, no ORM."""
+    connection = await session.connection()
+    states: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(device_ids), DEVICES_PER_QUERY):
+        chunk = device_ids[start : start + DEVICES_PER_QUERY]
+        result = await connection.execute(_STATES_SELECT.where(_STATE_DEVICE.in_(chunk)))
+        states.update((row["device_id"], dict(row)) for row in result.mappings())
+    return states
+
+
+def apply_validity(
+    by_device: dict[str, list[Message]],
+    states: dict[str, dict[str, Any]],
+    rules: dict[str, DeviceRules],
+    now: datetime,
 ) -> None:
-    """Flags the messages each device's validity filter rejects (two queries per batch)."""
-    device_ids = list(by_device)
-    settings = await session.execute(
-        select(Device.id, Device.validity).where(Device.id.in_(device_ids))
-    )
-    rules = {row[0]: ValidityRules.from_settings(row[1]) for row in settings.all()}
-    fixes = await session.execute(
-        select(
-            DeviceState.device_id, DeviceState.position_at, DeviceState.lat, DeviceState.lon
-        ).where(DeviceState.device_id.in_(device_ids), DeviceState.position_at.is_not(None))
-    )
-    previous = {row[0]: (row[1], row[2], row[3]) for row in fixes.all()}
+    """Flags the messages each device's validity filter rejects; the jump filter starts from
+    the position of the stored state."""
     for device_id, messages in by_device.items():
-        device_rules = rules.get(device_id, ValidityRules())
-        mark_filtered(device_rules, messages, previous.get(device_id), now)
+        state = states.get(device_id)
+        previous = None
+        if state is not None and state["position_at"] is not None:
+            previous = (state["position_at"], state["lat"], state["lon"])
+        device_rules = rules.get(device_id)
+        validity = device_rules.validity if device_rules else ValidityRules()
+        mark_filtered(validity, messages, previous, now)
 
 
 async def advance_states(
-    session: AsyncSession, by_device: dict[str, list[Message]]
+    session: AsyncSession,
+    by_device: dict[str, list[Message]],
+    states: dict[str, dict[str, Any]],
+    rules: dict[str, DeviceRules],
 ) -> list[dict[str, Any]]:
     """Advances and stores the states; returns the ones that changed."""
-    current = await _current_states(session, list(by_device))
-    ignitions = await sensors.ignition_sensors(session, list(by_device))
     changed = []
     for device_id, messages in by_device.items():
-        state = advance(current.get(device_id), device_id, messages, ignitions.get(device_id))
-        if state is not None and state is not current.get(device_id):
+        device_rules = rules.get(device_id)
+        ignition = device_rules.ignition if device_rules else None
+        current = states.get(device_id)
+        state = advance(current, device_id, messages, ignition)
+        if state is not None and state is not current:
             changed.append(state)
     if changed:
-        await session.execute(_upsert(session.bind.dialect.name), changed)
+        connection = await session.connection()
+        await bulk.write_rows(connection, DeviceState.__table__, changed, update_on=("device_id",))
     return changed
 
 
@@ -69,13 +160,26 @@ def advance(
     ignition_sensor: SensorDefinition | None = None,
 ) -> dict[str, Any] | None:
     """The state after `messages` (in any order); the same object when nothing is newer."""
-    in_time_order = sorted((m for m in messages if not m.filtered), key=lambda m: m.device_time)
-    result = state
-    for message in in_time_order:
-        if result is not None and message.device_time <= result["last_message_at"]:
-            continue
-        result = _apply(dict(result) if result else _empty(device_id), message, ignition_sensor)
+    newest = None if state is None else state["last_message_at"]
+    newer = sorted(
+        (m for m in messages if not m.filtered and (newest is None or m.device_time > newest)),
+        key=_device_time,
+    )
+    if not newer:
+        return state
+    # One copy per device, not per message; the stored state is left as it was.
+    result = dict(state) if state else _empty(device_id)
+    result["params"] = dict(result["params"] or {})
+    for message in newer:
+        if newest is not None and message.device_time <= newest:
+            continue  # a second message of the same time: the first one counts
+        _apply(result, message, ignition_sensor)
+        newest = message.device_time
     return result
+
+
+def _device_time(message: Message) -> datetime:
+    return message.device_time
 
 
 def state_event(state: dict[str, Any]) -> dict[str, Any]:
@@ -112,23 +216,26 @@ def _empty(device_id: str) -> dict[str, Any]:
 
 def _apply(
     state: dict[str, Any], message: Message, ignition_sensor: SensorDefinition | None
-) -> dict[str, Any]:
+) -> None:
     if ignition_sensor is not None:
         _run_engine(state, message, ignition_sensor)
     state["last_message_at"] = message.device_time
     state["last_received_at"] = message.received_at
-    state["inputs"] = message.inputs if message.inputs is not None else state["inputs"]
-    state["outputs"] = message.outputs if message.outputs is not None else state["outputs"]
-    params = {**(state["params"] or {}), **message.params}
+    if message.inputs is not None:
+        state["inputs"] = message.inputs
+    if message.outputs is not None:
+        state["outputs"] = message.outputs
+    params = state["params"]
+    params.update(message.params)
     for number, value in enumerate(message.adc, start=1):
         if value is not None:
             params[f"adc{number}"] = value
     if message.driver_key is not None:
         params["driver_key"] = message.driver_key
-    state["params"] = dict(list(params.items())[-MAX_STATE_PARAMS:])
+    if len(params) > MAX_STATE_PARAMS:  # the newest parameters are kept
+        state["params"] = dict(list(params.items())[-MAX_STATE_PARAMS:])
     if message.has_position:
         _move(state, message)
-    return state
 
 
 def _run_engine(state: dict[str, Any], message: Message, sensor: SensorDefinition) -> None:
@@ -158,16 +265,5 @@ def _move(state: dict[str, Any], message: Message) -> None:
     )
 
 
-async def _current_states(
-    session: AsyncSession, device_ids: list[str]
-) -> dict[str, dict[str, Any]]:
-    columns = [DeviceState.__table__.c[name] for name in STATE_COLUMNS]
-    result = await session.execute(select(*columns).where(DeviceState.device_id.in_(device_ids)))
-    return {row["device_id"]: dict(row) for row in result.mappings()}
-
-
-def _upsert(dialect: str) -> Any:
-    insert = postgres_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert(DeviceState)
-    updates = {name: statement.excluded[name] for name in STATE_COLUMNS if name != "device_id"}
-    return statement.on_conflict_do_update(index_elements=["device_id"], set_=updates)
+_STATES_SELECT = select(*(DeviceState.__table__.c[name] for name in STATE_COLUMNS))
+_STATE_DEVICE = DeviceState.__table__.c.device_id

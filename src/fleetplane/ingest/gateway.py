@@ -13,6 +13,7 @@ from fleetplane.core.db import system_session
 from fleetplane.core.events import EventHub
 from fleetplane.core.files import FileStore
 from fleetplane.devices import service as devices
+from fleetplane.devices.processor import DeviceRulesCache
 from fleetplane.ingest.connected import ConnectedDevices
 from fleetplane.ingest.osmand_http import OsmandHttpListener
 from fleetplane.ingest.pipeline import MessageStore
@@ -58,6 +59,7 @@ class Gateway:
         events: EventHub,
         files: FileStore,
         host: str = "0.0.0.0",
+        rules: DeviceRulesCache | None = None,
     ) -> None:
         self._sessions = sessions
         self._host = host
@@ -65,7 +67,7 @@ class Gateway:
         self._stopped_counters: dict[str, ChannelCounters] = {}
         self._lock = asyncio.Lock()
         self._reloader: asyncio.Task[None] | None = None
-        self.store = MessageStore(sessions, events, files)
+        self.store = MessageStore(sessions, events, files, rules=rules)
         self.connected = ConnectedDevices(sessions)
 
     async def start(self) -> None:

@@ -45,10 +45,12 @@ class MessageStore:
         events: EventHub,
         files: FileStore,
         *,
+        rules: device_states.DeviceRulesCache | None = None,
         max_batch_messages: int = 5000,
         max_waiting_packets: int = 10_000,
     ) -> None:
         self._sessions = sessions
+        self._rules = rules if rules is not None else device_states.DeviceRulesCache()
         self._events = events
         self._files = files
         self._max_batch = max_batch_messages
@@ -128,13 +130,16 @@ class MessageStore:
         by_device: dict[str, list[Message]] = {}
         for pending in batch:
             by_device.setdefault(pending.device_id, []).extend(pending.messages)
+        device_ids = list(by_device)
         async with self._sessions() as session, session.begin():
             await set_tenant_scope(session, system=True)
-            await device_states.apply_validity(session, by_device, utcnow())
+            rules = await self._rules.rules_of(session, device_ids)
+            states = await device_states.current_states(session, device_ids)
+            device_states.apply_validity(by_device, states, rules, utcnow())
             seqs = await devices.seqs_of(session, by_device)
             rows = [messages.to_row(seqs[p.device_id], m) for p in batch for m in p.messages]
             await messages.insert_rows(session, rows)
-            changed = await device_states.advance_states(session, by_device)
+            changed = await device_states.advance_states(session, by_device, states, rules)
         self._announce(changed)
 
     def _announce(self, changed: list[dict[str, Any]]) -> None:

@@ -4,11 +4,10 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import Response
-from sqlalchemy import Insert, Row, insert, select
-from sqlalchemy.dialects.postgresql import insert as postgres_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fleetplane.core import bulk
 from fleetplane.core.errors import validation_error
 from fleetplane.core.ids import new_id
 from fleetplane.core.pagination import PageParams, encode_cursor, json_response
@@ -56,19 +55,11 @@ def to_row(device_seq: int, message: Message) -> dict[str, Any]:
     }
 
 
-def _insert_ignoring_duplicates(dialect: str) -> Insert:
-    if dialect == "postgresql":
-        return postgres_insert(StoredMessage).on_conflict_do_nothing()
-    if dialect == "sqlite":
-        return sqlite_insert(StoredMessage).on_conflict_do_nothing()
-    return insert(StoredMessage)
-
-
 async def insert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """One bulk statement per batch; rows with a (device, time) already stored are skipped."""
+    """Writes a batch of `to_row` rows in one statement; a row whose (device, time) is already
+    stored, or repeated in the batch, is skipped."""
     if rows:
-        statement = _insert_ignoring_duplicates(session.bind.dialect.name)
-        await session.execute(statement, rows)
+        await bulk.write_rows(await session.connection(), StoredMessage.__table__, rows)
 
 
 async def page(

@@ -76,12 +76,14 @@ async def update(session: AsyncSession, actor: Actor, sensor_id: str, data: Sens
     return sensor
 
 
-async def delete(session: AsyncSession, actor: Actor, sensor_id: str) -> None:
+async def delete(session: AsyncSession, actor: Actor, sensor_id: str) -> Sensor:
+    """Deletes the sensor; returns it as it was."""
     sensor = await get(session, actor.provider_id, sensor_id)
     await session.delete(sensor)
     details = {"device_id": sensor.device_id, "name": sensor.name}
     await audit.record(session, actor, "sensor.delete", "sensor", sensor.id, details)
     await session.flush()
+    return sensor
 
 
 _DEFINITION_COLUMNS = (

@@ -32,6 +32,7 @@ async def create_sensor(
 ) -> SensorOut:
     """A `device_id` that is not one of your devices answers `422` naming `device_id`."""
     sensor = await service.create(ctx.session, Actor.of(ctx), body)
+    ctx.request.app.state.device_rules.forget_after_commit(ctx.session, sensor.device_id)
     response.headers["Location"] = f"/api/sensors/{sensor.id}"
     return SensorOut.model_validate(sensor)
 
@@ -49,6 +50,7 @@ async def update_sensor(
 ) -> SensorOut:
     """Only the fields sent change; `calibration`, `min` and `max` set to null are removed."""
     sensor = await service.update(ctx.session, Actor.of(ctx), sensor_id, body)
+    ctx.request.app.state.device_rules.forget_after_commit(ctx.session, sensor.device_id)
     return SensorOut.model_validate(sensor)
 
 
@@ -56,5 +58,6 @@ async def update_sensor(
 async def delete_sensor(
     sensor_id: str, ctx: StudioContext = provider_permission("delete:sensors")
 ) -> Response:
-    await service.delete(ctx.session, Actor.of(ctx), sensor_id)
+    sensor = await service.delete(ctx.session, Actor.of(ctx), sensor_id)
+    ctx.request.app.state.device_rules.forget_after_commit(ctx.session, sensor.device_id)
     return Response(status_code=204)
