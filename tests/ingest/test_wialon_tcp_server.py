@@ -155,6 +155,14 @@ def test_live_state_and_message_history_through_the_module_api(
     history = api.get(f"/module/devices/{device['id']}/messages", params={"limit": 2}).json()
     assert [m["time"] for m in history["items"]] == ["2026-11-25T09:59:00Z", "2026-11-25T10:00:00Z"]
     assert [m["black_box"] for m in history["items"]] == [True, False]
+    # each message carries the sensor values computed from it, by sensor id
+    tank = readings["Tank"]["id"]
+    engine = readings["Engine"]["id"]
+    late_values, first_values = (m["sensors"] for m in history["items"])
+    assert late_values[tank] is None  # the black-box message sent no fuel
+    assert late_values[engine] is None  # a short report has no inputs mask
+    assert first_values[tank] == pytest.approx(40.4)  # 50.5 on the 0..100 -> 0..80 table
+    assert first_values[engine] is True
     rest = api.get(
         f"/module/devices/{device['id']}/messages",
         params={"limit": 2, "cursor": history["next_cursor"]},

@@ -27,6 +27,7 @@ from fleetplane.devices.models import Device
 from fleetplane.devices.schemas import CustomerDeviceOut
 from fleetplane.messages import service as messages
 from fleetplane.messages.schemas import MessageOut
+from fleetplane.sensors import service as sensors
 
 module = Module(
     "devices",
@@ -93,11 +94,15 @@ async def list_messages(
     from_: Annotated[datetime | None, Query(alias="from", description="Inclusive.")] = None,
     to: Annotated[datetime | None, Query(description="Exclusive.")] = None,
 ) -> Response:
-    """Messages in device-time order (late black-box data in its place), as stored."""
+    """Messages in device-time order (late black-box data in its place), as stored, each with
+    the values of the device's sensors in it."""
     device = await service.get_for_customer(
         ctx.session, ctx.provider_id, ctx.customer_id, device_id
     )
-    return await messages.page(ctx.session, device.id, page, since=from_, until=to)
+    definitions = await sensors.values_for_devices(ctx.session, ctx.provider_id, [device.id])
+    return await messages.page(
+        ctx.session, device.id, page, since=from_, until=to, sensors=definitions[device.id]
+    )
 
 
 @router.post(

@@ -1,5 +1,6 @@
 """Message rows: turning decoded messages into rows, and writing them in bulk."""
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +22,7 @@ from fleetplane.messages.models import (
     DriverChatMessage,
     StoredMessage,
 )
+from fleetplane.sensors.calculation import SensorDefinition, SensorValue, compute_value
 
 
 def to_row(device_seq: int, message: Message) -> dict[str, Any]:
@@ -69,8 +71,10 @@ async def page(
     *,
     since: datetime | None = None,
     until: datetime | None = None,
+    sensors: Sequence[SensorDefinition] = (),
 ) -> Response:
-    """One page of a device's messages in device-time order; the cursor is the last time."""
+    """One page of a device's messages in device-time order, each with the values of the
+    device's `sensors` in it; the cursor is the last time."""
     after = None if params.after is None else _cursor_time(params.after)
     items = await read(
         session, device_id, since=since, until=until, after=after, limit=params.limit + 1
@@ -79,7 +83,17 @@ async def page(
     if len(items) > params.limit:
         items = items[: params.limit]
         next_cursor = encode_cursor(items[-1]["time"].isoformat())
+    for item in items:
+        item["sensors"] = sensor_values(sensors, item)
     return json_response({"items": items, "next_cursor": next_cursor})
+
+
+def sensor_values(
+    sensors: Sequence[SensorDefinition], item: dict[str, Any]
+) -> dict[str, SensorValue | None]:
+    """Each sensor's value in one message shaped by `read`, by sensor id (null: none)."""
+    params, inputs, outputs = item["params"], item["inputs"], item["outputs"]
+    return {sensor.id: compute_value(sensor, params, inputs, outputs) for sensor in sensors}
 
 
 async def read(
