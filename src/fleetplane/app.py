@@ -30,6 +30,7 @@ from fleetplane.core.middleware import BodyLimitMiddleware, RateLimitHeadersMidd
 from fleetplane.core.openapi import build_document
 from fleetplane.core.ratelimit import RateLimiter
 from fleetplane.customers import service as customers
+from fleetplane.devices.live_cache import LiveDeviceCache
 from fleetplane.ingest.gateway import Gateway
 from fleetplane.messages import retention
 from fleetplane.registry import MODULES, STUDIO_ROUTERS
@@ -101,6 +102,7 @@ def create_app(
     app.state.auth_backend = DomainAuthBackend()
     app.state.identity_cache = IdentityCache(settings.api_key_cache_seconds)
     app.state.rate_limiter = RateLimiter(settings.rate_limit)
+    app.state.live_devices = LiveDeviceCache(app.state.sessions, settings.live_cache_seconds)
     app.state.events = EventHub()
     app.state.files = FileStore(settings.data_dir / "files")
     app.state.gateway = Gateway(

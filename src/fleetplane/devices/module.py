@@ -23,6 +23,7 @@ from fleetplane.core.pagination import (
     paginate,
 )
 from fleetplane.devices import live, service
+from fleetplane.devices.live_cache import LiveDeviceCache, cursor_fits
 from fleetplane.devices.models import Device
 from fleetplane.devices.schemas import CustomerDeviceOut
 from fleetplane.messages import service as messages
@@ -42,6 +43,9 @@ async def list_devices(
 ) -> Response:
     """Each device with its live state: last message, online, position, odometer, ignition,
     sensor values, inputs, outputs and the last value of every parameter."""
+    held = await _live_devices(ctx).customer_devices(ctx.provider_id, ctx.customer_id)
+    if held is not None and cursor_fits(page.after):
+        return _json_answer(held.page(page.after, page.limit))
     statement = live.customer_devices_query(ctx.provider_id, ctx.customer_id)
     rows, next_cursor = await fetch_page(ctx.session, statement, Device.id, page)
     items = await live.shape_with_sensors(ctx.session, ctx.provider_id, rows)
@@ -73,12 +77,27 @@ async def device_events(ctx: CustomerContext = module.requires("read:devices")) 
 async def get_device(
     device_id: str, ctx: CustomerContext = module.requires("read:devices")
 ) -> Response:
+    held = await _live_devices(ctx).customer_devices(ctx.provider_id, ctx.customer_id)
+    if held is not None:
+        answer = held.one(device_id)
+        if answer is None:
+            raise not_found("device")
+        return _json_answer(answer)
     statement = live.customer_devices_query(ctx.provider_id, ctx.customer_id)
     row = (await ctx.session.execute(statement.where(Device.id == device_id))).one_or_none()
     if row is None:
         raise not_found("device")
     [item] = await live.shape_with_sensors(ctx.session, ctx.provider_id, [row])
     return json_response(item)
+
+
+def _live_devices(ctx: CustomerContext) -> LiveDeviceCache:
+    cache: LiveDeviceCache = ctx.request.app.state.live_devices
+    return cache
+
+
+def _json_answer(body: bytes) -> Response:
+    return Response(body, media_type="application/json")
 
 
 @router.get(
