@@ -58,6 +58,10 @@ class DomainAuthBackend:
         return await customers.identity(session, provider_id, customer_id)
 
 
+# Connections kept for reading customers' devices into memory (one read per customer at a time).
+LIVE_READ_CONNECTIONS = 2
+
+
 def create_app(
     settings: Settings | None = None,
     companions: Sequence[Callable[[], Coroutine[Any, Any, Any]]] = (),
@@ -86,6 +90,7 @@ def create_app(
             await asyncio.gather(*tasks, return_exceptions=True)
             if settings.gateway:
                 await app.state.gateway.stop()
+            await app.state.live_engine.dispose()
             await app.state.engine.dispose()
 
     app = FastAPI(
@@ -102,7 +107,12 @@ def create_app(
     app.state.auth_backend = DomainAuthBackend()
     app.state.identity_cache = IdentityCache(settings.api_key_cache_seconds)
     app.state.rate_limiter = RateLimiter(settings.rate_limit)
-    app.state.live_devices = LiveDeviceCache(app.state.sessions, settings.live_cache_seconds)
+    # Its own connections: callers waiting for a customer's devices hold theirs, and a read
+    # from the shared pool could wait behind them for good.
+    app.state.live_engine = create_engine(settings, pool_size=LIVE_READ_CONNECTIONS)
+    app.state.live_devices = LiveDeviceCache(
+        session_factory(app.state.live_engine), settings.live_cache_seconds
+    )
     app.state.events = EventHub()
     app.state.files = FileStore(settings.data_dir / "files")
     app.state.gateway = Gateway(
