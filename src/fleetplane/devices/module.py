@@ -3,14 +3,14 @@
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Query, Response
+from fastapi import Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from fleetplane.audit.service import Actor
 from fleetplane.commands import service as commands
 from fleetplane.commands.models import Command
 from fleetplane.commands.schemas import CommandCreate, CommandOut
-from fleetplane.core.auth import CustomerContext
+from fleetplane.core.auth import CustomerContext, ModuleAccess, answers_from_memory
 from fleetplane.core.errors import not_found
 from fleetplane.core.events import EventHub, server_sent_events
 from fleetplane.core.modules import Module
@@ -21,6 +21,7 @@ from fleetplane.core.pagination import (
     fetch_page,
     json_response,
     paginate,
+    plain_page_params,
 )
 from fleetplane.devices import live, service
 from fleetplane.devices.live_cache import LiveDeviceCache, cursor_fits
@@ -37,7 +38,16 @@ module = Module(
 router = module.router
 
 
+async def _page_from_memory(request: Request, access: ModuleAccess) -> Response | None:
+    params = plain_page_params(request.query_params)
+    if params is None or not cursor_fits(params.after):
+        return None
+    held = _cache(request).fresh(access.provider_id, access.customer_id)
+    return None if held is None else _json_answer(held.page(params.after, params.limit))
+
+
 @router.get("", response_model=Page[CustomerDeviceOut], summary="List the customer's devices")
+@answers_from_memory(_page_from_memory)
 async def list_devices(
     ctx: CustomerContext = module.requires("read:devices"), page: PageParams = PageDep
 ) -> Response:
@@ -71,9 +81,16 @@ async def device_events(ctx: CustomerContext = module.requires("read:devices")) 
     )
 
 
+async def _device_from_memory(request: Request, access: ModuleAccess) -> Response | None:
+    held = _cache(request).fresh(access.provider_id, access.customer_id)
+    answer = None if held is None else held.one(request.path_params["device_id"])
+    return None if answer is None else _json_answer(answer)  # not found: the endpoint says so
+
+
 @router.get(
     "/{device_id}", response_model=CustomerDeviceOut, summary="Get one device and its live state"
 )
+@answers_from_memory(_device_from_memory)
 async def get_device(
     device_id: str, ctx: CustomerContext = module.requires("read:devices")
 ) -> Response:
@@ -92,7 +109,11 @@ async def get_device(
 
 
 def _live_devices(ctx: CustomerContext) -> LiveDeviceCache:
-    cache: LiveDeviceCache = ctx.request.app.state.live_devices
+    return _cache(ctx.request)
+
+
+def _cache(request: Request) -> LiveDeviceCache:
+    cache: LiveDeviceCache = request.app.state.live_devices
     return cache
 
 
