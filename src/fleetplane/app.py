@@ -122,10 +122,12 @@ def create_app(
     install_error_handlers(app)
     # Documents first: `/module/devices/openapi.json` must not be taken for a device id.
     app.include_router(_documents_router(app))
-    for router in STUDIO_ROUTERS:
-        app.include_router(router)
+    # Then the modules: the busiest calls, matched against the fewest routes before theirs.
+    # No Studio path (/api/...) can be taken for a module's (/module/...), nor the reverse.
     for module in MODULES:
         app.include_router(module.router)
+    for router in STUDIO_ROUTERS:
+        app.include_router(router)
     app.include_router(_health_router(app))
     app.include_router(playground.router)
 

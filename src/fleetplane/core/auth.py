@@ -6,6 +6,7 @@ tenant checks in the contract's order, and is what `PermissionRoute` publishes a
 `x-permissions` in the OpenAPI document.
 """
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -84,6 +85,12 @@ class AuthBackend(Protocol):
     ) -> CustomerIdentity | None: ...
 
 
+_READ_FAILED = object()
+# An entry this far into its time to live is read again by the next call that can, while the
+# calls meanwhile go on using it.
+REFRESH_SHARE = 0.75
+
+
 class IdentityCache:
     """Keys and customers already checked, trusted for a few seconds, so a busy client costs
     no key or customer query per call. Changing one through the API in this process forgets
@@ -93,12 +100,46 @@ class IdentityCache:
         self.ttl = ttl_seconds
         self.max_entries = max_entries
         self._entries: dict[object, tuple[Any, float]] = {}
+        self._reading: dict[object, asyncio.Future[Any]] = {}
+
+    async def get_or_read(self, key: object, read: Callable[[], Awaitable[Any | None]]) -> Any:
+        """The entry, or what `read()` gives (kept unless None). Callers missing the same entry
+        at the same time share one read, and an entry near the end of its time to live is read
+        again by one caller while the others go on using it: a busy client's calls never all
+        wait for the same query."""
+        if self.ttl <= 0:
+            return await read()
+        value = self.get(key)
+        pending = self._reading.get(key)
+        if value is not None and (pending is not None or not self._near_end(key)):
+            return value
+        if pending is not None:
+            shared = await asyncio.shield(pending)
+            return shared if shared is not _READ_FAILED else await read()
+        future = self._reading[key] = asyncio.get_running_loop().create_future()
+        outcome: Any = _READ_FAILED
+        try:
+            outcome = await read()
+            if outcome is not None:
+                self.put(key, outcome)
+            return outcome
+        finally:
+            del self._reading[key]
+            future.set_result(outcome)  # on failure, each waiting caller reads for itself
 
     def get(self, key: object) -> Any | None:
         entry = self._entries.get(key)
         if entry is None or time.monotonic() - entry[1] > self.ttl:
             return None
         return entry[0]
+
+    def due(self, key: object) -> bool:
+        """Whether the entry is to be read again now (near its end, nobody reading it yet)."""
+        return key not in self._reading and self._near_end(key)
+
+    def _near_end(self, key: object) -> bool:
+        entry = self._entries.get(key)
+        return entry is not None and time.monotonic() - entry[1] > self.ttl * REFRESH_SHARE
 
     def put(self, key: object, value: Any) -> None:
         if self.ttl <= 0:
@@ -176,12 +217,11 @@ async def _authenticate(request: Request, session: AsyncSession, secret: str | N
         raise ApiError(401, "api_key_missing", f"Send your API key in the {API_KEY_HEADER} header.")
     state = request.app.state
     secret_hash = hash_secret(secret)
-    key = state.identity_cache.get(secret_hash)
+    key = await state.identity_cache.get_or_read(
+        secret_hash, lambda: state.auth_backend.key_by_secret_hash(session, secret_hash)
+    )
     if key is None:
-        key = await state.auth_backend.key_by_secret_hash(session, secret_hash)
-        if key is None:
-            raise ApiError(401, "api_key_invalid", "This API key is not known.")
-        state.identity_cache.put(secret_hash, key)
+        raise ApiError(401, "api_key_invalid", "This API key is not known.")
     if key.revoked:
         raise ApiError(401, "api_key_revoked", "This API key has been revoked.")
     if key.expires_at is not None and key.expires_at <= utcnow():
@@ -273,15 +313,13 @@ async def _customer_of_key(
     if key.customer_ids is not None and customer_id not in key.customer_ids:
         raise not_found
     await set_tenant_scope(session, provider_id=key.provider_id, customer_id=customer_id)
-    cache = request.app.state.identity_cache
-    customer = cache.get((key.provider_id, customer_id))
+    backend = request.app.state.auth_backend
+    customer = await request.app.state.identity_cache.get_or_read(
+        (key.provider_id, customer_id),
+        lambda: backend.customer(session, key.provider_id, customer_id),
+    )
     if customer is None:
-        customer = await request.app.state.auth_backend.customer(
-            session, key.provider_id, customer_id
-        )
-        if customer is None:
-            raise not_found
-        cache.put((key.provider_id, customer_id), customer)
+        raise not_found
     if customer.status != "active":
         raise ApiError(403, "customer_suspended", "This customer is suspended.")
     return customer
@@ -298,15 +336,19 @@ def cached_module_access(
     customer_id = request.headers.get(CUSTOMER_HEADER)
     if not secret or not customer_id:
         return None
-    cache = request.app.state.identity_cache
-    key: KeyIdentity | None = cache.get(hash_secret(secret))
+    cache: IdentityCache = request.app.state.identity_cache
+    secret_hash = hash_secret(secret)
+    key: KeyIdentity | None = cache.get(secret_hash)
     if key is None or key.revoked or (key.expires_at is not None and key.expires_at <= utcnow()):
         return None
     if key.customer_ids is not None and customer_id not in key.customer_ids:
         return None
-    customer: CustomerIdentity | None = cache.get((key.provider_id, customer_id))
+    customer_key = (key.provider_id, customer_id)
+    customer: CustomerIdentity | None = cache.get(customer_key)
     if customer is None or customer.status != "active" or module_name not in customer.modules:
         return None
+    if cache.due(secret_hash) or cache.due(customer_key):
+        return None  # this call reads them again, through the full checks
     if missing(key.customer_permissions, needed):
         return None
     return ModuleAccess(key, customer)

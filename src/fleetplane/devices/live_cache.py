@@ -52,6 +52,10 @@ WATCHED_TABLES = frozenset(
 _DML_WORDS = ("insert", "update", "delete", "replace", "merge", "truncate", "alter", "drop")
 _PENDING_KEY = "fleetplane.live_cache.pending"
 DEVICE_ID_PREFIX = "dev_"
+# Held devices this far into their time are read again in the background.
+REFRESH_SHARE = 0.5
+# List answers held per customer (one per page and page size asked for).
+MAX_PAGES_HELD = 64
 
 
 @dataclass(slots=True)
@@ -60,6 +64,17 @@ class Changes:
 
     states: list[Mapping[str, Any]] = field(default_factory=list)
     everything: bool = False  # something other than live states: forget every customer
+
+
+_Ready = tuple[bytes, datetime | None]  # a JSON text and until when it holds (None: no end)
+
+
+def _holds(ready: _Ready, now: datetime) -> bool:
+    return ready[1] is None or now <= ready[1]
+
+
+def _ends(items: list[_Ready]) -> Iterator[datetime]:
+    return (end for _, end in items if end is not None)
 
 
 @dataclass(slots=True)
@@ -72,25 +87,37 @@ class CustomerDevices:
     rows: dict[str, dict[str, Any]]  # id -> the row of live.customer_devices_query
     sensors: dict[str, list[SensorDefinition]]
     # id -> the device's JSON text and until when it holds (None: until its state changes)
-    encoded: dict[str, tuple[bytes, datetime | None]] = field(default_factory=dict)
+    encoded: dict[str, _Ready] = field(default_factory=dict)
+    # (after, limit) -> a list answer, held the same way; all go when any state changes
+    pages: dict[tuple[str | None, int], _Ready] = field(default_factory=dict)
 
     def page(self, after: str | None, limit: int) -> bytes:
         """The list answer: up to `limit` devices after the id `after`, and the next cursor."""
+        now = utcnow()
+        ready = self.pages.get((after, limit))
+        if ready is not None and _holds(ready, now):
+            return ready[0]
         start = 0 if after is None else bisect_right(self.ids, after)
         ids = self.ids[start : start + limit + 1]
         next_cursor = None
         if len(ids) > limit:
             ids = ids[:limit]
             next_cursor = encode_cursor(ids[-1])
-        now = utcnow()
-        items = b",".join([self._json(device_id, now) for device_id in ids])
-        return b'{"items":[%b],"next_cursor":%b}' % (items, orjson.dumps(next_cursor))
+        items = [self._json(device_id, now) for device_id in ids]
+        body = b'{"items":[%b],"next_cursor":%b}' % (
+            b",".join(text for text, _ in items),
+            orjson.dumps(next_cursor),
+        )
+        if len(self.pages) >= MAX_PAGES_HELD:
+            self.pages.clear()
+        self.pages[(after, limit)] = (body, min(_ends(items), default=None))
+        return body
 
     def one(self, device_id: str) -> bytes | None:
         """The answer for one device, or None when the customer has no such device."""
         if device_id not in self.rows:
             return None
-        return self._json(device_id, utcnow())
+        return self._json(device_id, utcnow())[0]
 
     def apply_state(self, state: Mapping[str, Any]) -> None:
         """A new live state of one of the devices; an older one than held is ignored."""
@@ -99,19 +126,32 @@ class CustomerDevices:
             return
         row.update((name, state[name]) for name in live.STATE_FIELDS)
         self.encoded.pop(row["id"], None)
+        self.pages.clear()
 
-    def _json(self, device_id: str, now: datetime) -> bytes:
+    def reuse_encoded(self, previous: "CustomerDevices") -> None:
+        """Takes over the JSON texts of an earlier read for the devices that did not change."""
+        for device_id, ready in previous.encoded.items():
+            row = self.rows.get(device_id)
+            if row == previous.rows.get(device_id) and self.sensors.get(
+                device_id
+            ) == previous.sensors.get(device_id):
+                self.encoded[device_id] = ready
+
+    def _json(self, device_id: str, now: datetime) -> _Ready:
         """The device's JSON text, shaped again only when its state changed or the moment it
         goes offline has passed: the answer is the same as shaping it on every call."""
         ready = self.encoded.get(device_id)
-        if ready is not None and (ready[1] is None or now <= ready[1]):
-            return ready[0]
+        if ready is not None and _holds(ready, now):
+            return ready
         row = self.rows[device_id]
         item = live.shape_device(row, self.sensors.get(device_id, []))
         text = orjson.dumps(item, option=orjson.OPT_UTC_Z)
         # Online turns into offline by time alone; offline changes only with a new state.
-        self.encoded[device_id] = (text, live.online_until(row) if item["online"] else None)
-        return text
+        ready = self.encoded[device_id] = (
+            text,
+            live.online_until(row) if item["online"] else None,
+        )
+        return ready
 
 
 @dataclass(slots=True)
@@ -156,12 +196,16 @@ class LiveDeviceCache:
         return self.ttl > 0
 
     def fresh(self, provider_id: str, customer_id: str) -> CustomerDevices | None:
-        """The customer's devices when held and fresh enough; None when they must be read."""
+        """The customer's devices when held and fresh enough; None when they must be read.
+        Near the end of their time they are read again in the background meanwhile, so a busy
+        customer's calls do not all wait for the same read."""
         key = (provider_id, customer_id)
         entry = self._entries.get(key)
         if not isinstance(entry, CustomerDevices) or not self._is_fresh(entry):
             return None
         self._entries.move_to_end(key)
+        if time.monotonic() - entry.loaded_at > self.ttl * REFRESH_SHARE:
+            self._start_load(key)
         return entry
 
     async def customer_devices(self, provider_id: str, customer_id: str) -> CustomerDevices | None:
@@ -174,16 +218,21 @@ class LiveDeviceCache:
         if entry is not None and self._is_fresh(entry):
             self._entries.move_to_end(key)
             return entry if isinstance(entry, CustomerDevices) else None
+        load = self._start_load(key)
+        assert load.task is not None
+        # Shielded: a caller that goes away does not cancel the others' read.
+        return await asyncio.shield(load.task)
+
+    def _start_load(self, key: CustomerKey) -> _Load:
+        """The read of the customer's devices under way, or a new one. A read that began
+        before the last change may not answer a call made after it: then a new one starts."""
         load = self._loads.get(key)
         if load is None or load.generation != self._generation:
-            # A read that began before the last change may not answer a call made after it.
             with self._lock:
                 load = _Load(self._generation)
                 load.task = asyncio.create_task(self._load(key, load))
                 self._loads[key] = load
-        assert load.task is not None
-        # Shielded: a caller that goes away does not cancel the others' read.
-        return await asyncio.shield(load.task)
+        return load
 
     def apply(self, changes: Changes) -> None:
         """Takes in what a committed transaction changed."""
@@ -224,6 +273,9 @@ class LiveDeviceCache:
                 if devices is not None:
                     for state in load.missed.values():
                         devices.apply_state(state)
+                    previous = self._entries.get(key)
+                    if isinstance(previous, CustomerDevices):
+                        devices.reuse_encoded(previous)
                 if load.generation == self._generation:
                     self._keep(key, devices or _TooMany(load.generation, loaded_at))
             return devices
