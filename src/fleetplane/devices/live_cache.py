@@ -124,7 +124,8 @@ class CustomerDevices:
         row = self.rows.get(state["device_id"])
         if row is None or not _newer(state, row):
             return
-        row.update((name, state[name]) for name in live.STATE_FIELDS)
+        values = _as_read_back(state)  # only for held devices: the pipeline writes many more
+        row.update((name, values[name]) for name in live.STATE_FIELDS)
         self.encoded.pop(row["id"], None)
         self.pages.clear()
 
@@ -329,7 +330,7 @@ def cursor_fits(after: str | None) -> bool:
 
 def _newer(state: Mapping[str, Any], than: Mapping[str, Any]) -> bool:
     held = than["last_message_at"]
-    return held is None or state["last_message_at"] > held
+    return held is None or as_utc(state["last_message_at"]) > as_utc(held)
 
 
 # --- change intake: SQLAlchemy session events, for every session of the process ------------
@@ -403,16 +404,18 @@ def _note_statement(execute_state: ORMExecuteState) -> None:
         changes.states.extend(states)
 
 
-def _written_states(execute_state: ORMExecuteState) -> list[dict[str, Any]] | None:
-    """The whole states an insert or upsert of live states wrote; None for any other write
-    (its effect is not known here, so every customer is read again)."""
+def _written_states(execute_state: ORMExecuteState) -> list[Mapping[str, Any]] | None:
+    """The whole states an insert or upsert of live states wrote, as written (they are taken
+    as read back only for the devices held); None for any other write (its effect is not known
+    here, so every customer is read again)."""
     parameters = execute_state.parameters
     rows: list[Any] = parameters if isinstance(parameters, list) else [parameters]
     if not execute_state.is_insert or not rows:
         return None
-    if not all(isinstance(row, Mapping) and row.keys() >= live.STATE_FIELDS for row in rows):
+    # The rows of one statement share their keys (SQLAlchemy requires it): the first tells.
+    if not (isinstance(rows[0], Mapping) and rows[0].keys() >= live.STATE_FIELDS):
         return None
-    return [_as_read_back(row) for row in rows]
+    return rows
 
 
 @event.listens_for(Session, "after_commit")
