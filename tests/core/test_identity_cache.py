@@ -1,7 +1,6 @@
 """With keys and customers cached, changes made through the API still apply at once."""
 
 import asyncio
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -62,23 +61,6 @@ def test_calls_missing_the_same_entry_share_one_read() -> None:
 
     answers = asyncio.run(main())
     assert reads == ["read"] and {answer.id for answer in answers} == {"key_1"}
-
-
-def test_an_entry_near_its_end_is_read_again_by_one_call_only() -> None:
-    cache = IdentityCache(ttl_seconds=600)
-    cache._entries["hash"] = (Identity("old"), time.monotonic() - 500)  # past 75% of its time
-    assert cache.due("hash")
-
-    async def read() -> Identity:
-        await asyncio.sleep(0.01)
-        return Identity("new")
-
-    async def main() -> list[Any]:
-        return await asyncio.gather(*(cache.get_or_read("hash", read) for _ in range(5)))
-
-    answers = [answer.id for answer in asyncio.run(main())]
-    assert answers.count("new") == 1 and answers.count("old") == 4  # the others did not wait
-    assert cache.get("hash").id == "new" and not cache.due("hash")
 
 
 @dataclass(frozen=True)

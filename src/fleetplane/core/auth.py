@@ -86,9 +86,6 @@ class AuthBackend(Protocol):
 
 
 _READ_FAILED = object()
-# An entry this far into its time to live is read again by the next call that can, while the
-# calls meanwhile go on using it.
-REFRESH_SHARE = 0.75
 
 
 class IdentityCache:
@@ -104,15 +101,14 @@ class IdentityCache:
 
     async def get_or_read(self, key: object, read: Callable[[], Awaitable[Any | None]]) -> Any:
         """The entry, or what `read()` gives (kept unless None). Callers missing the same entry
-        at the same time share one read, and an entry near the end of its time to live is read
-        again by one caller while the others go on using it: a busy client's calls never all
-        wait for the same query."""
+        at the same time share one read: when a busy client's key expires, the calls waiting
+        on it cost one query, not one each."""
         if self.ttl <= 0:
             return await read()
         value = self.get(key)
-        pending = self._reading.get(key)
-        if value is not None and (pending is not None or not self._near_end(key)):
+        if value is not None:
             return value
+        pending = self._reading.get(key)
         if pending is not None:
             shared = await asyncio.shield(pending)
             return shared if shared is not _READ_FAILED else await read()
@@ -132,14 +128,6 @@ class IdentityCache:
         if entry is None or time.monotonic() - entry[1] > self.ttl:
             return None
         return entry[0]
-
-    def due(self, key: object) -> bool:
-        """Whether the entry is to be read again now (near its end, nobody reading it yet)."""
-        return key not in self._reading and self._near_end(key)
-
-    def _near_end(self, key: object) -> bool:
-        entry = self._entries.get(key)
-        return entry is not None and time.monotonic() - entry[1] > self.ttl * REFRESH_SHARE
 
     def put(self, key: object, value: Any) -> None:
         if self.ttl <= 0:
@@ -337,18 +325,14 @@ def cached_module_access(
     if not secret or not customer_id:
         return None
     cache: IdentityCache = request.app.state.identity_cache
-    secret_hash = hash_secret(secret)
-    key: KeyIdentity | None = cache.get(secret_hash)
+    key: KeyIdentity | None = cache.get(hash_secret(secret))
     if key is None or key.revoked or (key.expires_at is not None and key.expires_at <= utcnow()):
         return None
     if key.customer_ids is not None and customer_id not in key.customer_ids:
         return None
-    customer_key = (key.provider_id, customer_id)
-    customer: CustomerIdentity | None = cache.get(customer_key)
+    customer: CustomerIdentity | None = cache.get((key.provider_id, customer_id))
     if customer is None or customer.status != "active" or module_name not in customer.modules:
         return None
-    if cache.due(secret_hash) or cache.due(customer_key):
-        return None  # this call reads them again, through the full checks
     if missing(key.customer_permissions, needed):
         return None
     return ModuleAccess(key, customer)

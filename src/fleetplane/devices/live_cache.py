@@ -52,8 +52,6 @@ WATCHED_TABLES = frozenset(
 _DML_WORDS = ("insert", "update", "delete", "replace", "merge", "truncate", "alter", "drop")
 _PENDING_KEY = "fleetplane.live_cache.pending"
 DEVICE_ID_PREFIX = "dev_"
-# Held devices this far into their time are read again in the background.
-REFRESH_SHARE = 0.5
 # List answers held per customer (one per page and page size asked for).
 MAX_PAGES_HELD = 64
 
@@ -197,16 +195,12 @@ class LiveDeviceCache:
         return self.ttl > 0
 
     def fresh(self, provider_id: str, customer_id: str) -> CustomerDevices | None:
-        """The customer's devices when held and fresh enough; None when they must be read.
-        Near the end of their time they are read again in the background meanwhile, so a busy
-        customer's calls do not all wait for the same read."""
+        """The customer's devices when held and fresh enough; None when they must be read."""
         key = (provider_id, customer_id)
         entry = self._entries.get(key)
         if not isinstance(entry, CustomerDevices) or not self._is_fresh(entry):
             return None
         self._entries.move_to_end(key)
-        if time.monotonic() - entry.loaded_at > self.ttl * REFRESH_SHARE:
-            self._start_load(key)
         return entry
 
     async def customer_devices(self, provider_id: str, customer_id: str) -> CustomerDevices | None:
