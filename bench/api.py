@@ -17,20 +17,12 @@ Missing the design target is a finding, not a failure: the exit code stays 0.
 import asyncio
 import json
 import os
-import platform
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 import httpx
 from rich import box
@@ -42,12 +34,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane import bootstrap
 from fleetplane.audit.service import Actor
+from fleetplane.channels import service as channels
+from fleetplane.channels.schemas import ChannelCreate, Protocol, Transport
+from fleetplane.cli import load_bench
 from fleetplane.config import Settings
 from fleetplane.core.db import migrate, run_platform_work
 from fleetplane.customers import service as customers
 from fleetplane.customers.schemas import CustomerCreate
 from fleetplane.devices import service as devices
 from fleetplane.devices.schemas import DeviceCreate
+
+support = load_bench("support")
+BenchError = support.BenchError
 
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk" / "target.lua"
 
@@ -65,13 +63,6 @@ WARMUP_SECONDS = 2
 WRK_THREADS = 1
 # Long enough that a slow answer counts in the latency figures instead of as a timeout.
 WRK_TIMEOUT = "30s"
-SERVER_START_SECONDS = 60
-# Above this share of the CPUs in use before the run, other work will pull the figures down.
-BUSY_MACHINE_SHARE = 0.10
-
-
-class BenchError(Exception):
-    """The benchmark could not run; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -93,12 +84,6 @@ class Load:
     wrk: str
     duration: int
     connections: int
-
-
-@dataclass(frozen=True)
-class Server:
-    base_url: str
-    pid: int
 
 
 @dataclass(frozen=True)
@@ -145,7 +130,7 @@ def main(
     """Runs the benchmark and prints its figures; returns the process exit code."""
     console = console or Console()
     try:
-        with _cleanup_on_terminate():
+        with support.cleanup_on_terminate():
             load = Load(_find_wrk(), duration, connections)
             _print_header(console, load, device_count)
             results = _run(load, device_count, database_url, console)
@@ -158,13 +143,13 @@ def main(
 
 def _run(load: Load, device_count: int, database_url: str | None, console: Console) -> list[Result]:
     """Seed, serve, load each target; the server and the temporary files are gone after."""
-    with _work_dir() as work_dir:
+    with support.work_dir("fleetplane-bench-") as work_dir:
         url = database_url or f"sqlite+aiosqlite:///{work_dir / 'bench.db'}"
         fleet = asyncio.run(_seed(url, device_count, console))
         ids_file = work_dir / "device_ids.txt"
         ids_file.write_text("\n".join(fleet.device_ids) + "\n")
-        _warn_if_busy(console)
-        with _server(url, work_dir, console) as server:
+        support.warn_if_busy(console)
+        with support.server(url, work_dir, console, {}, ", one worker") as server:
             _check_answers(server.base_url, fleet)
             return [
                 _measure(load, server, target, _wrk_env(target, fleet, ids_file), console)
@@ -172,36 +157,11 @@ def _run(load: Load, device_count: int, database_url: str | None, console: Conso
             ]
 
 
-@contextmanager
-def _cleanup_on_terminate() -> Iterator[None]:
-    """SIGTERM ends the run like Ctrl-C does: the server is stopped and the temporary files go,
-    instead of a server left running in its own session."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _find_wrk() -> str:
     wrk = shutil.which("wrk")
     if wrk is None:
         raise BenchError("wrk is not installed (Debian/Ubuntu: `apt-get install wrk`).")
     return wrk
-
-
-@contextmanager
-def _work_dir() -> Iterator[Path]:
-    """A temporary folder for the database, the device ids and the server log; always removed."""
-    path = Path(tempfile.mkdtemp(prefix="fleetplane-bench-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 # --- data ---------------------------------------------------------------------------------
@@ -216,19 +176,38 @@ async def _seed(database_url: str, device_count: int, console: Console) -> Fleet
 
 
 async def _seed_fleet(session: AsyncSession, device_count: int, console: Console) -> Fleet:
-    """Provider with an all-permissions key, one customer, its devices: the project's own code."""
+    """Provider with an all-permissions key, a channel, one customer, its devices on the
+    channel: the project's own code."""
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
     provider = await bootstrap.create_provider(session, f"Benchmark provider {stamp}")
     actor = Actor(provider_id=provider.provider_id)
+    channel = await channels.create(
+        session,
+        actor,
+        ChannelCreate(
+            name="Benchmark Wialon IPS",
+            protocol=Protocol.WIALON_IPS,
+            transport=Transport.TCP,
+            # Free now and not taken by another provider's channel; nothing connects to it.
+            port=await channels.first_free_port(session, support.free_port()),
+        ),
+    )
     customer = await customers.create(
         session, actor, CustomerCreate(name="Benchmark customer", modules=["devices"])
     )
-    device_ids = await _create_devices(session, actor, customer.id, device_count, console)
+    device_ids = await _create_devices(
+        session, actor, channel.id, customer.id, device_count, console
+    )
     return Fleet(provider.api_key or "", customer.id, device_ids)  # new providers get a key
 
 
 async def _create_devices(
-    session: AsyncSession, actor: Actor, customer_id: str, count: int, console: Console
+    session: AsyncSession,
+    actor: Actor,
+    channel_id: str,
+    customer_id: str,
+    count: int,
+    console: Console,
 ) -> list[str]:
     columns = (TextColumn("creating devices"), BarColumn(), MofNCompleteColumn())
     ids = []
@@ -236,6 +215,7 @@ async def _create_devices(
         task = progress.add_task("devices", total=count)
         for number in range(count):
             data = DeviceCreate(
+                channel_id=channel_id,
                 unique_id=f"35000000{number:07d}",
                 name=f"Bench truck {number + 1:04d}",
                 customer_id=customer_id,
@@ -246,75 +226,6 @@ async def _create_devices(
 
 
 # --- server -------------------------------------------------------------------------------
-
-
-@contextmanager
-def _server(database_url: str, work_dir: Path, console: Console) -> Iterator[Server]:
-    """`fleetplane serve` in its own process, one worker; stopped on the way out."""
-    port = _free_port()
-    log_path = work_dir / "server.log"
-    env = {
-        **os.environ,
-        "FLEETPLANE_DATABASE_URL": database_url,
-        "FLEETPLANE_RATE_LIMIT": "0",  # the limiter would turn the load into 429s
-        "FLEETPLANE_LOG_LEVEL": "warning",  # no per-request logging, whatever the caller set
-    }
-    command = [*_fleetplane_command(), "serve", "--host", "127.0.0.1", "--port", str(port)]
-    with log_path.open("wb") as log:
-        # A session of its own: Ctrl-C reaches only this process, which then stops the server.
-        process = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    server = Server(f"http://127.0.0.1:{port}", process.pid)
-    try:
-        with console.status("starting the server"):
-            _wait_until_healthy(process, server.base_url, log_path)
-        console.print(f"server: {server.base_url}, pid {server.pid}, one worker")
-        yield server
-    finally:
-        _stop(process)
-
-
-def _fleetplane_command() -> list[str]:
-    """The `fleetplane` script of this interpreter's environment, or the same through -c."""
-    script = Path(sys.executable).parent / "fleetplane"
-    if script.is_file():
-        return [str(script)]
-    return [sys.executable, "-c", "from fleetplane.cli import app; app()"]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait_until_healthy(process: subprocess.Popen[bytes], base_url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BenchError(f"the server exited ({process.returncode}):\n{_tail(log_path)}")
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass  # not listening yet
-        time.sleep(0.1)
-    raise BenchError(f"the server did not answer /healthz in {SERVER_START_SECONDS} s")
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _check_answers(base_url: str, fleet: Fleet) -> None:
@@ -343,14 +254,14 @@ def _get_json(client: httpx.Client, path: str) -> dict[str, object]:
 
 
 def _measure(
-    load: Load, server: Server, target: Target, env: dict[str, str], console: Console
+    load: Load, server: Any, target: Target, env: dict[str, str], console: Console
 ) -> Result:
     with console.status(f"{target.label}: warming up ({WARMUP_SECONDS} s)"):
         _run_wrk(load.wrk, server.base_url, env, WARMUP_SECONDS, load.connections)
-    cpu_before = _process_cpu_seconds(server.pid)
+    cpu_before = support.process_cpu_seconds(server.pid)
     with console.status(f"{target.label}: {load.duration} s at {load.connections} connections"):
         figures = _run_wrk(load.wrk, server.base_url, env, load.duration, load.connections)
-    cpu_after = _process_cpu_seconds(server.pid)
+    cpu_after = support.process_cpu_seconds(server.pid)
     socket_errors = ("connect_errors", "read_errors", "write_errors", "timeouts")
     result = Result(
         target=target,
@@ -399,81 +310,18 @@ def _run_wrk(
     raise BenchError(f"wrk failed ({finished.returncode}):\n{finished.stdout}{finished.stderr}")
 
 
-# --- machine ------------------------------------------------------------------------------
-
-
-def _process_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process, all its threads (Linux); None elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    # Fields 14 and 15 of /proc/PID/stat (utime, stime), counted after the command name.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _busy_share(seconds: float = 1.0) -> float | None:
-    """Share of all CPUs in use over a short sample (Linux); None elsewhere."""
-
-    def sample() -> tuple[int, int]:
-        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        idle = values[3] + values[4]  # idle + iowait
-        return idle, sum(values)
-
-    try:
-        idle_before, total_before = sample()
-        time.sleep(seconds)
-        idle_after, total_after = sample()
-    except OSError:
-        return None
-    total = total_after - total_before
-    return 1 - (idle_after - idle_before) / total if total else None
-
-
-def _warn_if_busy(console: Console) -> None:
-    share = _busy_share()
-    if share is None:
-        return
-    console.print(f"machine busy before the run: {share:.0%} of {os.cpu_count()} CPUs")
-    if share > BUSY_MACHINE_SHARE:
-        console.print(
-            "[bold yellow]Other work is using the CPUs: the figures will be lower than this "
-            "machine can do.[/]"
-        )
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 # --- report -------------------------------------------------------------------------------
 
 
 def _print_header(console: Console, load: Load, device_count: int) -> None:
     console.print(
         f"[bold]Fleetplane HTTP API benchmark[/], {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n"
-        f"machine: {os.cpu_count()} CPUs, {_cpu_model()}, Python {platform.python_version()}\n"
-        f"server: {_versions('fastapi', 'uvicorn', 'uvloop', 'httptools', 'sqlalchemy')}\n"
+        f"{support.machine_line()}\n"
+        f"server: {support.versions('fastapi', 'uvicorn', 'uvloop', 'httptools', 'sqlalchemy')}\n"
         f"load: {_wrk_version(load.wrk)}, {WRK_THREADS} thread, {load.connections} connections, "
         f"{load.duration} s per target after {WARMUP_SECONDS} s of warm-up; "
         f"{device_count} devices"
     )
-
-
-def _versions(*packages: str) -> str:
-    found = []
-    for package in packages:
-        try:
-            found.append(f"{package} {version(package)}")
-        except PackageNotFoundError:
-            found.append(f"{package} missing")
-    return ", ".join(found)
 
 
 def _wrk_version(wrk: str) -> str:
@@ -522,15 +370,11 @@ def _results_table(results: list[Result]) -> Table:
             f"{result.per_second:,.0f}",
             f"{result.p50_ms:.1f}",
             f"{result.p99_ms:.1f}",
-            _count_cell(result.not_200 + result.socket_errors),
+            support.count_cell(result.not_200 + result.socket_errors),
             "n/a" if cpu is None else f"{cpu:.2f}",
             f"{ratio:.3f}",
         )
     return table
-
-
-def _count_cell(count: int) -> str:
-    return f"[bold red]{count:,}[/]" if count else "0"
 
 
 def _verdict(result: Result, connections: int, device_count: int) -> str:

@@ -23,25 +23,15 @@ messages make the figures invalid: the run says so loudly and exits 1.
 """
 
 import asyncio
-import importlib.util
 import multiprocessing
 import os
-import platform
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from importlib.metadata import PackageNotFoundError, version
 from multiprocessing.connection import Connection
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
@@ -63,6 +53,7 @@ from fleetplane import bootstrap
 from fleetplane.audit.service import Actor
 from fleetplane.channels import service as channels
 from fleetplane.channels.schemas import ChannelCreate, Protocol, Transport
+from fleetplane.cli import load_bench
 from fleetplane.config import Settings
 from fleetplane.core.db import (
     create_engine,
@@ -79,24 +70,12 @@ from fleetplane.messages import service as messages
 from fleetplane.messages.models import StoredMessage
 from fleetplane.simulator.runner import device_imeis
 
-
-def _load_sibling(name: str) -> ModuleType:
-    """bench/ is not a package: the command loads this file by path, and this file loads its
-    helper the same way. Registered in sys.modules: results cross a pipe as its classes."""
-    module_name = f"fleetplane_bench_{name}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(
-        module_name, Path(__file__).with_name(f"{name}.py")
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-simulated = _load_sibling("ingest_devices")
+# bench/ is not a package: the shared helpers and the load processes' code are loaded by path,
+# and registered in sys.modules, so results cross a pipe as their classes.
+support = load_bench("support")
+simulated = load_bench("ingest_devices")
+BenchError = support.BenchError
+Server = support.Server
 
 # DESIGN.md, "Performance budget": ingest over Wialon IPS, acknowledged after the durable write.
 DESIGN_SUSTAINED_RATE = 50_000
@@ -119,14 +98,8 @@ IMEI_PREFIX = "35"
 # year earlier still, so its rows never collide with the ones the server stored.
 CLOCK_START_AGO = timedelta(days=7)
 RAW_CLOCK_BEFORE = timedelta(days=365)
-SERVER_START_SECONDS = 60
 LOGIN_SECONDS = 120
-BUSY_MACHINE_SHARE = 0.10
 SEED = 1
-
-
-class BenchError(Exception):
-    """The benchmark could not run; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -136,12 +109,6 @@ class Fleet:
     port: int
     device_ids: list[str]
     imeis: list[str]
-
-
-@dataclass(frozen=True)
-class Server:
-    base_url: str
-    pid: int
 
 
 @dataclass(frozen=True)
@@ -210,7 +177,7 @@ def main(
     """Runs the benchmark and prints its figures; returns the process exit code."""
     console = console or Console()
     try:
-        with _cleanup_on_terminate():
+        with support.cleanup_on_terminate():
             _print_header(console, duration, device_count)
             report = _run(duration, device_count, database_url, console)
     except BenchError as error:
@@ -224,10 +191,10 @@ def _run(duration: int, device_count: int, database_url: str | None, console: Co
     """Seed, serve, load, count, insert raw; the server, the load processes and the temporary
     files are gone after, also after Ctrl-C."""
     clock_start = int((datetime.now(UTC) - CLOCK_START_AGO).timestamp())
-    with _work_dir() as work_dir:
+    with support.work_dir("fleetplane-bench-ingest-") as work_dir:
         url = database_url or f"sqlite+aiosqlite:///{work_dir / 'bench.db'}"
         fleet = asyncio.run(_seed(url, device_count, console))
-        _warn_if_busy(console)
+        support.warn_if_busy(console)
         with _server(url, work_dir, console) as server:
             _wait_until_listening(server, fleet)
             with _load_processes(fleet, clock_start, console) as (workers, logins):
@@ -243,31 +210,6 @@ def _run(duration: int, device_count: int, database_url: str | None, console: Co
         flat_out = figures[-1]
         raw = asyncio.run(_insert_raw(url, fleet, flat_out.result.acked, raw_start, console))
     return Report(logins, figures[:-1], flat_out, acked, unanswered, stored, raw)
-
-
-@contextmanager
-def _cleanup_on_terminate() -> Iterator[None]:
-    """SIGTERM ends the run like Ctrl-C does: the server and the load processes are stopped
-    and the temporary files go, instead of a server left running in its own session."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextmanager
-def _work_dir() -> Iterator[Path]:
-    """A temporary folder for the database and the server log; always removed."""
-    path = Path(tempfile.mkdtemp(prefix="fleetplane-bench-ingest-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 # --- data ---------------------------------------------------------------------------------
@@ -287,7 +229,7 @@ async def _seed_fleet(session: AsyncSession, device_count: int, console: Console
     provider = await bootstrap.create_provider(session, f"Ingest benchmark {stamp}")
     actor = Actor(provider_id=provider.provider_id)
     # Free on this machine now, and not taken by a channel of another provider.
-    port = await channels.first_free_port(session, _free_port())
+    port = await channels.first_free_port(session, support.free_port())
     channel = await channels.create(
         session,
         actor,
@@ -335,69 +277,21 @@ async def _count_rows(session: AsyncSession, channel_id: str) -> int:
 # --- server -------------------------------------------------------------------------------
 
 
-@contextmanager
-def _server(database_url: str, work_dir: Path, console: Console) -> Iterator[Server]:
-    """`fleetplane serve` in its own process, with the gateway; stopped on the way out."""
-    port = _free_port()
-    log_path = work_dir / "server.log"
-    env = {
-        **os.environ,
+def _server(database_url: str, work_dir: Path, console: Console) -> Any:
+    """`fleetplane serve` with the gateway, in its own process; stopped on the way out."""
+    settings = {
         "FLEETPLANE_DATA_DIR": str(work_dir),
-        "FLEETPLANE_DATABASE_URL": database_url,
-        "FLEETPLANE_RATE_LIMIT": "0",  # the benchmark's API calls are not what is measured
-        "FLEETPLANE_LOG_LEVEL": "warning",  # no per-connection logging, whatever the caller set
         "FLEETPLANE_GATEWAY": "true",
         "FLEETPLANE_DEVICE_HOST": "127.0.0.1",  # the simulated devices are local
     }
-    command = [*_fleetplane_command(), "serve", "--host", "127.0.0.1", "--port", str(port)]
-    with log_path.open("wb") as log:
-        # A session of its own: Ctrl-C reaches only this process, which then stops the server.
-        process = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    server = Server(f"http://127.0.0.1:{port}", process.pid)
-    try:
-        with console.status("starting the server"):
-            _wait_until_healthy(process, server.base_url, log_path)
-        console.print(f"server: {server.base_url}, pid {server.pid}")
-        yield server
-    finally:
-        _stop(process)
-
-
-def _fleetplane_command() -> list[str]:
-    """The `fleetplane` script of this interpreter's environment, or the same through -c."""
-    script = Path(sys.executable).parent / "fleetplane"
-    if script.is_file():
-        return [str(script)]
-    return [sys.executable, "-c", "from fleetplane.cli import app; app()"]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait_until_healthy(process: subprocess.Popen[bytes], base_url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BenchError(f"the server exited ({process.returncode}):\n{_tail(log_path)}")
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass  # not listening yet
-        time.sleep(0.1)
-    raise BenchError(f"the server did not answer /healthz in {SERVER_START_SECONDS} s")
+    return support.server(database_url, work_dir, console, settings, "")
 
 
 def _wait_until_listening(server: Server, fleet: Fleet) -> None:
     """The gateway binds channels as it starts; the channel's counters say when it has."""
     headers = {"x-platform-api-key": fleet.api_key}
     url = f"{server.base_url}/api/channels/{fleet.channel_id}"
-    deadline = time.monotonic() + SERVER_START_SECONDS
+    deadline = time.monotonic() + support.SERVER_START_SECONDS
     counters: dict[str, Any] = {}
     while time.monotonic() < deadline:
         response = httpx.get(url, headers=headers, timeout=5)
@@ -408,20 +302,6 @@ def _wait_until_listening(server: Server, fleet: Fleet) -> None:
             return
         time.sleep(0.2)
     raise BenchError(f"the channel is not listening on port {fleet.port}: {counters}")
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 # --- load processes -----------------------------------------------------------------------
@@ -653,12 +533,12 @@ class _CpuWindow:
         return CpuUse(server, load, max(0.0, machine - server - load))
 
     def _read(self) -> _CpuReading:
-        loads = [_process_cpu_seconds(pid) for pid in self._load_pids]
+        loads = [support.process_cpu_seconds(pid) for pid in self._load_pids]
         return _CpuReading(
             at=time.monotonic(),
-            server=_process_cpu_seconds(self._server_pid),
+            server=support.process_cpu_seconds(self._server_pid),
             load=None if None in loads else sum(value or 0.0 for value in loads),
-            machine=_machine_cpu_seconds(),
+            machine=support.machine_cpu_seconds(),
         )
 
 
@@ -741,79 +621,6 @@ def _raw_rows(
     return rows
 
 
-# --- machine ------------------------------------------------------------------------------
-
-
-def _process_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process, all its threads (Linux); None elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    # Fields 14 and 15 of /proc/PID/stat (utime, stime), counted after the command name.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _machine_cpu_seconds() -> float | None:
-    """CPU time all processes of the machine used since boot (Linux); None elsewhere."""
-    try:
-        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except OSError:
-        return None
-    busy = sum(values[:8]) - values[3] - values[4]  # all but idle and iowait (no guests)
-    return busy / os.sysconf("SC_CLK_TCK")
-
-
-def _busy_share(seconds: float = 1.0) -> float | None:
-    """Share of all CPUs in use over a short sample (Linux); None elsewhere."""
-
-    def sample() -> tuple[int, int]:
-        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        idle = values[3] + values[4]  # idle + iowait
-        return idle, sum(values)
-
-    try:
-        idle_before, total_before = sample()
-        time.sleep(seconds)
-        idle_after, total_after = sample()
-    except OSError:
-        return None
-    total = total_after - total_before
-    return 1 - (idle_after - idle_before) / total if total else None
-
-
-def _warn_if_busy(console: Console) -> None:
-    share = _busy_share()
-    if share is None:
-        return
-    console.print(f"machine busy before the run: {share:.0%} of {os.cpu_count()} CPUs")
-    if share > BUSY_MACHINE_SHARE:
-        console.print(
-            "[bold yellow]Other work is using the CPUs: the figures will be lower than this "
-            "machine can do.[/]"
-        )
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def _versions(*packages: str) -> str:
-    found = []
-    for package in packages:
-        try:
-            found.append(f"{package} {version(package)}")
-        except PackageNotFoundError:
-            found.append(f"{package} missing")
-    return ", ".join(found)
-
-
 # --- report -------------------------------------------------------------------------------
 
 
@@ -821,8 +628,8 @@ def _print_header(console: Console, duration: int, device_count: int) -> None:
     rates = ", ".join(f"{rate:,}" for rate in FIXED_RATES)
     console.print(
         f"[bold]Fleetplane ingest benchmark[/], {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n"
-        f"machine: {os.cpu_count()} CPUs, {_cpu_model()}, Python {platform.python_version()}\n"
-        f"server: {_versions('sqlalchemy', 'aiosqlite', 'asyncpg', 'uvloop')}\n"
+        f"{support.machine_line()}\n"
+        f"server: {support.versions('sqlalchemy', 'aiosqlite', 'asyncpg', 'uvloop')}\n"
         f"load: {LOAD_PROCESSES} processes, {device_count} devices over Wialon IPS 2.0 TCP, "
         f"{simulated.SINGLE_SHARE:.0%} #D#, the rest #B# of {simulated.BLACK_BOX_SIZES[0]}-"
         f"{simulated.BLACK_BOX_SIZES[1]} messages\n"
@@ -873,7 +680,7 @@ def _results_table(report: Report) -> Table:
             f"{figures.result.packets / figures.phase.seconds:,.0f}",
             _ms(figures.latency_ms(0.5)),
             _ms(figures.latency_ms(0.99)),
-            _count_cell(figures.result.errors),
+            support.count_cell(figures.result.errors),
             _cores(figures.cpu.server),
             _cores(figures.cpu.load),
             _cores(figures.cpu.other),
@@ -950,7 +757,3 @@ def _ms(value: float | None) -> str:
 
 def _cores(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
-
-
-def _count_cell(count: int) -> str:
-    return f"[bold red]{count:,}[/]" if count else "0"

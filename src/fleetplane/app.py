@@ -30,6 +30,7 @@ from fleetplane.core.middleware import BodyLimitMiddleware, RateLimitHeadersMidd
 from fleetplane.core.openapi import build_document
 from fleetplane.core.ratelimit import RateLimiter
 from fleetplane.customers import service as customers
+from fleetplane.devices.live_cache import LiveDeviceCache
 from fleetplane.devices.processor import DeviceRulesCache
 from fleetplane.ingest.gateway import Gateway
 from fleetplane.messages import retention
@@ -56,6 +57,10 @@ class DomainAuthBackend:
         self, session: AsyncSession, provider_id: str, customer_id: str
     ) -> CustomerIdentity | None:
         return await customers.identity(session, provider_id, customer_id)
+
+
+# Connections kept for reading customers' devices into memory (one read per customer at a time).
+LIVE_READ_CONNECTIONS = 2
 
 
 def create_app(
@@ -86,6 +91,7 @@ def create_app(
             await asyncio.gather(*tasks, return_exceptions=True)
             if settings.gateway:
                 await app.state.gateway.stop()
+            await app.state.live_engine.dispose()
             await app.state.engine.dispose()
 
     app = FastAPI(
@@ -102,6 +108,12 @@ def create_app(
     app.state.auth_backend = DomainAuthBackend()
     app.state.identity_cache = IdentityCache(settings.api_key_cache_seconds)
     app.state.rate_limiter = RateLimiter(settings.rate_limit)
+    # Its own connections: callers waiting for a customer's devices hold theirs, and a read
+    # from the shared pool could wait behind them for good.
+    app.state.live_engine = create_engine(settings, pool_size=LIVE_READ_CONNECTIONS)
+    app.state.live_devices = LiveDeviceCache(
+        session_factory(app.state.live_engine), settings.live_cache_seconds
+    )
     app.state.events = EventHub()
     app.state.files = FileStore(settings.data_dir / "files")
     app.state.device_rules = DeviceRulesCache()
@@ -116,10 +128,12 @@ def create_app(
     install_error_handlers(app)
     # Documents first: `/module/devices/openapi.json` must not be taken for a device id.
     app.include_router(_documents_router(app))
-    for router in STUDIO_ROUTERS:
-        app.include_router(router)
+    # Then the modules: the busiest calls, matched against the fewest routes before theirs.
+    # No Studio path (/api/...) can be taken for a module's (/module/...), nor the reverse.
     for module in MODULES:
         app.include_router(module.router)
+    for router in STUDIO_ROUTERS:
+        app.include_router(router)
     app.include_router(_health_router(app))
     app.include_router(playground.router)
 

@@ -170,7 +170,7 @@ def bench_api(
     ] = None,
 ) -> None:
     """HTTP API throughput and latency against a real server (see docs/benchmarks.md)."""
-    bench = _load_bench("api")
+    bench = load_bench("api")
     code = bench.main(
         duration=duration,
         connections=connections,
@@ -194,7 +194,7 @@ def bench_ingest(
     ] = None,
 ) -> None:
     """Wialon IPS ingest rate and ack latency against a real server (see docs/benchmarks.md)."""
-    bench = _load_bench("ingest")
+    bench = load_bench("ingest")
     code = bench.main(
         duration=duration, device_count=devices, database_url=database_url, console=console
     )
@@ -217,7 +217,7 @@ def bench_storage(
     ] = True,
 ) -> None:
     """Bytes on disk per stored message, PostgreSQL and SQLite (see docs/benchmarks.md)."""
-    bench = _load_bench("storage")
+    bench = load_bench("storage")
     code = bench.main(
         message_count=messages,
         device_count=devices,
@@ -229,10 +229,14 @@ def bench_storage(
     raise typer.Exit(code)
 
 
-def _load_bench(name: str) -> ModuleType:
-    """Imports bench/NAME.py by path: bench/ is beside src/ in a checkout, absent from a wheel."""
+def load_bench(name: str) -> ModuleType:
+    """Imports bench/NAME.py by path, once: bench/ is beside src/ in a checkout, absent from a
+    wheel. The benchmarks load their shared helpers (bench/support.py) through it too."""
     import fleetplane
 
+    loaded = sys.modules.get(f"fleetplane_bench_{name}")
+    if loaded is not None:
+        return loaded
     path = Path(fleetplane.__file__).resolve().parents[2] / "bench" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"fleetplane_bench_{name}", path)
     if not path.is_file() or spec is None or spec.loader is None:

@@ -24,6 +24,13 @@ class Settings(BaseSettings):
     api_key_cache_seconds: float = Field(
         default=2.0, ge=0, description="how long a checked key is trusted before re-reading it"
     )
+    live_cache_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="how long a customer's devices read from the database answer the module's "
+        "device reads before being read again (changes made in this process show at once); "
+        "0 reads the database on every call",
+    )
     gateway: bool = Field(
         default=True, description="Run the device listeners (channels) in this process."
     )

@@ -1,10 +1,14 @@
 """With keys and customers cached, changes made through the API still apply at once."""
 
+import asyncio
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
 from conftest import RunningServer, assert_problem, make_settings, make_tenant, start_server
+from fleetplane.core.auth import IdentityCache
 
 
 @pytest.fixture(scope="module")
@@ -41,3 +45,24 @@ def test_customer_changes_apply_at_once(caching_server: RunningServer) -> None:
     assert api.get("/module/devices").status_code == 200
     tenant.api.delete(f"/api/customers/{customer}")
     assert_problem(api.get("/module/devices"), 404, "customer_not_found")
+
+
+def test_calls_missing_the_same_entry_share_one_read() -> None:
+    cache = IdentityCache(ttl_seconds=600)
+    reads: list[str] = []
+
+    async def read() -> Identity:
+        reads.append("read")
+        await asyncio.sleep(0.01)
+        return Identity("key_1")
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(*(cache.get_or_read("hash", read) for _ in range(20)))
+
+    answers = asyncio.run(main())
+    assert reads == ["read"] and {answer.id for answer in answers} == {"key_1"}
+
+
+@dataclass(frozen=True)
+class Identity:
+    id: str

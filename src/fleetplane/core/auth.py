@@ -6,18 +6,20 @@ tenant checks in the contract's order, and is what `PermissionRoute` publishes a
 `x-permissions` in the OpenAPI document.
 """
 
+import asyncio
 import hashlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Request, Response, Security
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.types import Receive, Scope, Send
 
 from fleetplane.core.db import set_tenant_scope
 from fleetplane.core.errors import ApiError
@@ -83,6 +85,9 @@ class AuthBackend(Protocol):
     ) -> CustomerIdentity | None: ...
 
 
+_READ_FAILED = object()
+
+
 class IdentityCache:
     """Keys and customers already checked, trusted for a few seconds, so a busy client costs
     no key or customer query per call. Changing one through the API in this process forgets
@@ -92,6 +97,31 @@ class IdentityCache:
         self.ttl = ttl_seconds
         self.max_entries = max_entries
         self._entries: dict[object, tuple[Any, float]] = {}
+        self._reading: dict[object, asyncio.Future[Any]] = {}
+
+    async def get_or_read(self, key: object, read: Callable[[], Awaitable[Any | None]]) -> Any:
+        """The entry, or what `read()` gives (kept unless None). Callers missing the same entry
+        at the same time share one read: when a busy client's key expires, the calls waiting
+        on it cost one query, not one each."""
+        if self.ttl <= 0:
+            return await read()
+        value = self.get(key)
+        if value is not None:
+            return value
+        pending = self._reading.get(key)
+        if pending is not None:
+            shared = await asyncio.shield(pending)
+            return shared if shared is not _READ_FAILED else await read()
+        future = self._reading[key] = asyncio.get_running_loop().create_future()
+        outcome: Any = _READ_FAILED
+        try:
+            outcome = await read()
+            if outcome is not None:
+                self.put(key, outcome)
+            return outcome
+        finally:
+            del self._reading[key]
+            future.set_result(outcome)  # on failure, each waiting caller reads for itself
 
     def get(self, key: object) -> Any | None:
         entry = self._entries.get(key)
@@ -109,6 +139,22 @@ class IdentityCache:
     def forget(self, object_id: str) -> None:
         """Forgets every entry holding the object with this id."""
         self._entries = {k: e for k, e in self._entries.items() if e[0].id != object_id}
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleAccess:
+    """A call that passed the module checks: whose key, for which customer."""
+
+    key: KeyIdentity
+    customer: CustomerIdentity
+
+    @property
+    def provider_id(self) -> str:
+        return self.key.provider_id
+
+    @property
+    def customer_id(self) -> str:
+        return self.customer.id
 
 
 @dataclass(slots=True)
@@ -159,12 +205,11 @@ async def _authenticate(request: Request, session: AsyncSession, secret: str | N
         raise ApiError(401, "api_key_missing", f"Send your API key in the {API_KEY_HEADER} header.")
     state = request.app.state
     secret_hash = hash_secret(secret)
-    key = state.identity_cache.get(secret_hash)
+    key = await state.identity_cache.get_or_read(
+        secret_hash, lambda: state.auth_backend.key_by_secret_hash(session, secret_hash)
+    )
     if key is None:
-        key = await state.auth_backend.key_by_secret_hash(session, secret_hash)
-        if key is None:
-            raise ApiError(401, "api_key_invalid", "This API key is not known.")
-        state.identity_cache.put(secret_hash, key)
+        raise ApiError(401, "api_key_invalid", "This API key is not known.")
     if key.revoked:
         raise ApiError(401, "api_key_revoked", "This API key has been revoked.")
     if key.expires_at is not None and key.expires_at <= utcnow():
@@ -256,18 +301,58 @@ async def _customer_of_key(
     if key.customer_ids is not None and customer_id not in key.customer_ids:
         raise not_found
     await set_tenant_scope(session, provider_id=key.provider_id, customer_id=customer_id)
-    cache = request.app.state.identity_cache
-    customer = cache.get((key.provider_id, customer_id))
+    backend = request.app.state.auth_backend
+    customer = await request.app.state.identity_cache.get_or_read(
+        (key.provider_id, customer_id),
+        lambda: backend.customer(session, key.provider_id, customer_id),
+    )
     if customer is None:
-        customer = await request.app.state.auth_backend.customer(
-            session, key.provider_id, customer_id
-        )
-        if customer is None:
-            raise not_found
-        cache.put((key.provider_id, customer_id), customer)
+        raise not_found
     if customer.status != "active":
         raise ApiError(403, "customer_suspended", "This customer is suspended.")
     return customer
+
+
+def cached_module_access(
+    request: Request, module_name: str, needed: tuple[str, ...]
+) -> ModuleAccess | None:
+    """The module checks of `customer_permission`, answered from the key and customer caches
+    alone, for a call that passes every one of them; None for any other call, whose answer
+    (an error, or a database read of the key or customer) the full checks then give. Applies
+    no rate limit: that is for whoever answers the call."""
+    secret = request.headers.get(API_KEY_HEADER)
+    customer_id = request.headers.get(CUSTOMER_HEADER)
+    if not secret or not customer_id:
+        return None
+    cache: IdentityCache = request.app.state.identity_cache
+    key: KeyIdentity | None = cache.get(hash_secret(secret))
+    if key is None or key.revoked or (key.expires_at is not None and key.expires_at <= utcnow()):
+        return None
+    if key.customer_ids is not None and customer_id not in key.customer_ids:
+        return None
+    customer: CustomerIdentity | None = cache.get((key.provider_id, customer_id))
+    if customer is None or customer.status != "active" or module_name not in customer.modules:
+        return None
+    if missing(key.customer_permissions, needed):
+        return None
+    return ModuleAccess(key, customer)
+
+
+MemoryAnswer = Callable[[Request, ModuleAccess], Awaitable[Response | None]]
+
+
+def answers_from_memory(answer: MemoryAnswer) -> Callable[[Callable[..., Any]], Any]:
+    """Marks a module endpoint whose answer can often come from process memory: for a call
+    the caches show passes the module checks, `answer(request, access)` gives the response, or
+    None to run the endpoint as usual. The endpoint stays what the document describes and what
+    answers every other call (errors included); this only skips FastAPI's dependency solving,
+    the largest fixed cost of a call."""
+
+    def mark(endpoint: Callable[..., Any]) -> Any:
+        endpoint.__answer_from_memory__ = answer  # type: ignore[attr-defined]
+        return endpoint
+
+    return mark
 
 
 def public() -> Any:
@@ -277,6 +362,18 @@ def public() -> Any:
         return None
 
     return _declare(public_access, ())
+
+
+def declared_module(route: APIRoute) -> str | None:
+    """The module whose checks a route's dependencies run, if any."""
+    pending = list(route.dependant.dependencies)
+    while pending:
+        dependant = pending.pop()
+        module_name = getattr(dependant.call, "__module_name__", None)
+        if module_name is not None:
+            return str(module_name)
+        pending.extend(dependant.dependencies)
+    return None
 
 
 def declared_permissions(route: APIRoute) -> tuple[str, ...] | None:
@@ -293,13 +390,40 @@ def declared_permissions(route: APIRoute) -> tuple[str, ...] | None:
 
 
 class PermissionRoute(APIRoute):
-    """Publishes the permissions a route's dependency enforces as `x-permissions`."""
+    """Publishes the permissions a route's dependency enforces as `x-permissions`, and lets a
+    module endpoint marked `answers_from_memory` answer without the dependency chain."""
+
+    _from_memory: "_MemoryRead | None" = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         permissions = declared_permissions(self)
         if permissions is None:
             return
+        answer = getattr(self.endpoint, "__answer_from_memory__", None)
+        module_name = declared_module(self)
+        if answer is not None and module_name is not None and self.methods == {"GET"}:
+            self._from_memory = _MemoryRead(answer, module_name, permissions)
         self.openapi_extra = {**(self.openapi_extra or {}), "x-permissions": list(permissions)}
         needs = ", ".join(f"`{p}`" for p in permissions) if permissions else "none (public)"
         self.description = f"{self.description or ''}\n\n**Permissions:** {needs}".strip()
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._from_memory is None or scope["method"] != "GET":
+            await super().handle(scope, receive, send)
+            return
+        request = Request(scope, receive, send)
+        answer, module_name, needed = self._from_memory
+        access = cached_module_access(request, module_name, needed)
+        response = None if access is None else await answer(request, access)
+        if access is None or response is None:
+            await super().handle(scope, receive, send)
+            return
+        _apply_rate_limit(request, access.key)
+        await response(scope, receive, send)
+
+
+class _MemoryRead(NamedTuple):
+    answer: MemoryAnswer
+    module_name: str
+    permissions: tuple[str, ...]

@@ -98,7 +98,10 @@ def _prepare_postgres(engine: AsyncEngine, app_role: str) -> None:
         cursor.close()
 
 
-def create_engine(settings: Settings, *, as_app_role: bool = True) -> AsyncEngine:
+def create_engine(
+    settings: Settings, *, as_app_role: bool = True, pool_size: int = 20
+) -> AsyncEngine:
+    """`pool_size` connections are kept open (PostgreSQL), as many more opened when needed."""
     url = settings.resolved_database_url
     if url.startswith("sqlite"):
         Path(url.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
@@ -109,8 +112,8 @@ def create_engine(settings: Settings, *, as_app_role: bool = True) -> AsyncEngin
         return engine
     engine = create_async_engine(
         url,
-        pool_size=20,
-        max_overflow=20,
+        pool_size=pool_size,
+        max_overflow=pool_size,
         pool_pre_ping=True,
         json_serializer=json_column_text,
     )

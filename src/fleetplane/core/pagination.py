@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Row, Select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
+from starlette.datastructures import QueryParams
 
 from fleetplane.core.errors import validation_error
 
@@ -26,6 +27,11 @@ class Page(BaseModel, Generic[Item]):
     )
 
 
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+MAX_CURSOR_LENGTH = 512
+
+
 @dataclass(frozen=True, slots=True)
 class PageParams:
     limit: int
@@ -33,13 +39,34 @@ class PageParams:
 
 
 async def page_params(
-    limit: Annotated[int, Query(ge=1, le=1000, description="Items per page.")] = 100,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page.")] = DEFAULT_LIMIT,
     cursor: Annotated[
-        str | None, Query(max_length=512, description="`next_cursor` of the previous page.")
+        str | None,
+        Query(max_length=MAX_CURSOR_LENGTH, description="`next_cursor` of the previous page."),
     ] = None,
 ) -> PageParams:
     """`limit` and `cursor`, shared by every list endpoint (async: no thread hop per call)."""
     return PageParams(limit=limit, after=decode_cursor(cursor) if cursor else None)
+
+
+def plain_page_params(query: QueryParams) -> PageParams | None:
+    """`limit` and `cursor` read without FastAPI when each is absent or plainly valid (digits
+    in range, a cursor this API gave); None for anything else, which `page_params` then
+    validates and answers."""
+    limits, cursors = query.getlist("limit"), query.getlist("cursor")
+    if len(limits) > 1 or len(cursors) > 1:
+        return None
+    limit = DEFAULT_LIMIT
+    if limits:
+        if not (limits[0].isascii() and limits[0].isdigit() and len(limits[0]) <= 4):
+            return None
+        limit = int(limits[0])
+        if not 1 <= limit <= MAX_LIMIT:
+            return None
+    if not cursors:
+        return PageParams(limit=limit, after=None)
+    after = _cursor_value(cursors[0]) if 0 < len(cursors[0]) <= MAX_CURSOR_LENGTH else None
+    return None if after is None else PageParams(limit=limit, after=after)
 
 
 PageDep = Depends(page_params)
@@ -50,14 +77,19 @@ def encode_cursor(last_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> str:
+    after = _cursor_value(cursor)
+    if after is None:
+        raise validation_error(["query", "cursor"], "Invalid cursor; use a next_cursor you got.")
+    return after
+
+
+def _cursor_value(cursor: str) -> str | None:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         after = orjson.loads(base64.urlsafe_b64decode(padded.encode()))["after"]
     except (binascii.Error, ValueError, TypeError, KeyError, orjson.JSONDecodeError):
-        after = None
-    if not isinstance(after, str):
-        raise validation_error(["query", "cursor"], "Invalid cursor; use a next_cursor you got.")
-    return after
+        return None
+    return after if isinstance(after, str) else None
 
 
 async def paginate(

@@ -3,14 +3,14 @@
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Query, Response
+from fastapi import Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from fleetplane.audit.service import Actor
 from fleetplane.commands import service as commands
 from fleetplane.commands.models import Command
 from fleetplane.commands.schemas import CommandCreate, CommandOut
-from fleetplane.core.auth import CustomerContext
+from fleetplane.core.auth import CustomerContext, ModuleAccess, answers_from_memory
 from fleetplane.core.errors import not_found
 from fleetplane.core.events import EventHub, server_sent_events
 from fleetplane.core.modules import Module
@@ -21,8 +21,10 @@ from fleetplane.core.pagination import (
     fetch_page,
     json_response,
     paginate,
+    plain_page_params,
 )
 from fleetplane.devices import live, service
+from fleetplane.devices.live_cache import LiveDeviceCache, cursor_fits
 from fleetplane.devices.models import Device
 from fleetplane.devices.schemas import CustomerDeviceOut
 from fleetplane.messages import service as messages
@@ -37,12 +39,24 @@ module = Module(
 router = module.router
 
 
+async def _page_from_memory(request: Request, access: ModuleAccess) -> Response | None:
+    params = plain_page_params(request.query_params)
+    if params is None or not cursor_fits(params.after):
+        return None
+    held = _cache(request).fresh(access.provider_id, access.customer_id)
+    return None if held is None else _json_answer(held.page(params.after, params.limit))
+
+
 @router.get("", response_model=Page[CustomerDeviceOut], summary="List the customer's devices")
+@answers_from_memory(_page_from_memory)
 async def list_devices(
     ctx: CustomerContext = module.requires("read:devices"), page: PageParams = PageDep
 ) -> Response:
     """Each device with its live state: last message, online, position, odometer, ignition,
     sensor values, inputs, outputs and the last value of every parameter."""
+    held = await _live_devices(ctx).customer_devices(ctx.provider_id, ctx.customer_id)
+    if held is not None and cursor_fits(page.after):
+        return _json_answer(held.page(page.after, page.limit))
     statement = live.customer_devices_query(ctx.provider_id, ctx.customer_id)
     rows, next_cursor = await fetch_page(ctx.session, statement, Device.id, page)
     items = await live.shape_with_sensors(ctx.session, ctx.provider_id, rows)
@@ -68,18 +82,44 @@ async def device_events(ctx: CustomerContext = module.requires("read:devices")) 
     )
 
 
+async def _device_from_memory(request: Request, access: ModuleAccess) -> Response | None:
+    held = _cache(request).fresh(access.provider_id, access.customer_id)
+    answer = None if held is None else held.one(request.path_params["device_id"])
+    return None if answer is None else _json_answer(answer)  # not found: the endpoint says so
+
+
 @router.get(
     "/{device_id}", response_model=CustomerDeviceOut, summary="Get one device and its live state"
 )
+@answers_from_memory(_device_from_memory)
 async def get_device(
     device_id: str, ctx: CustomerContext = module.requires("read:devices")
 ) -> Response:
+    held = await _live_devices(ctx).customer_devices(ctx.provider_id, ctx.customer_id)
+    if held is not None:
+        answer = held.one(device_id)
+        if answer is None:
+            raise not_found("device")
+        return _json_answer(answer)
     statement = live.customer_devices_query(ctx.provider_id, ctx.customer_id)
     row = (await ctx.session.execute(statement.where(Device.id == device_id))).one_or_none()
     if row is None:
         raise not_found("device")
     [item] = await live.shape_with_sensors(ctx.session, ctx.provider_id, [row])
     return json_response(item)
+
+
+def _live_devices(ctx: CustomerContext) -> LiveDeviceCache:
+    return _cache(ctx.request)
+
+
+def _cache(request: Request) -> LiveDeviceCache:
+    cache: LiveDeviceCache = request.app.state.live_devices
+    return cache
+
+
+def _json_answer(body: bytes) -> Response:
+    return Response(body, media_type="application/json")
 
 
 @router.get(

@@ -1,0 +1,435 @@
+"""Each customer's devices with their live state, kept in process memory for the module's two
+hot reads (`GET /module/devices` and `GET /module/devices/{id}`), each device also kept as its
+ready JSON text.
+
+How it stays correct (docs/decisions.md, "Device reads are served from memory"):
+
+- Every change committed in this process reaches it, from SQLAlchemy session events after the
+  commit, so no write path has to remember to call it: new live states written by the telemetry
+  pipeline are applied in place (a state only moves forward), and any other write to providers,
+  customers, channels, devices, sensors or live states drops every customer's devices, read
+  again at the next call.
+- Writes by other processes to the same database show once a customer's devices are older than
+  `ttl_seconds`: they are read again then, so no read is staler than that.
+- A read from the database that overlaps a change: live states committed meanwhile are applied
+  to it when it completes; after any other change it is not kept.
+- Memory is bounded: at most `max_devices` devices over all customers (the customers read least
+  recently go first); a customer with more than `max_devices_per_customer` devices is not kept
+  at all, and its reads go to the database.
+"""
+
+import asyncio
+import threading
+import time
+import weakref
+from bisect import bisect_right
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import BigInteger, Float, Integer, TextClause, event, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
+
+from fleetplane.core.db import UTCDateTime, set_tenant_scope
+from fleetplane.core.ids import looks_like_id
+from fleetplane.core.pagination import encode_cursor
+from fleetplane.core.timeutil import as_utc, utcnow
+from fleetplane.devices import live
+from fleetplane.devices.models import Device, DeviceState
+from fleetplane.sensors import service as sensors
+from fleetplane.sensors.calculation import SensorDefinition
+
+CustomerKey = tuple[str, str]  # (provider id, customer id)
+
+# A write to one of these tables may change what a customer's device reads answer.
+WATCHED_TABLES = frozenset(
+    {"providers", "customers", "channels", "devices", "sensors", DeviceState.__tablename__}
+)
+_DML_WORDS = ("insert", "update", "delete", "replace", "merge", "truncate", "alter", "drop")
+_PENDING_KEY = "fleetplane.live_cache.pending"
+DEVICE_ID_PREFIX = "dev_"
+# List answers held per customer (one per page and page size asked for).
+MAX_PAGES_HELD = 64
+
+
+@dataclass(slots=True)
+class Changes:
+    """What a transaction changed that the device reads care about."""
+
+    states: list[Mapping[str, Any]] = field(default_factory=list)
+    everything: bool = False  # something other than live states: forget every customer
+
+
+_Ready = tuple[bytes, datetime | None]  # a JSON text and until when it holds (None: no end)
+
+
+def _holds(ready: _Ready, now: datetime) -> bool:
+    return ready[1] is None or now <= ready[1]
+
+
+def _ends(items: list[_Ready]) -> Iterator[datetime]:
+    return (end for _, end in items if end is not None)
+
+
+@dataclass(slots=True)
+class CustomerDevices:
+    """One customer's devices as read at `loaded_at`, kept up to date with live states."""
+
+    generation: int
+    loaded_at: float  # time.monotonic()
+    ids: list[str]  # in id order, the order of every list
+    rows: dict[str, dict[str, Any]]  # id -> the row of live.customer_devices_query
+    sensors: dict[str, list[SensorDefinition]]
+    # id -> the device's JSON text and until when it holds (None: until its state changes)
+    encoded: dict[str, _Ready] = field(default_factory=dict)
+    # (after, limit) -> a list answer, held the same way; all go when any state changes
+    pages: dict[tuple[str | None, int], _Ready] = field(default_factory=dict)
+
+    def page(self, after: str | None, limit: int) -> bytes:
+        """The list answer: up to `limit` devices after the id `after`, and the next cursor."""
+        now = utcnow()
+        ready = self.pages.get((after, limit))
+        if ready is not None and _holds(ready, now):
+            return ready[0]
+        start = 0 if after is None else bisect_right(self.ids, after)
+        ids = self.ids[start : start + limit + 1]
+        next_cursor = None
+        if len(ids) > limit:
+            ids = ids[:limit]
+            next_cursor = encode_cursor(ids[-1])
+        items = [self._json(device_id, now) for device_id in ids]
+        body = b'{"items":[%b],"next_cursor":%b}' % (
+            b",".join(text for text, _ in items),
+            orjson.dumps(next_cursor),
+        )
+        if len(self.pages) >= MAX_PAGES_HELD:
+            self.pages.clear()
+        self.pages[(after, limit)] = (body, min(_ends(items), default=None))
+        return body
+
+    def one(self, device_id: str) -> bytes | None:
+        """The answer for one device, or None when the customer has no such device."""
+        if device_id not in self.rows:
+            return None
+        return self._json(device_id, utcnow())[0]
+
+    def apply_state(self, state: Mapping[str, Any]) -> None:
+        """A new live state of one of the devices; an older one than held is ignored."""
+        row = self.rows.get(state["device_id"])
+        if row is None or not _newer(state, row):
+            return
+        values = _as_read_back(state)  # only for held devices: the pipeline writes many more
+        row.update((name, values[name]) for name in live.STATE_FIELDS)
+        self.encoded.pop(row["id"], None)
+        self.pages.clear()
+
+    def reuse_encoded(self, previous: "CustomerDevices") -> None:
+        """Takes over the JSON texts of an earlier read for the devices that did not change."""
+        for device_id, ready in previous.encoded.items():
+            row = self.rows.get(device_id)
+            if row == previous.rows.get(device_id) and self.sensors.get(
+                device_id
+            ) == previous.sensors.get(device_id):
+                self.encoded[device_id] = ready
+
+    def _json(self, device_id: str, now: datetime) -> _Ready:
+        """The device's JSON text, shaped again only when its state changed or the moment it
+        goes offline has passed: the answer is the same as shaping it on every call."""
+        ready = self.encoded.get(device_id)
+        if ready is not None and _holds(ready, now):
+            return ready
+        row = self.rows[device_id]
+        item = live.shape_device(row, self.sensors.get(device_id, []))
+        text = orjson.dumps(item, option=orjson.OPT_UTC_Z)
+        # Online turns into offline by time alone; offline changes only with a new state.
+        ready = self.encoded[device_id] = (
+            text,
+            live.online_until(row) if item["online"] else None,
+        )
+        return ready
+
+
+@dataclass(slots=True)
+class _TooMany:
+    """A customer with more devices than are kept: read from the database for a while."""
+
+    generation: int
+    loaded_at: float
+
+
+@dataclass(slots=True)
+class _Load:
+    generation: int
+    missed: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # states meanwhile
+    task: "asyncio.Task[CustomerDevices | None] | None" = None
+
+
+class LiveDeviceCache:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        ttl_seconds: float,
+        *,
+        max_devices: int = 50_000,
+        max_devices_per_customer: int = 10_000,
+    ) -> None:
+        self._sessions = sessions
+        self.ttl = ttl_seconds
+        self.max_devices = max_devices
+        self.max_devices_per_customer = min(max_devices_per_customer, max_devices)
+        self._generation = 0
+        self._entries: OrderedDict[CustomerKey, CustomerDevices | _TooMany] = OrderedDict()
+        self._customer_of: dict[str, CustomerKey] = {}  # device id -> its customer's entry
+        self._kept_devices = 0
+        self._loads: dict[CustomerKey, _Load] = {}
+        # Changes can be committed on another thread (a command run beside the server).
+        self._lock = threading.Lock()
+        _caches.add(self)
+
+    @property
+    def enabled(self) -> bool:
+        return self.ttl > 0
+
+    def fresh(self, provider_id: str, customer_id: str) -> CustomerDevices | None:
+        """The customer's devices when held and fresh enough; None when they must be read."""
+        key = (provider_id, customer_id)
+        entry = self._entries.get(key)
+        if not isinstance(entry, CustomerDevices) or not self._is_fresh(entry):
+            return None
+        self._entries.move_to_end(key)
+        return entry
+
+    async def customer_devices(self, provider_id: str, customer_id: str) -> CustomerDevices | None:
+        """The customer's devices, read from the database when not held or too old; None when
+        the customer has too many to keep (or keeping is off): read them from the database."""
+        if not self.enabled:
+            return None
+        key = (provider_id, customer_id)
+        entry = self._entries.get(key)
+        if entry is not None and self._is_fresh(entry):
+            self._entries.move_to_end(key)
+            return entry if isinstance(entry, CustomerDevices) else None
+        load = self._start_load(key)
+        assert load.task is not None
+        # Shielded: a caller that goes away does not cancel the others' read.
+        return await asyncio.shield(load.task)
+
+    def _start_load(self, key: CustomerKey) -> _Load:
+        """The read of the customer's devices under way, or a new one. A read that began
+        before the last change may not answer a call made after it: then a new one starts."""
+        load = self._loads.get(key)
+        if load is None or load.generation != self._generation:
+            with self._lock:
+                load = _Load(self._generation)
+                load.task = asyncio.create_task(self._load(key, load))
+                self._loads[key] = load
+        return load
+
+    def apply(self, changes: Changes) -> None:
+        """Takes in what a committed transaction changed."""
+        with self._lock:
+            if changes.everything:
+                self._forget_everything()
+                return
+            for state in changes.states:
+                self._apply_state(state)
+
+    def _apply_state(self, state: Mapping[str, Any]) -> None:
+        device_id = state["device_id"]
+        for load in self._loads.values():
+            seen = load.missed.get(device_id)
+            if seen is None or _newer(state, seen):
+                load.missed[device_id] = state
+        key = self._customer_of.get(device_id)
+        entry = None if key is None else self._entries.get(key)
+        if isinstance(entry, CustomerDevices):
+            entry.apply_state(state)
+
+    def _forget_everything(self) -> None:
+        self._generation += 1
+        self._entries = OrderedDict()
+        self._customer_of = {}
+        self._kept_devices = 0
+
+    def _is_fresh(self, entry: CustomerDevices | _TooMany) -> bool:
+        return (
+            entry.generation == self._generation and time.monotonic() - entry.loaded_at <= self.ttl
+        )
+
+    async def _load(self, key: CustomerKey, load: _Load) -> CustomerDevices | None:
+        try:
+            loaded_at = time.monotonic()
+            devices = await self._read(key, load.generation, loaded_at)
+            with self._lock:
+                if devices is not None:
+                    for state in load.missed.values():
+                        devices.apply_state(state)
+                    previous = self._entries.get(key)
+                    if isinstance(previous, CustomerDevices):
+                        devices.reuse_encoded(previous)
+                if load.generation == self._generation:
+                    self._keep(key, devices or _TooMany(load.generation, loaded_at))
+            return devices
+        finally:
+            with self._lock:
+                if self._loads.get(key) is load:
+                    del self._loads[key]
+
+    async def _read(
+        self, key: CustomerKey, generation: int, loaded_at: float
+    ) -> CustomerDevices | None:
+        provider_id, customer_id = key
+        async with self._sessions() as session:
+            await set_tenant_scope(session, provider_id=provider_id, customer_id=customer_id)
+            count = await session.execute(
+                select(func.count()).where(
+                    Device.provider_id == provider_id, Device.customer_id == customer_id
+                )
+            )
+            if count.scalar_one() > self.max_devices_per_customer:
+                return None
+            statement = live.customer_devices_query(provider_id, customer_id).order_by(Device.id)
+            rows = {row.id: dict(row._mapping) for row in await session.execute(statement)}
+            definitions = await sensors.values_for_devices(session, provider_id, list(rows))
+        return CustomerDevices(generation, loaded_at, list(rows), rows, definitions)
+
+    def _keep(self, key: CustomerKey, entry: CustomerDevices | _TooMany) -> None:
+        self._drop(key)
+        size = len(entry.ids) if isinstance(entry, CustomerDevices) else 0
+        while self._entries and self._kept_devices + size > self.max_devices:
+            self._drop(next(iter(self._entries)))  # the least recently read customer
+        self._entries[key] = entry
+        if isinstance(entry, CustomerDevices):
+            self._kept_devices += size
+            self._customer_of.update(dict.fromkeys(entry.ids, key))
+
+    def _drop(self, key: CustomerKey) -> None:
+        entry = self._entries.pop(key, None)
+        if isinstance(entry, CustomerDevices):
+            self._kept_devices -= len(entry.ids)
+            for device_id in entry.ids:
+                if self._customer_of.get(device_id) == key:
+                    del self._customer_of[device_id]
+
+
+def cursor_fits(after: str | None) -> bool:
+    """Whether a cursor compares the same in memory as in the database: a device id (ids of
+    one kind sort the same under every collation); any other cursor is read from the database."""
+    return after is None or (after.startswith(DEVICE_ID_PREFIX) and looks_like_id(after))
+
+
+def _newer(state: Mapping[str, Any], than: Mapping[str, Any]) -> bool:
+    held = than["last_message_at"]
+    return held is None or as_utc(state["last_message_at"]) > as_utc(held)
+
+
+# --- change intake: SQLAlchemy session events, for every session of the process ------------
+
+_caches: "weakref.WeakSet[LiveDeviceCache]" = weakref.WeakSet()
+
+
+def _state_casts() -> dict[str, Any]:
+    """How a written state value reads back from the database: floats stay floats, times UTC."""
+    casts: dict[str, Any] = {}
+    for column in DeviceState.__table__.columns:
+        if isinstance(column.type, Float):
+            casts[column.name] = float
+        elif isinstance(column.type, Integer | BigInteger):
+            casts[column.name] = int
+        elif isinstance(column.type, UTCDateTime):
+            casts[column.name] = as_utc
+    return casts
+
+
+_STATE_CASTS = _state_casts()
+
+
+def _as_read_back(state: Mapping[str, Any]) -> dict[str, Any]:
+    values = dict(state)
+    for name, cast in _STATE_CASTS.items():
+        if values.get(name) is not None:
+            values[name] = cast(values[name])
+    return values
+
+
+def _pending(session: Session) -> Changes:
+    changes: Changes | None = session.info.get(_PENDING_KEY)
+    if changes is None:
+        changes = session.info[_PENDING_KEY] = Changes()
+    return changes
+
+
+def _table_name(instance: object) -> str | None:
+    return getattr(type(instance), "__tablename__", None)
+
+
+@event.listens_for(Session, "after_flush")
+def _note_flush(session: Session, flush_context: UOWTransaction) -> None:
+    touched: Iterator[object] = (
+        instance
+        for objects in (session.new, session.dirty, session.deleted)
+        for instance in objects
+    )
+    if any(_table_name(instance) in WATCHED_TABLES for instance in touched):
+        _pending(session).everything = True
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _note_statement(execute_state: ORMExecuteState) -> None:
+    statement = execute_state.statement
+    if isinstance(statement, TextClause):
+        if statement.text.lstrip()[:8].lower().startswith(_DML_WORDS):
+            _pending(execute_state.session).everything = True
+        return
+    if not (execute_state.is_insert or execute_state.is_update or execute_state.is_delete):
+        return
+    table = getattr(getattr(statement, "table", None), "name", None)
+    if table not in WATCHED_TABLES:
+        return
+    changes = _pending(execute_state.session)
+    states = _written_states(execute_state) if table == DeviceState.__tablename__ else None
+    if states is None:
+        changes.everything = True
+    else:
+        changes.states.extend(states)
+
+
+def _written_states(execute_state: ORMExecuteState) -> list[Mapping[str, Any]] | None:
+    """The whole states an insert or upsert of live states wrote, as written (they are taken
+    as read back only for the devices held); None for any other write (its effect is not known
+    here, so every customer is read again)."""
+    parameters = execute_state.parameters
+    rows: list[Any] = parameters if isinstance(parameters, list) else [parameters]
+    if not execute_state.is_insert or not rows:
+        return None
+    # The rows of one statement share their keys (SQLAlchemy requires it): the first tells.
+    if not (isinstance(rows[0], Mapping) and rows[0].keys() >= live.STATE_FIELDS):
+        return None
+    return rows
+
+
+@event.listens_for(Session, "after_commit")
+def _deliver(session: Session) -> None:
+    changes: Changes | None = session.info.pop(_PENDING_KEY, None)
+    if changes is None or not (changes.everything or changes.states):
+        return
+    for cache in list(_caches):
+        cache.apply(changes)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_rolled_back(session: Session, previous_transaction: Any) -> None:
+    changes: Changes | None = session.info.get(_PENDING_KEY)
+    if changes is None:
+        return
+    if previous_transaction.nested:
+        # A savepoint undone: what it wrote is not known apart from the rest, so when the
+        # outer transaction commits every customer is read again.
+        changes.states.clear()
+        changes.everything = True
+    else:
+        session.info.pop(_PENDING_KEY, None)
