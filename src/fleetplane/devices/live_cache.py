@@ -412,6 +412,12 @@ def _written_states(execute_state: ORMExecuteState) -> list[Mapping[str, Any]] |
     return rows
 
 
+def note_written_states(session: Session, states: list[Mapping[str, Any]]) -> None:
+    """Live states written below the ORM (the pipeline's bulk upsert through the driver, which
+    no session event sees): they reach the caches when the session commits, like the others."""
+    _pending(session).states.extend(states)
+
+
 @event.listens_for(Session, "after_commit")
 def _deliver(session: Session) -> None:
     changes: Changes | None = session.info.pop(_PENDING_KEY, None)

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane.core import bulk
 from fleetplane.core.geo import distance_m
+from fleetplane.devices import live_cache
 from fleetplane.devices.models import Device, DeviceState
 from fleetplane.devices.validity import ValidityRules, mark_filtered
 from fleetplane.ingest.message import Message
@@ -150,6 +151,7 @@ async def advance_states(
     if changed:
         connection = await session.connection()
         await bulk.write_rows(connection, DeviceState.__table__, changed, update_on=("device_id",))
+        live_cache.note_written_states(session.sync_session, changed)
     return changed
 
 
