@@ -193,16 +193,34 @@ def pack_values(
     )
     out = bytearray(_SMALL_VARINTS[header])  # below 2**10
     _varint(out, _zigzag((received_at - device_time) // _MILLISECOND))
+    # A field's usual form is looked up (`_usual_forms`); zero goes the long way, as -0.0 is
+    # equal to it but is stored as a number to keep its sign.
     if altitude is not None:
-        _field(out, float(altitude), _ALTITUDE_SCALE, True)
+        usual = _ALTITUDE_FORMS.get(altitude)
+        if usual is not None and altitude:
+            out += usual
+        else:
+            _field(out, float(altitude), _ALTITUDE_SCALE, True)
     if speed is not None:
-        _field(out, float(speed), _SPEED_SCALE, False)
+        usual = _WHOLE_UNIT_FORMS.get(speed)
+        if usual is not None and speed:
+            out += usual
+        else:
+            _field(out, float(speed), _SPEED_SCALE, False)
     if course is not None:
-        _field(out, float(course), _COURSE_SCALE, False)
+        usual = _WHOLE_UNIT_FORMS.get(course)
+        if usual is not None and course:
+            out += usual
+        else:
+            _field(out, float(course), _COURSE_SCALE, False)
     if satellites is not None:
         _varint(out, _zigzag(int(satellites)))
     if hdop is not None:
-        _field(out, float(hdop), _HDOP_SCALE, False)
+        usual = _HDOP_FORMS.get(hdop)
+        if usual is not None and hdop:
+            out += usual
+        else:
+            _field(out, float(hdop), _HDOP_SCALE, False)
     if inputs is not None:
         _varint(out, _zigzag(int(inputs)))
     if outputs is not None:
@@ -391,6 +409,15 @@ def _params(out: bytearray, params: Mapping[str, Any]) -> None:
         elif kind_of_value is float and value == 0 and math.copysign(1.0, value) > 0:  # not -0.0
             kind = _TENTHS
             payload = 0
+        elif kind_of_value is str:
+            out.append(base | _TEXT)
+            if name_text is not None:
+                out += name_text
+            if _is_upper_hex(value):
+                _text(out, bytes.fromhex(value), _UPPER_HEX)
+            else:
+                _text(out, value.encode(), _UTF8)
+            continue
         else:
             _other_value(out, base, name_text, value)
             continue
@@ -446,11 +473,34 @@ def _is_upper_hex(text: str) -> bool:
     return len(text) % 2 == 0 and text != "" and text.isascii() and not text.strip(_HEX_DIGITS)
 
 
-def _text_bytes(data: bytes, subtype: int) -> bytearray:
-    out = bytearray()
+def _text(out: bytearray, data: bytes, subtype: int) -> None:
     _varint(out, len(data) << 2 | subtype)
     out += data
+
+
+def _text_bytes(data: bytes, subtype: int) -> bytearray:
+    out = bytearray()
+    _text(out, data, subtype)
     return out
+
+
+def _usual_forms(steps: range, scale: int, signed: bool) -> dict[float, bytes]:
+    """The stored usual form (`n << 1`, n zigzagged when signed) of the values n / scale, n in
+    `steps`, by value: what `_field` writes for them."""
+    forms = {}
+    for step in steps:
+        out = bytearray()
+        _field(out, step / scale, scale, signed)
+        forms[step / scale] = bytes(out)
+    return forms
+
+
+# The usual forms of the common field values, looked up instead of computed per message: whole
+# metres from -1,000 to 9,000, whole km/h and degrees to 1,023, HDOP to 99.9.
+_ALTITUDE_FORMS = _usual_forms(range(-1000, 9001), _ALTITUDE_SCALE, True)
+_WHOLE_UNIT_FORMS = _usual_forms(range(1024), _SPEED_SCALE, False)
+_HDOP_FORMS = _usual_forms(range(1000), _HDOP_SCALE, False)
+assert _SPEED_SCALE == _COURSE_SCALE
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -518,9 +568,13 @@ def _params_at(data: bytes, position: int) -> dict[str, Any]:
         if kind == _RESERVED:
             raise ValueError("a packed message of a newer format")
         value = data[position]
-        position += 1
-        if value > 0x7F:
-            value, position = _varint_at(data, position - 1)
+        if value < 0x80:
+            position += 1
+        elif data[position + 1] < 0x80:  # two bytes: most values, read in line too
+            value = value & 0x7F | data[position + 1] << 7
+            position += 2
+        else:
+            value, position = _varint_at(data, position)
         if kind == _INTEGER:
             pass
         elif kind == _NEGATIVE_INTEGER:
