@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetplane.messages import codec
+from fleetplane.ingest.message import Message
+from fleetplane.messages import codec, service
 
 DEVICE_TIME = datetime(2024, 5, 1, 12, 0, 0, 250_000, tzinfo=UTC)
 FIELDS = ("altitude", "speed", "course", "satellites", "hdop", "inputs", "outputs")
@@ -133,3 +134,128 @@ def test_a_newer_format_is_refused_not_misread() -> None:
 def test_flags_beyond_three_bits_are_refused() -> None:
     with pytest.raises(ValueError, match="flags"):
         codec.pack(DEVICE_TIME, DEVICE_TIME, {}, {}, 8)
+
+
+# The exact bytes of a few messages, as the format's first writer stored them: rows already in
+# databases must decode the same, and a faster writer must not move a single byte.
+PINNED_PACKS = {
+    "typical live report": (
+        timedelta(seconds=1, microseconds=247_113),
+        {"altitude": 10.0, "speed": 0.0, "course": 174.0, "satellites": 7, "hdop": 1.2}
+        | {"inputs": 0, "outputs": 0},
+        {"ign": 0, "fuel": 99.7, "pwr_ext": 12.53, "odometer": 227833.475}
+        | {"engine_hours": 8692.98},
+        0,
+        "7fbe132800dc020e18000000000aca0f13ca132486daa3d9012be48e6a",
+    ),
+    "black box with a driver key": (
+        timedelta(seconds=54, microseconds=677_608),
+        {"altitude": 17.0, "speed": 69.0, "course": 81.0, "satellites": 14, "hdop": 0.9}
+        | {"inputs": 1, "outputs": 0},
+        {"ign": 1, "fuel": 92.5, "pwr_ext": 13.99, "odometer": 227856.994}
+        | {"engine_hours": 8693.55, "driver_key": "01EF1CB1E659DA89"},
+        1,
+        "ff01aad606448a01a2011c12020000010aba0e13ee1524c4c9a6d9012bd68f6a362101ef1cb1e659da89",
+    ),
+    "no fix": (
+        timedelta(seconds=-3),
+        {"satellites": 3, "inputs": 1, "outputs": 0},
+        {"ign": 1},
+        6,
+        "e806ef2e0602000001",
+    ),
+    "unusual field values": (
+        timedelta(days=40, microseconds=123_456),
+        {"altitude": -12.5, "speed": 25.0 * 1.852, "course": -0.0, "hdop": 0.95}
+        | {"inputs": 2**40, "outputs": 7},
+        {},
+        7,
+        "f707f681f3df19a71f1d67666666662647401d0000000000000080e9178080808080400e",
+    ),
+    "huge and odd numbers": (
+        timedelta(0),
+        {"altitude": 1e300, "speed": 123456.789012, "hdop": 12.0},
+        {"temp1": -0.0, "adc1": 1e-300, "rpm": 2.0**60, "batt": 3.7654321}
+        | {"mileage": -1234.5678, "gsm": math.inf},
+        0,
+        "13001d9c7500883ce4377e99858d99fd72f001a50e00000000000000803d0e59f3f8c21f6ea501b50e"
+        "000000000000b043850e047866dd9a1f0e409de9a9985e950e000000000000f07f",
+    ),
+    "every parameter kind": (
+        timedelta(milliseconds=1500),
+        {},
+        {"mcc": 250, "lac": -1, "cell_id": -(2**63), "temp2": -21.5, "adc2": 0.05}
+        | {"adc3": -0.125, "pwr_int": 4.0, "charge": 1.0, "fw": "V4.5", "text": "héllo"}
+        | {"hex": "0a", "HEX": "0A1B", "flag": True, "nothing": None, "list": [1, 2]}
+        | {"": "", "ключ": 3.14159},
+        0,
+        "00b817c0fa01d100d9ffffffffffffffff7faaaf03430a4cfb011a508a14fe0866771056342e35e618"
+        "68c3a96c6c6ffe0c686578083061fe0c484558090a1bfe10666c61671274727565fe1c6e6f7468696e"
+        "67126e756c6cfe106c697374165b312c325dfe0000fd20d0bad0bbd18ed187fae5b202",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", PINNED_PACKS)
+def test_known_messages_pack_to_the_pinned_bytes(case: str) -> None:
+    received, fields, params, flags, pinned = PINNED_PACKS[case]
+    packed = codec.pack(DEVICE_TIME, DEVICE_TIME + received, fields, params, flags)
+    assert packed.hex() == pinned
+
+
+@pytest.mark.parametrize("case", PINNED_PACKS)
+def test_the_pinned_bytes_unpack_to_the_known_messages(case: str) -> None:
+    received, fields, params, flags, pinned = PINNED_PACKS[case]
+    unpacked = codec.unpack(DEVICE_TIME, bytes.fromhex(pinned))
+    for name in FIELDS:
+        assert same(getattr(unpacked, name), fields.get(name)), name
+    assert list(unpacked.params) == list(params)
+    assert all(same(unpacked.params[name], value) for name, value in params.items())
+    assert unpacked.flags == flags
+    ms = received // timedelta(milliseconds=1)
+    assert unpacked.received_at == DEVICE_TIME + timedelta(milliseconds=ms)
+
+
+def test_known_decoded_messages_make_the_pinned_rows() -> None:
+    tracked = Message(
+        device_time=DEVICE_TIME,
+        received_at=DEVICE_TIME + timedelta(seconds=2),
+        lat=56.96449500000001,
+        lon=24.068623333333335,
+        altitude=10.0,
+        speed=35.0,
+        course=174.0,
+        satellites=7.0,
+        hdop=1.2,
+        inputs=1,
+        outputs=0,
+        adc=(12.71, None, 3.6),
+        driver_key="01EF1CB1E659DA89",
+        params={"ign": 1, "fuel": 99.7, "pwr_ext": 12.53, "fw": "V4.5"},
+        from_black_box=True,
+        filtered=True,
+    )
+    assert service.to_row(5, tracked) == {
+        "device_seq": 5,
+        "device_time": DEVICE_TIME,
+        "lat_e7": 569644950,
+        "lon_e7": 240686233,
+        "packed": bytes.fromhex(
+            "ff05a01f2846dc020e18020000010aca0f13ca13fe0866771056342e353bee134a48362101ef1cb1e6"
+            "59da89"
+        ),
+    }
+    bare = Message(
+        device_time=DEVICE_TIME,
+        received_at=DEVICE_TIME,
+        lat=-33.8688197,
+        lon=-151.2092955,
+        device_time_missing=True,
+    )
+    assert service.to_row(5, bare) == {
+        "device_seq": 5,
+        "device_time": DEVICE_TIME,
+        "lat_e7": -338688197,
+        "lon_e7": -1512092955,
+        "packed": bytes.fromhex("800200"),
+    }

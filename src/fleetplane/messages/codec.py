@@ -43,21 +43,23 @@ KNOWN_PARAMS = (
     "SOS", "mcc", "mnc", "lac", "cell_id", "text",
 )  # fmt: skip
 _NAME_FOLLOWS = 31
-_KNOWN_CODES = {name: code for code, name in enumerate(KNOWN_PARAMS)}
 assert len(KNOWN_PARAMS) < _NAME_FOLLOWS
 
 _FIELDS = ("altitude", "speed", "course", "satellites", "hdop", "inputs", "outputs")
-_INTEGER_FIELDS = frozenset({"satellites", "inputs", "outputs"})
-# A float field's usual resolution (steps per unit) and whether that form is signed (zigzag).
-_FIELD_UNITS = {
-    "altitude": (1, True),
-    "speed": (1, False),
-    "course": (1, False),
-    "hdop": (10, False),
-}
+_FLAGS_SHIFT = len(_FIELDS)
+_MAX_FLAGS = 8  # 3 bits
+# A float field's usual resolution (steps per unit) and whether that form is signed (zigzag):
+# altitude in metres (signed), speed in km/h, course in degrees, HDOP in tenths. The integer
+# fields (satellites, inputs, outputs) are zigzag varints.
+_ALTITUDE_SCALE = _SPEED_SCALE = _COURSE_SCALE = 1
+_HDOP_SCALE = 10
 _MAX_DECIMALS = 6  # 7 in a number's d bits means "the 8 bytes of a double follow"
 _WHOLE_DOUBLE = 7
 _MAX_EXACT_MANTISSA = 2**53
+_POWERS_OF_TEN = tuple(10**decimals for decimals in range(_MAX_DECIMALS + 1))
+# Below these, one rounding finds a value's decimals (`_decimals_at_once`), by the most decimals.
+_ONE_ROUNDING_LIMITS = tuple(2**50 / scale for scale in _POWERS_OF_TEN)
+_SHORT_DECIMALS_LIMIT = _ONE_ROUNDING_LIMITS[3]
 _DOUBLE = struct.Struct("<d")
 _MILLISECOND = timedelta(milliseconds=1)
 
@@ -79,8 +81,41 @@ class _Text(IntEnum):
     JSON = 2  # anything else a parameter held (true, null, ...)
 
 
-_SHORT_DECIMAL_KINDS = {1: _Kind.TENTHS, 2: _Kind.HUNDREDTHS, 3: _Kind.THOUSANDTHS}
-_KIND_DECIMALS = {kind: decimals for decimals, kind in _SHORT_DECIMAL_KINDS.items()}
+# Plain ints of the enums for the hot paths: arithmetic and comparisons on IntEnum members
+# go through Python-level methods and cost several times more.
+_INTEGER, _NEGATIVE_INTEGER = int(_Kind.INTEGER), int(_Kind.NEGATIVE_INTEGER)
+_TENTHS, _HUNDREDTHS, _THOUSANDTHS = (
+    int(_Kind.TENTHS),
+    int(_Kind.HUNDREDTHS),
+    int(_Kind.THOUSANDTHS),
+)
+_NUMBER, _TEXT, _RESERVED = int(_Kind.NUMBER), int(_Kind.TEXT), int(_Kind.RESERVED)
+_UTF8, _UPPER_HEX, _JSON = int(_Text.UTF8), int(_Text.UPPER_HEX), int(_Text.JSON)
+
+# A parameter's key byte without its kind: `code << 3`.
+_KEY_BASES = {name: code << 3 for code, name in enumerate(KNOWN_PARAMS)}
+_NAME_FOLLOWS_KEY = _NAME_FOLLOWS << 3
+_HEX_DIGITS = "0123456789ABCDEF"
+
+# Varints below 2**14 (one or two bytes: nearly every value a report holds) are looked up.
+_SMALL_VARINT_LIMIT = 1 << 14
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_SMALL_VARINTS = tuple(_encode_varint(value) for value in range(_SMALL_VARINT_LIMIT))
+
+# The `[name length] name` of parameters outside KNOWN_PARAMS, as stored: a device sends the
+# same few names again and again. Bounded, as the names come from devices.
+_NAME_TEXTS: dict[str, bytes] = {}
+_NAME_TEXTS_LIMIT = 4096
 
 
 @dataclass(slots=True)
@@ -113,51 +148,145 @@ def pack(
     flags: int,
 ) -> bytes:
     """`fields` holds the `_FIELDS` names (missing or None: not available)."""
-    if not 0 <= flags < 8:
+    get = fields.get
+    return pack_values(
+        device_time,
+        received_at,
+        get("altitude"),
+        get("speed"),
+        get("course"),
+        get("satellites"),
+        get("hdop"),
+        get("inputs"),
+        get("outputs"),
+        params,
+        flags,
+    )
+
+
+def pack_values(
+    device_time: datetime,
+    received_at: datetime,
+    altitude: float | None,
+    speed: float | None,
+    course: float | None,
+    satellites: int | None,
+    hdop: float | None,
+    inputs: int | None,
+    outputs: int | None,
+    params: Mapping[str, Any],
+    flags: int,
+) -> bytes:
+    """`pack` with the fields as arguments (None: not available): the writer's hot path,
+    without a dictionary of fields to build and look up per message."""
+    if not 0 <= flags < _MAX_FLAGS:
         raise ValueError(f"flags must fit 3 bits, not {flags}")
-    present = sum(1 << bit for bit, name in enumerate(_FIELDS) if fields.get(name) is not None)
-    out = bytearray()
-    _varint(out, present | flags << len(_FIELDS))
+    header = (
+        (altitude is not None)
+        | (speed is not None) << 1
+        | (course is not None) << 2
+        | (satellites is not None) << 3
+        | (hdop is not None) << 4
+        | (inputs is not None) << 5
+        | (outputs is not None) << 6
+        | flags << _FLAGS_SHIFT
+    )
+    out = bytearray(_SMALL_VARINTS[header])  # below 2**10
     _varint(out, _zigzag((received_at - device_time) // _MILLISECOND))
-    for name in _FIELDS:
-        value = fields.get(name)
-        if value is None:
-            continue
-        if name in _INTEGER_FIELDS:
-            _varint(out, _zigzag(int(value)))
+    # A field's usual form is looked up (`_usual_forms`); zero goes the long way, as -0.0 is
+    # equal to it but is stored as a number to keep its sign.
+    if altitude is not None:
+        usual = _ALTITUDE_FORMS.get(altitude)
+        if usual is not None and altitude:
+            out += usual
         else:
-            _field(out, name, float(value))
-    for name, value in params.items():
-        _param(out, name, value)
+            _field(out, float(altitude), _ALTITUDE_SCALE, True)
+    if speed is not None:
+        usual = _WHOLE_UNIT_FORMS.get(speed)
+        if usual is not None and speed:
+            out += usual
+        else:
+            _field(out, float(speed), _SPEED_SCALE, False)
+    if course is not None:
+        usual = _WHOLE_UNIT_FORMS.get(course)
+        if usual is not None and course:
+            out += usual
+        else:
+            _field(out, float(course), _COURSE_SCALE, False)
+    if satellites is not None:
+        _varint(out, _zigzag(int(satellites)))
+    if hdop is not None:
+        usual = _HDOP_FORMS.get(hdop)
+        if usual is not None and hdop:
+            out += usual
+        else:
+            _field(out, float(hdop), _HDOP_SCALE, False)
+    if inputs is not None:
+        _varint(out, _zigzag(int(inputs)))
+    if outputs is not None:
+        _varint(out, _zigzag(int(outputs)))
+    if params:
+        _params(out, params)
     return bytes(out)
 
 
 def unpack(device_time: datetime, packed: bytes) -> Unpacked:
-    reader = _Reader(packed)
-    header = reader.varint()
-    if header >> len(_FIELDS) + 3:
+    # One function with the common one-byte varints read in line: it runs for every stored
+    # row read back, and a call per value would cost more than the value's decoding.
+    data = packed
+    header = data[0]
+    position = 1
+    if header > 0x7F:
+        header, position = _varint_at(data, 0)
+    if header >> _FLAGS_SHIFT + 3:
         raise ValueError("a packed message of a newer format")
-    received_at = device_time + reader.zigzag() * _MILLISECOND
-    values: dict[str, Any] = {}
-    for bit, name in enumerate(_FIELDS):
-        if not header & (1 << bit):
-            values[name] = None
-        elif name in _INTEGER_FIELDS:
-            values[name] = reader.zigzag()
-        else:
-            values[name] = reader.field(name)
-    params = {}
-    while reader.position < len(packed):
-        name, value = reader.param()
-        params[name] = value
-    flags = header >> len(_FIELDS)
-    return Unpacked(received_at=received_at, params=params, flags=flags, **values)
+    delta, position = _varint_at(data, position)
+    received_at = device_time + _MILLISECOND * (delta >> 1 if not delta & 1 else -(delta >> 1) - 1)
+
+    altitude = speed = course = hdop = None
+    satellites = inputs = outputs = None
+    if header & 1:
+        altitude, position = _field_at(data, position, _ALTITUDE_SCALE, True)
+    if header & 2:
+        speed, position = _field_at(data, position, _SPEED_SCALE, False)
+    if header & 4:
+        course, position = _field_at(data, position, _COURSE_SCALE, False)
+    if header & 8:
+        satellites = data[position]
+        position += 1
+        if satellites > 0x7F:
+            satellites, position = _varint_at(data, position - 1)
+        satellites = _unzigzag(satellites)
+    if header & 16:
+        hdop, position = _field_at(data, position, _HDOP_SCALE, False)
+    if header & 32:
+        inputs, position = _varint_at(data, position)
+        inputs = _unzigzag(inputs)
+    if header & 64:
+        outputs, position = _varint_at(data, position)
+        outputs = _unzigzag(outputs)
+    params = _params_at(data, position) if position < len(data) else {}
+    return Unpacked(
+        received_at,
+        altitude,
+        speed,
+        course,
+        satellites,
+        hdop,
+        inputs,
+        outputs,
+        params,
+        header >> _FLAGS_SHIFT,
+    )
 
 
 # --- writing ------------------------------------------------------------------------------
 
 
 def _varint(out: bytearray, value: int) -> None:
+    if value < _SMALL_VARINT_LIMIT:
+        out += _SMALL_VARINTS[value]
+        return
     while value > 0x7F:
         out.append(value & 0x7F | 0x80)
         value >>= 7
@@ -172,45 +301,69 @@ def _unzigzag(value: int) -> int:
     return value >> 1 if not value & 1 else -(value >> 1) - 1
 
 
-def _is_negative_zero(value: float) -> bool:
-    return value == 0 and math.copysign(1, value) < 0
-
-
-def _scaled(value: float, scale: int) -> int | None:
-    """n with n / scale == value exactly (the reader divides), or None."""
-    product = value * scale
-    if not math.isfinite(product) or _is_negative_zero(value):
-        return None
-    scaled = round(product)
-    if abs(scaled) < _MAX_EXACT_MANTISSA and scaled / scale == value:
-        return scaled
-    return None
-
-
-def _decimals(value: float, decimals: range) -> tuple[int, int] | None:
-    """(m, d): the fewest decimals d in `decimals` with m / 10**d == |value| exactly."""
-    if _is_negative_zero(value):
-        return None  # its sign would be lost: it is stored whole
-    for d in decimals:
-        scaled = _scaled(abs(value), 10**d)
-        if scaled is not None:
-            return scaled, d
-    return None
-
-
-def _field(out: bytearray, name: str, value: float) -> None:
-    scale, signed = _FIELD_UNITS[name]
-    usual = _scaled(value, scale)
-    if usual is not None and (signed or usual >= 0):
-        _varint(out, (_zigzag(usual) if signed else usual) << 1)
+def _field(out: bytearray, value: float, scale: int, signed: bool) -> None:
+    """A float field: `n << 1` when value == n / scale exactly (and n >= 0 unless the form is
+    signed), else its number, tagged (`number << 1 | 1`)."""
+    try:
+        usual = round(value * scale)
+    except (OverflowError, ValueError):  # infinite or NaN: not a whole number of units
+        usual = None
+    if (
+        usual is not None
+        and usual / scale == value
+        and -_MAX_EXACT_MANTISSA < usual < _MAX_EXACT_MANTISSA
+        and (signed or usual >= 0)
+        and (usual or math.copysign(1.0, value) > 0)  # -0.0 keeps its sign as a number
+    ):
+        _varint(out, (usual * 2 if usual >= 0 else -usual * 2 - 1) << 1 if signed else usual << 1)
     else:
         _number(out, value, tagged=True)
+
+
+def _decimals(magnitude: float, first: int, last: int) -> tuple[int, int] | None:
+    """(m, d): the fewest decimals d in first..last with m / 10**d == magnitude exactly (m
+    below 2**53; m = round(magnitude * 10**d), the first d that gives the value back), or None.
+    `magnitude` is >= 0 and not -0.0."""
+    if magnitude < _ONE_ROUNDING_LIMITS[last]:
+        return _decimals_at_once(magnitude, first, last)
+    for decimals in range(first, last + 1):
+        scale = _POWERS_OF_TEN[decimals]
+        try:
+            scaled = round(magnitude * scale)
+        except (OverflowError, ValueError):  # infinite or NaN, and so with more decimals
+            return None
+        if scaled < _MAX_EXACT_MANTISSA and scaled / scale == magnitude:
+            return scaled, decimals
+    return None
+
+
+def _decimals_at_once(magnitude: float, first: int, last: int) -> tuple[int, int] | None:
+    """`_decimals` with one rounding instead of one per d, for magnitude * 10**last < 2**50.
+
+    Why it gives the same answer: when m / 10**d == magnitude (division correctly rounded)
+    and m < 2**51, magnitude * 10**d is within m * 2**-52 < 0.5 of m, so it rounds to m; and
+    m * 10**k / 10**(d + k) is the same rational, so it gives the same double. Hence d is
+    accepted exactly when M = round(magnitude * 10**last) gives the value back and is a
+    multiple of 10**(last - d): the fewest decimals are M's trailing zeros stripped."""
+    scale = _POWERS_OF_TEN[last]
+    scaled = round(magnitude * scale)
+    if scaled / scale != magnitude:
+        return None
+    decimals = last
+    while decimals > first and not scaled % 10:
+        scaled //= 10
+        decimals -= 1
+    return scaled, decimals
+
+
+def _is_negative_zero(value: float) -> bool:
+    return value == 0 and math.copysign(1.0, value) < 0
 
 
 def _number(out: bytearray, value: float, *, tagged: bool = False) -> None:
     """A float as a number (module docstring); `tagged` shifts it left and sets bit 0, to tell
     it from a field's usual form in the same varint."""
-    parts = _decimals(value, range(_MAX_DECIMALS + 1))
+    parts = None if _is_negative_zero(value) else _decimals(abs(value), 0, _MAX_DECIMALS)
     if parts is None:
         number = _WHOLE_DOUBLE << 1
     else:
@@ -221,123 +374,230 @@ def _number(out: bytearray, value: float, *, tagged: bool = False) -> None:
         out += _DOUBLE.pack(value)
 
 
-def _param(out: bytearray, name: str, value: Any) -> None:
-    code = _KNOWN_CODES.get(name, _NAME_FOLLOWS)
+def _params(out: bytearray, params: Mapping[str, Any]) -> None:
+    """Each parameter's `key byte, [name], value`. Ints and floats, nearly all of a report's
+    values, are written here in line; other values by `_other_value`."""
+    key_bases = _KEY_BASES
+    small = _SMALL_VARINTS
+    for name, value in params.items():
+        base = key_bases.get(name)
+        name_text = None
+        if base is None:
+            base = _NAME_FOLLOWS_KEY
+            name_text = _NAME_TEXTS.get(name) or _name_text(name)
+        kind_of_value = type(value)
+        if kind_of_value is int:
+            kind = _INTEGER if value >= 0 else _NEGATIVE_INTEGER
+            payload = value if value >= 0 else -value - 1
+        elif kind_of_value is float and (
+            0 < (magnitude := value if value > 0 else -value) < _SHORT_DECIMALS_LIMIT
+        ):
+            # m / 10**d with d in 1..3, the fewest decimals: `_decimals_at_once` in line
+            scaled = round(magnitude * 1000)
+            if scaled / 1000 != magnitude:
+                _other_value(out, base, name_text, value)  # more decimals, or none exact
+                continue
+            if not scaled % 100:
+                kind = _TENTHS
+                scaled //= 100
+            elif not scaled % 10:
+                kind = _HUNDREDTHS
+                scaled //= 10
+            else:
+                kind = _THOUSANDTHS
+            payload = scaled << 1 | (value < 0)
+        elif kind_of_value is float and value == 0 and math.copysign(1.0, value) > 0:  # not -0.0
+            kind = _TENTHS
+            payload = 0
+        elif kind_of_value is str:
+            out.append(base | _TEXT)
+            if name_text is not None:
+                out += name_text
+            if _is_upper_hex(value):
+                _text(out, bytes.fromhex(value), _UPPER_HEX)
+            else:
+                _text(out, value.encode(), _UTF8)
+            continue
+        else:
+            _other_value(out, base, name_text, value)
+            continue
+        out.append(base | kind)
+        if name_text is not None:
+            out += name_text
+        if payload < _SMALL_VARINT_LIMIT:
+            out += small[payload]
+        else:
+            _varint(out, payload)
+
+
+def _name_text(name: str) -> bytes:
+    text = bytes(_text_bytes(name.encode(), _UTF8))
+    if len(_NAME_TEXTS) < _NAME_TEXTS_LIMIT:
+        _NAME_TEXTS[name] = text
+    return text
+
+
+def _other_value(out: bytearray, base: int, name_text: bytes | None, value: Any) -> None:
+    """A parameter whose value is not a plain int or a short decimal float."""
     payload = bytearray()
-    kind = _param_value(payload, value)
-    out.append(code << 3 | kind)
-    if code == _NAME_FOLLOWS:
-        _text(out, name.encode(), _Text.UTF8)
+    kind = _other_payload(payload, value)
+    out.append(base | kind)
+    if name_text is not None:
+        out += name_text
     out += payload
 
 
-def _param_value(out: bytearray, value: Any) -> _Kind:
-    if isinstance(value, int) and not isinstance(value, bool):
+def _other_payload(out: bytearray, value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):  # an int subclass
         _varint(out, value if value >= 0 else -value - 1)
-        return _Kind.INTEGER if value >= 0 else _Kind.NEGATIVE_INTEGER
+        return _INTEGER if value >= 0 else _NEGATIVE_INTEGER
     if isinstance(value, float):
-        short = _decimals(value, range(1, 4))
-        if short is not None and short[1] in _SHORT_DECIMAL_KINDS:
-            mantissa, decimals = short
-            _varint(out, mantissa << 1 | (value < 0))
-            return _SHORT_DECIMAL_KINDS[decimals]
+        value = float(value)  # a float subclass is stored as its float
+        short = None if _is_negative_zero(value) else _decimals(abs(value), 1, 3)
+        if short is not None:
+            _varint(out, short[0] << 1 | (value < 0))
+            return _TENTHS - 1 + short[1]
         _number(out, value)
-        return _Kind.NUMBER
+        return _NUMBER
     if isinstance(value, str):
         if _is_upper_hex(value):
-            _text(out, bytes.fromhex(value), _Text.UPPER_HEX)
+            out += _text_bytes(bytes.fromhex(value), _UPPER_HEX)
         else:
-            _text(out, value.encode(), _Text.UTF8)
-        return _Kind.TEXT
-    _text(out, orjson.dumps(value), _Text.JSON)
-    return _Kind.TEXT
+            out += _text_bytes(value.encode(), _UTF8)
+        return _TEXT
+    out += _text_bytes(orjson.dumps(value), _JSON)
+    return _TEXT
 
 
 def _is_upper_hex(text: str) -> bool:
-    return (
-        len(text) % 2 == 0
-        and text != ""
-        and text.isascii()
-        and all(c in "0123456789ABCDEF" for c in text)
-    )
+    return len(text) % 2 == 0 and text != "" and text.isascii() and not text.strip(_HEX_DIGITS)
 
 
-def _text(out: bytearray, data: bytes, subtype: _Text) -> None:
+def _text(out: bytearray, data: bytes, subtype: int) -> None:
     _varint(out, len(data) << 2 | subtype)
     out += data
 
 
+def _text_bytes(data: bytes, subtype: int) -> bytearray:
+    out = bytearray()
+    _text(out, data, subtype)
+    return out
+
+
+def _usual_forms(steps: range, scale: int, signed: bool) -> dict[float, bytes]:
+    """The stored usual form (`n << 1`, n zigzagged when signed) of the values n / scale, n in
+    `steps`, by value: what `_field` writes for them."""
+    forms = {}
+    for step in steps:
+        out = bytearray()
+        _field(out, step / scale, scale, signed)
+        forms[step / scale] = bytes(out)
+    return forms
+
+
+# The usual forms of the common field values, looked up instead of computed per message: whole
+# metres from -1,000 to 9,000, whole km/h and degrees to 1,023, HDOP to 99.9.
+_ALTITUDE_FORMS = _usual_forms(range(-1000, 9001), _ALTITUDE_SCALE, True)
+_WHOLE_UNIT_FORMS = _usual_forms(range(1024), _SPEED_SCALE, False)
+_HDOP_FORMS = _usual_forms(range(1000), _HDOP_SCALE, False)
+assert _SPEED_SCALE == _COURSE_SCALE
+
+
 # --- reading ------------------------------------------------------------------------------
 
+# A short decimal kind's divisor, by kind: TENTHS 10, HUNDREDTHS 100, THOUSANDTHS 1000.
+_DIVISORS = (0, 0, 10, 100, 1000)
 
-class _Reader:
-    __slots__ = ("data", "position")
 
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.position = 0
+def _varint_at(data: bytes, position: int) -> tuple[int, int]:
+    """The varint at `position` and the position after it."""
+    byte = data[position]
+    if byte < 0x80:
+        return byte, position + 1
+    value = byte & 0x7F
+    shift = 7
+    while True:
+        position += 1
+        byte = data[position]
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, position + 1
+        shift += 7
 
-    def varint(self) -> int:
-        value = shift = 0
-        while True:
-            byte = self.data[self.position]
-            self.position += 1
-            value |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                return value
-            shift += 7
 
-    def zigzag(self) -> int:
-        return _unzigzag(self.varint())
+def _field_at(data: bytes, position: int, scale: int, signed: bool) -> tuple[float, int]:
+    value = data[position]
+    position += 1
+    if value > 0x7F:
+        value, position = _varint_at(data, position - 1)
+    if value & 1:
+        return _number_at(data, position, value >> 1)
+    value >>= 1
+    if signed:
+        value = value >> 1 if not value & 1 else -(value >> 1) - 1
+    return value / scale, position
 
-    def double(self) -> float:
-        (value,) = _DOUBLE.unpack_from(self.data, self.position)
-        self.position += 8
-        return value
 
-    def field(self, name: str) -> float:
-        value = self.varint()
-        if value & 1:
-            return self.number(value >> 1)
-        scale, signed = _FIELD_UNITS[name]
-        return (_unzigzag(value >> 1) if signed else value >> 1) / scale
+def _number_at(data: bytes, position: int, number: int) -> tuple[float, int]:
+    """The number `number` (module docstring), whose double, if any, is at `position`."""
+    decimals = number >> 1 & 7
+    if decimals == _WHOLE_DOUBLE:
+        return _DOUBLE.unpack_from(data, position)[0], position + 8
+    magnitude = (number >> 4) / _POWERS_OF_TEN[decimals]
+    return (-magnitude if number & 1 else magnitude), position
 
-    def number(self, value: int) -> float:
-        decimals = value >> 1 & 7
-        if decimals == _WHOLE_DOUBLE:
-            return self.double()
-        magnitude = (value >> 4) / 10**decimals
-        return -magnitude if value & 1 else magnitude
 
-    def text(self) -> tuple[bytes, int]:
-        header = self.varint()
-        start = self.position
-        self.position += header >> 2
-        return self.data[start : self.position], header & 3
+def _params_at(data: bytes, position: int) -> dict[str, Any]:
+    """The parameters from `position` to the end (see `_params`)."""
+    params: dict[str, Any] = {}
+    end = len(data)
+    names = KNOWN_PARAMS
+    divisors = _DIVISORS
+    while position < end:
+        key = data[position]
+        position += 1
+        code = key >> 3
+        kind = key & 7
+        if code == _NAME_FOLLOWS:
+            length, position = _varint_at(data, position)
+            start = position
+            position += length >> 2
+            name = data[start:position].decode()
+        else:
+            name = names[code]
+        if kind == _RESERVED:
+            raise ValueError("a packed message of a newer format")
+        value = data[position]
+        if value < 0x80:
+            position += 1
+        elif data[position + 1] < 0x80:  # two bytes: most values, read in line too
+            value = value & 0x7F | data[position + 1] << 7
+            position += 2
+        else:
+            value, position = _varint_at(data, position)
+        if kind == _INTEGER:
+            pass
+        elif kind == _NEGATIVE_INTEGER:
+            value = -value - 1
+        elif kind <= _THOUSANDTHS:
+            magnitude = (value >> 1) / divisors[kind]
+            value = -magnitude if value & 1 else magnitude
+        elif kind == _NUMBER:
+            value, position = _number_at(data, position, value)
+        else:
+            value, position = _text_at(data, position, value)
+        params[name] = value
+    return params
 
-    def param(self) -> tuple[str, Any]:
-        key = self.data[self.position]
-        self.position += 1
-        code, kind = key >> 3, key & 7
-        name = self.text()[0].decode() if code == _NAME_FOLLOWS else KNOWN_PARAMS[code]
-        return name, self._param_value(kind)
 
-    def _param_value(self, kind: int) -> Any:
-        if kind == _Kind.INTEGER:
-            return self.varint()
-        if kind == _Kind.NEGATIVE_INTEGER:
-            return -self.varint() - 1
-        if kind in _KIND_DECIMALS:
-            value = self.varint()
-            magnitude = (value >> 1) / 10 ** _KIND_DECIMALS[kind]
-            return -magnitude if value & 1 else magnitude
-        if kind == _Kind.NUMBER:
-            return self.number(self.varint())
-        if kind == _Kind.TEXT:
-            data, subtype = self.text()
-            if subtype == _Text.UTF8:
-                return data.decode()
-            if subtype == _Text.UPPER_HEX:
-                return data.hex().upper()
-            return orjson.loads(data)
-        raise ValueError("a packed message of a newer format")
+def _text_at(data: bytes, position: int, header: int) -> tuple[Any, int]:
+    """A TEXT parameter's value, whose `header` (length << 2 | subtype) was just read."""
+    start = position
+    position += header >> 2
+    raw = data[start:position]
+    subtype = header & 3
+    if subtype == _UTF8:
+        return raw.decode(), position
+    if subtype == _UPPER_HEX:
+        return raw.hex().upper(), position
+    return orjson.loads(raw), position

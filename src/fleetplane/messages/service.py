@@ -27,7 +27,7 @@ from fleetplane.sensors.calculation import SensorDefinition, SensorValue, comput
 
 def to_row(device_seq: int, message: Message) -> dict[str, Any]:
     """The row of a decoded message; `device_seq` is the device's `seq`
-    (`devices.service.seqs_of`)."""
+    (`devices.service.seqs_of`). The ingest writer calls this for every message it stores."""
     params: dict[str, Any] = dict(message.params)
     for number, value in enumerate(message.adc, start=1):
         if value is not None:
@@ -39,21 +39,27 @@ def to_row(device_seq: int, message: Message) -> dict[str, Any]:
         | (FLAG_TIME_MISSING if message.device_time_missing else 0)
         | (FLAG_FILTERED if message.filtered else 0)
     )
-    fields = {
-        "altitude": message.altitude,
-        "speed": message.speed,
-        "course": message.course,
-        "satellites": None if message.satellites is None else int(message.satellites),
-        "hdop": message.hdop,
-        "inputs": message.inputs,
-        "outputs": message.outputs,
-    }
+    satellites = message.satellites
+    lat = message.lat
+    lon = message.lon
     return {
         "device_seq": device_seq,
         "device_time": message.device_time,
-        "lat_e7": codec.to_coordinate(message.lat),
-        "lon_e7": codec.to_coordinate(message.lon),
-        "packed": codec.pack(message.device_time, message.received_at, fields, params, flags),
+        "lat_e7": None if lat is None else round(lat * codec.COORDINATE_SCALE),
+        "lon_e7": None if lon is None else round(lon * codec.COORDINATE_SCALE),
+        "packed": codec.pack_values(
+            message.device_time,
+            message.received_at,
+            message.altitude,
+            message.speed,
+            message.course,
+            None if satellites is None else int(satellites),
+            message.hdop,
+            message.inputs,
+            message.outputs,
+            params,
+            flags,
+        ),
     }
 
 
