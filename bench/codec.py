@@ -15,27 +15,19 @@ times; the median run is reported, on one core, without a database:
 import argparse
 import gc
 import platform
-import random
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
 from typing import Any
 
+from fleetplane.cli import load_bench
 from fleetplane.ingest.message import Message
-from fleetplane.ingest.protocols.wialon_ips import decode_black_box, decode_extended_data
 from fleetplane.messages import codec, service
 from fleetplane.messages.models import FLAG_BLACK_BOX, FLAG_FILTERED, FLAG_TIME_MISSING
-from fleetplane.simulator.encoding import encode_black_box, encode_data
-from fleetplane.simulator.route import vehicle_fixes
 
-SEED = 20240501
-START = datetime(2024, 5, 1, 4, 0, tzinfo=UTC)
-INTERVAL_SECONDS = 10
-OUTAGE_CHANCE = 0.01  # per report: coverage is lost and a backlog follows as a black box
-OUTAGE_REPORTS = (5, 30)
-LIVE_DELAY_SECONDS = (0.2, 1.5)
+# The messages `fleetplane bench storage` stores: the same trackers, packets and decoder.
+storage = load_bench("storage")
 
 
 def main() -> int:
@@ -71,31 +63,12 @@ def main() -> int:
 
 def realistic_messages(count: int, devices: int) -> list[Message]:
     """`count` decoded messages, taken from the trackers in turn as their packets come."""
-    trackers = [_decoded_packets(number) for number in range(devices)]
+    trackers = [storage.tracker_packets(number) for number in range(devices)]
     messages: list[Message] = []
     while len(messages) < count:
         for packets in trackers:
             messages.extend(next(packets))
     return messages[:count]
-
-
-def _decoded_packets(device_number: int) -> Iterator[list[Message]]:
-    rng = random.Random(SEED + device_number)
-    fixes = vehicle_fixes(SEED + device_number, START, INTERVAL_SECONDS)
-    while True:
-        if rng.random() < OUTAGE_CHANCE:
-            backlog = [next(fixes) for _ in range(rng.randint(*OUTAGE_REPORTS))]
-            received_at = backlog[-1].time + timedelta(seconds=rng.uniform(1, INTERVAL_SECONDS))
-            yield decode_black_box(_body(encode_black_box(backlog)), True, received_at).messages
-        else:
-            fix = next(fixes)
-            received_at = fix.time + timedelta(seconds=rng.uniform(*LIVE_DELAY_SECONDS))
-            yield decode_extended_data(_body(encode_data(fix)), True, received_at).messages
-
-
-def _body(packet: bytes) -> bytes:
-    """`#D#body\\r\\n` -> body (with its CRC), as the session hands it to the decoder."""
-    return packet.split(b"#", 2)[2].removesuffix(b"\r\n")
 
 
 def _pack_arguments(message: Message) -> tuple[Any, ...]:

@@ -290,7 +290,7 @@ async def _device_keys(session: AsyncSession, device_ids: list[str]) -> list[Any
 def _batches(keys: list[Any], message_count: int) -> Iterator[list[dict[str, Any]]]:
     """Rows in batches of about BATCH_ROWS: each device's next packet in turn, as many
     connections' packets meet in one of the pipeline's batches."""
-    streams = [_packets(number) for number in range(len(keys))]
+    streams = [tracker_packets(number) for number in range(len(keys))]
     batch: list[dict[str, Any]] = []
     left = message_count
     while left > 0:
@@ -305,7 +305,7 @@ def _batches(keys: list[Any], message_count: int) -> Iterator[list[dict[str, Any
                 return
 
 
-def _packets(device_number: int) -> Iterator[list[Message]]:
+def tracker_packets(device_number: int) -> Iterator[list[Message]]:
     """One tracker's packets, decoded: mostly single live reports, now and then a black box
     after a coverage loss."""
     rng = random.Random(SEED + device_number)
