@@ -11,7 +11,6 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import uvicorn
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -19,38 +18,18 @@ from starlette.routing import Route
 
 from fleetplane.core.db import system_session
 from fleetplane.core.timeutil import utcnow
-from fleetplane.ingest.connected import ConnectedDevices
-from fleetplane.ingest.pipeline import MessageStore
+from fleetplane.ingest.listener import ChannelListener
 from fleetplane.ingest.protocols.osmand import OsmandError, parse_osmand_fields, parse_osmand_json
-from fleetplane.ingest.wialon_tcp import DeviceFinder
 
 log = logging.getLogger("fleetplane.ingest.osmand")
 
 MAX_BODY_BYTES = 64 * 1024
 
 
-class OsmandHttpListener:
-    def __init__(
-        self,
-        *,
-        host: str,
-        port: int,
-        channel_id: str,
-        counters: Any,
-        sessions: async_sessionmaker[AsyncSession],
-        store: MessageStore,
-        find_device: DeviceFinder,
-        connected: ConnectedDevices,
-    ) -> None:
-        # Devices on this transport cannot take commands: nothing is kept connected.
-        del connected
-        self.host = host
-        self.port = port
-        self.channel_id = channel_id
-        self.counters = counters
-        self._sessions = sessions
-        self._store = store
-        self._find_device = find_device
+class OsmandHttpListener(ChannelListener):
+    def __init__(self, **given: Any) -> None:
+        # Devices on this transport cannot take commands: `connected` is left unused.
+        super().__init__(**given)
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -92,12 +71,12 @@ class OsmandHttpListener:
             unique_id, message = self._parse(request, body)
         except OsmandError as error:
             return self._refuse(400, str(error))
-        async with system_session(self._sessions) as session:
-            found = await self._find_device(session, self.channel_id, unique_id)
+        async with system_session(self.sessions) as session:
+            found = await self.find_device(session, self.channel_id, unique_id)
         if found is None:
             return self._refuse(404, f"unknown device {unique_id!r}")
         try:
-            await self._store.store(found[0], [message])
+            await self.store.store(found[0], [message])
         except Exception as error:  # the app retries on anything but 200
             self.counters.last_error = f"storing messages failed: {error.__class__.__name__}"
             return PlainTextResponse("storage unavailable", status_code=503)

@@ -2,15 +2,11 @@
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
-
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleetplane.core.db import system_session
 from fleetplane.core.timeutil import utcnow
-from fleetplane.ingest.connected import ConnectedDevices
-from fleetplane.ingest.pipeline import MessageStore
+from fleetplane.ingest.listener import ChannelListener
 from fleetplane.ingest.protocols.wialon_ips import (
     LoginRequest,
     LoginResult,
@@ -26,31 +22,11 @@ from fleetplane.ingest.protocols.wialon_ips import (
 log = logging.getLogger("fleetplane.ingest.wialon")
 
 READ_SIZE = 65536
-# (device id, password hash or None) of a device on a channel, or None when unknown.
-DeviceFinder = Callable[[AsyncSession, str, str], Awaitable[tuple[str, str | None] | None]]
 
 
-class WialonTcpListener:
-    def __init__(
-        self,
-        *,
-        host: str,
-        port: int,
-        channel_id: str,
-        counters: Any,
-        sessions: async_sessionmaker[AsyncSession],
-        store: MessageStore,
-        find_device: DeviceFinder,
-        connected: ConnectedDevices,
-    ) -> None:
-        self.host = host
-        self.port = port
-        self.channel_id = channel_id
-        self.counters = counters
-        self._sessions = sessions
-        self.store = store
-        self._find_device = find_device
-        self.connected = connected
+class WialonTcpListener(ChannelListener):
+    def __init__(self, **given: Any) -> None:
+        super().__init__(**given)
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
@@ -83,8 +59,8 @@ class WialonTcpListener:
             writer.close()
 
     async def authenticate(self, login: LoginRequest) -> tuple[LoginResult, str | None]:
-        async with system_session(self._sessions) as session:
-            found = await self._find_device(session, self.channel_id, login.imei)
+        async with system_session(self.sessions) as session:
+            found = await self.find_device(session, self.channel_id, login.imei)
         if found is None:
             self.counters.messages_rejected += 1
             return LoginResult.REFUSED, None

@@ -8,42 +8,20 @@ import asyncio
 import logging
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from fleetplane.core.db import system_session
 from fleetplane.core.timeutil import utcnow
-from fleetplane.ingest.connected import ConnectedDevices
-from fleetplane.ingest.pipeline import MessageStore
+from fleetplane.ingest.listener import ChannelListener
 from fleetplane.ingest.protocols.wialon_ips import DatagramError, decode_datagram
-from fleetplane.ingest.wialon_tcp import DeviceFinder
 
 log = logging.getLogger("fleetplane.ingest.wialon")
 
 MAX_DATAGRAMS_IN_FLIGHT = 1000
 
 
-class WialonUdpListener(asyncio.DatagramProtocol):
-    def __init__(
-        self,
-        *,
-        host: str,
-        port: int,
-        channel_id: str,
-        counters: Any,
-        sessions: async_sessionmaker[AsyncSession],
-        store: MessageStore,
-        find_device: DeviceFinder,
-        connected: ConnectedDevices,
-    ) -> None:
-        # Devices on this transport cannot take commands: nothing is kept connected.
-        del connected
-        self.host = host
-        self.port = port
-        self.channel_id = channel_id
-        self.counters = counters
-        self._sessions = sessions
-        self._store = store
-        self._find_device = find_device
+class WialonUdpListener(ChannelListener, asyncio.DatagramProtocol):
+    def __init__(self, **given: Any) -> None:
+        # Devices on this transport cannot take commands: `connected` is left unused.
+        super().__init__(**given)
         self._transport: asyncio.DatagramTransport | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
 
@@ -74,13 +52,13 @@ class WialonUdpListener(asyncio.DatagramProtocol):
             return
         if not decoded.messages:
             return  # a ping
-        async with system_session(self._sessions) as session:
-            found = await self._find_device(session, self.channel_id, decoded.imei)
+        async with system_session(self.sessions) as session:
+            found = await self.find_device(session, self.channel_id, decoded.imei)
         if found is None or found[1] is not None:  # unknown, or protected by a password
             self.counters.messages_rejected += len(decoded.messages)
             return
         try:
-            await self._store.store(found[0], decoded.messages)
+            await self.store.store(found[0], decoded.messages)
         except Exception as error:  # the database failed; UDP cannot ask for a resend
             self.counters.last_error = f"storing messages failed: {error.__class__.__name__}"
             self.counters.messages_rejected += len(decoded.messages)
