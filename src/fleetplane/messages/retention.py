@@ -14,7 +14,6 @@ from fleetplane.core.db import system_session
 from fleetplane.core.timeutil import utcnow
 from fleetplane.customers import service as customers
 from fleetplane.devices import service as devices
-from fleetplane.devices.models import Device
 from fleetplane.messages.models import StoredMessage
 
 log = logging.getLogger("fleetplane.retention")
@@ -68,7 +67,7 @@ async def _purge_devices(
 
 async def _delete_batch(session: AsyncSession, device_ids: list[str], cutoff: datetime) -> int:
     key = tuple_(StoredMessage.device_seq, StoredMessage.device_time)
-    seqs = select(Device.seq).where(Device.id.in_(device_ids))
+    seqs = list((await devices.seqs_of(session, device_ids)).values())
     oldest = (
         select(StoredMessage.device_seq, StoredMessage.device_time)
         .where(StoredMessage.device_seq.in_(seqs), StoredMessage.device_time < cutoff)

@@ -12,7 +12,7 @@ from fleetplane.core import bulk
 from fleetplane.core.errors import validation_error
 from fleetplane.core.ids import new_id
 from fleetplane.core.pagination import PageParams, encode_cursor, json_response
-from fleetplane.devices.models import Device
+from fleetplane.devices import service as devices
 from fleetplane.ingest.message import DriverMessage, Message
 from fleetplane.messages import codec
 from fleetplane.messages.models import (
@@ -113,10 +113,12 @@ async def read(
 ) -> list[dict[str, Any]]:
     """A device's messages in device-time order, shaped as the API returns them
     (`MessageOut`): `since` <= time < `until`, time > `after`."""
-    seq = select(Device.seq).where(Device.id == device_id).scalar_subquery()
+    seqs = await devices.seqs_of(session, [device_id])
+    if device_id not in seqs:
+        return []
     statement = select(
         StoredMessage.device_time, StoredMessage.lat_e7, StoredMessage.lon_e7, StoredMessage.packed
-    ).where(StoredMessage.device_seq == seq)
+    ).where(StoredMessage.device_seq == seqs[device_id])
     if since is not None:
         statement = statement.where(StoredMessage.device_time >= since)
     if until is not None:
