@@ -28,21 +28,14 @@ import httpx
 from rich import box
 from rich.console import Console
 from rich.panel import Panel
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fleetplane import bootstrap
-from fleetplane.audit.service import Actor
-from fleetplane.channels import service as channels
-from fleetplane.channels.schemas import ChannelCreate, Protocol, Transport
 from fleetplane.cli import load_bench
 from fleetplane.config import Settings
 from fleetplane.core.db import migrate, run_platform_work
 from fleetplane.customers import service as customers
 from fleetplane.customers.schemas import CustomerCreate
-from fleetplane.devices import service as devices
-from fleetplane.devices.schemas import DeviceCreate
 
 support = load_bench("support")
 BenchError = support.BenchError
@@ -178,51 +171,14 @@ async def _seed(database_url: str, device_count: int, console: Console) -> Fleet
 async def _seed_fleet(session: AsyncSession, device_count: int, console: Console) -> Fleet:
     """Provider with an all-permissions key, a channel, one customer, its devices on the
     channel: the project's own code."""
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
-    provider = await bootstrap.create_provider(session, f"Benchmark provider {stamp}")
-    actor = Actor(provider_id=provider.provider_id)
-    channel = await channels.create(
-        session,
-        actor,
-        ChannelCreate(
-            name="Benchmark Wialon IPS",
-            protocol=Protocol.WIALON_IPS,
-            transport=Transport.TCP,
-            # Free now and not taken by another provider's channel; nothing connects to it.
-            port=await channels.first_free_port(session, support.free_port()),
-        ),
-    )
+    seeded = await support.provider_with_channel(session, "Benchmark provider")
     customer = await customers.create(
-        session, actor, CustomerCreate(name="Benchmark customer", modules=["devices"])
+        session, seeded.actor, CustomerCreate(name="Benchmark customer", modules=["devices"])
     )
-    device_ids = await _create_devices(
-        session, actor, channel.id, customer.id, device_count, console
-    )
-    return Fleet(provider.api_key or "", customer.id, device_ids)  # new providers get a key
-
-
-async def _create_devices(
-    session: AsyncSession,
-    actor: Actor,
-    channel_id: str,
-    customer_id: str,
-    count: int,
-    console: Console,
-) -> list[str]:
-    columns = (TextColumn("creating devices"), BarColumn(), MofNCompleteColumn())
-    ids = []
-    with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
-        task = progress.add_task("devices", total=count)
-        for number in range(count):
-            data = DeviceCreate(
-                channel_id=channel_id,
-                unique_id=f"35000000{number:07d}",
-                name=f"Bench truck {number + 1:04d}",
-                customer_id=customer_id,
-            )
-            ids.append((await devices.create(session, actor, data)).id)
-            progress.advance(task)
-    return ids
+    unique_ids = [f"35000000{number:07d}" for number in range(device_count)]
+    device_ids = await support.create_devices(session, seeded, unique_ids, console, customer.id)
+    api_key = seeded.provider.api_key or ""  # new providers get a key
+    return Fleet(api_key, customer.id, device_ids)
 
 
 # --- server -------------------------------------------------------------------------------

@@ -49,10 +49,6 @@ from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from fleetplane import bootstrap
-from fleetplane.audit.service import Actor
-from fleetplane.channels import service as channels
-from fleetplane.channels.schemas import ChannelCreate, Protocol, Transport
 from fleetplane.cli import load_bench
 from fleetplane.config import Settings
 from fleetplane.core.db import (
@@ -64,7 +60,6 @@ from fleetplane.core.db import (
 )
 from fleetplane.devices import service as devices
 from fleetplane.devices.models import Device
-from fleetplane.devices.schemas import DeviceCreate
 from fleetplane.ingest.protocols.wialon_ips import crc_text, decode_extended_data
 from fleetplane.messages import service as messages
 from fleetplane.messages.models import StoredMessage
@@ -225,40 +220,11 @@ async def _seed(database_url: str, device_count: int, console: Console) -> Fleet
 
 async def _seed_fleet(session: AsyncSession, device_count: int, console: Console) -> Fleet:
     """A provider, its Wialon IPS channel on a free port, the devices: the project's own code."""
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
-    provider = await bootstrap.create_provider(session, f"Ingest benchmark {stamp}")
-    actor = Actor(provider_id=provider.provider_id)
-    # Free on this machine now, and not taken by a channel of another provider.
-    port = await channels.first_free_port(session, support.free_port())
-    channel = await channels.create(
-        session,
-        actor,
-        ChannelCreate(
-            name="Benchmark Wialon IPS",
-            protocol=Protocol.WIALON_IPS,
-            transport=Transport.TCP,
-            port=port,
-        ),
-    )
+    seeded = await support.provider_with_channel(session, "Ingest benchmark")
     imeis = device_imeis(IMEI_PREFIX, device_count)
-    device_ids = await _create_devices(session, actor, channel.id, imeis, console)
-    return Fleet(provider.api_key or "", channel.id, port, device_ids, imeis)
-
-
-async def _create_devices(
-    session: AsyncSession, actor: Actor, channel_id: str, imeis: list[str], console: Console
-) -> list[str]:
-    columns = (TextColumn("creating devices"), BarColumn(), MofNCompleteColumn())
-    ids = []
-    with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
-        task = progress.add_task("devices", total=len(imeis))
-        for number, imei in enumerate(imeis):
-            data = DeviceCreate(
-                channel_id=channel_id, unique_id=imei, name=f"Bench tracker {number + 1:04d}"
-            )
-            ids.append((await devices.create(session, actor, data)).id)
-            progress.advance(task)
-    return ids
+    device_ids = await support.create_devices(session, seeded, imeis, console)
+    api_key = seeded.provider.api_key or ""
+    return Fleet(api_key, seeded.channel_id, seeded.port, device_ids, imeis)
 
 
 async def _count_stored(database_url: str, channel_id: str) -> int:

@@ -40,21 +40,19 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-from fleetplane import bootstrap
-from fleetplane.audit.service import Actor
-from fleetplane.channels import service as channels
-from fleetplane.channels.schemas import ChannelCreate, Protocol, Transport
+from fleetplane.cli import load_bench
 from fleetplane.config import Settings, normalise_database_url
 from fleetplane.core.db import create_engine, migrate, run_platform_work, system_session
 from fleetplane.core.db import session_factory as make_sessions
 from fleetplane.devices import service as devices
-from fleetplane.devices.schemas import DeviceCreate
 from fleetplane.ingest.message import Message
 from fleetplane.ingest.protocols.wialon_ips import decode_black_box, decode_extended_data
 from fleetplane.messages import service as messages
 from fleetplane.simulator.encoding import encode_black_box, encode_data
 from fleetplane.simulator.route import vehicle_fixes
 from fleetplane.simulator.runner import device_imeis
+
+support = load_bench("support")
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/fleetplane_bench_storage"
 BUDGET_BYTES = 120  # DESIGN.md: storage per message on PostgreSQL
@@ -234,7 +232,7 @@ async def _store(
     settings: Settings, message_count: int, device_count: int, console: Console
 ) -> None:
     await migrate(settings)
-    device_ids = await run_platform_work(settings, lambda s: _seed(s, device_count))
+    device_ids = await run_platform_work(settings, lambda s: _seed(s, device_count, console))
     engine = create_engine(settings)
     sessions = make_sessions(engine)
     try:
@@ -260,25 +258,11 @@ async def _store(
         await engine.dispose()
 
 
-async def _seed(session: AsyncSession, device_count: int) -> list[str]:
+async def _seed(session: AsyncSession, device_count: int, console: Console) -> list[str]:
     """A provider, a Wialon IPS channel (never started) and its devices: the project's code."""
-    provider = await bootstrap.create_provider(session, "Storage benchmark")
-    actor = Actor(provider_id=provider.provider_id)
-    channel = await channels.create(
-        session,
-        actor,
-        ChannelCreate(
-            name="Storage benchmark",
-            protocol=Protocol.WIALON_IPS,
-            transport=Transport.TCP,
-            port=await channels.first_free_port(session, 21000),
-        ),
-    )
-    ids = []
-    for number, imei in enumerate(device_imeis(IMEI_PREFIX, device_count)):
-        data = DeviceCreate(channel_id=channel.id, unique_id=imei, name=f"Tracker {number + 1}")
-        ids.append((await devices.create(session, actor, data)).id)
-    return ids
+    seeded = await support.provider_with_channel(session, "Storage benchmark")
+    imeis = device_imeis(IMEI_PREFIX, device_count)
+    return await support.create_devices(session, seeded, imeis, console)
 
 
 async def _device_keys(session: AsyncSession, device_ids: list[str]) -> list[Any]:

@@ -1,5 +1,6 @@
 """What the benchmarks share: the server they start, the temporary folder, the free port, the
-CPU readings from /proc, the machine and version lines of their headers.
+CPU readings from /proc, the machine and version lines of their headers, the provider, channel
+and devices they seed.
 
 bench/ is not a package: `fleetplane bench NAME` loads bench/NAME.py by path, and the
 benchmarks load this file the same way (`fleetplane.cli.load_bench("support")`).
@@ -17,11 +18,21 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import httpx
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleetplane.audit.service import Actor
+from fleetplane.bootstrap import ProviderWithKey, create_provider
+from fleetplane.channels import service as channels
+from fleetplane.channels.schemas import ChannelCreate, Protocol, Transport
+from fleetplane.devices import service as devices
+from fleetplane.devices.schemas import DeviceCreate
 
 SERVER_START_SECONDS = 60
 # Above this share of the CPUs in use before the run, other work will pull the figures down.
@@ -226,3 +237,56 @@ def versions(*packages: str) -> str:
 
 def count_cell(count: int) -> str:
     return f"[bold red]{count:,}[/]" if count else "0"
+
+
+# --- data ---------------------------------------------------------------------------------
+
+
+@dataclass
+class SeededChannel:
+    provider: ProviderWithKey
+    actor: Actor
+    channel_id: str
+    port: int
+
+
+async def provider_with_channel(session: AsyncSession, name: str) -> SeededChannel:
+    """A new provider (with its first key) and its Wialon IPS TCP channel on a port free on
+    this machine now and not taken by another provider's channel: the project's own code."""
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    provider = await create_provider(session, f"{name} {stamp}")
+    actor = Actor(provider_id=provider.provider_id)
+    port = await channels.first_free_port(session, free_port())
+    channel = await channels.create(
+        session,
+        actor,
+        ChannelCreate(
+            name=f"{name} Wialon IPS", protocol=Protocol.WIALON_IPS, transport=Transport.TCP,
+            port=port,
+        ),
+    )  # fmt: skip
+    return SeededChannel(provider, actor, channel.id, port)
+
+
+async def create_devices(
+    session: AsyncSession,
+    seeded: SeededChannel,
+    unique_ids: list[str],
+    console: Console,
+    customer_id: str | None = None,
+) -> list[str]:
+    """Devices on the seeded channel (for `customer_id`, if given), with a progress bar."""
+    columns = (TextColumn("creating devices"), BarColumn(), MofNCompleteColumn())
+    ids = []
+    with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("devices", total=len(unique_ids))
+        for number, unique_id in enumerate(unique_ids):
+            data = DeviceCreate(
+                channel_id=seeded.channel_id,
+                unique_id=unique_id,
+                name=f"Bench tracker {number + 1:04d}",
+                customer_id=customer_id,
+            )
+            ids.append((await devices.create(session, seeded.actor, data)).id)
+            progress.advance(task)
+    return ids
