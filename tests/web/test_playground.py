@@ -388,3 +388,36 @@ def test_studio_lists_and_calls_the_customers_operations(
         assert listed == {customer["id"]: customer["name"] for customer in tenant.customers}
 
     browser.run(scenario)
+
+
+@pytest.mark.browser
+def test_switching_tabs_after_expanding_an_operation_keeps_the_page(
+    browser: BrowserThread, tenant: Tenant
+) -> None:
+    """Swagger UI renders tabs of its own (Example Value | Schema) inside an expanded
+    operation; switching between Studio and FleetSpace leaves them alone and shows the other
+    panel's operations."""
+
+    def scenario(tab: Playground) -> None:
+        tab.open()
+        tab.paste_key(tenant.api.key or "")
+        fleetspace = tab.page.get_by_role("tab", name=re.compile("FleetSpace"))
+        studio = tab.page.get_by_role("tab", name=re.compile("Studio"))
+        customers = tab.operation("studio-ui", "GET", "/api/customers")
+        customers.locator(".opblock-summary").first.click()
+        swagger_tabs = customers.locator(".tab [role=tab]")
+        expect(swagger_tabs.first).to_be_visible()  # Swagger UI's own: Example Value | Schema
+
+        for _ in range(2):
+            fleetspace.click()
+            expect(fleetspace).to_have_attribute("aria-selected", "true")
+            expect(tab.page.locator("#panel-studio")).to_be_hidden()
+            expect(tab.operation("fleetspace-ui", "GET", "/module/devices")).to_be_visible()
+            studio.click()
+            expect(studio).to_have_attribute("aria-selected", "true")
+            expect(tab.page.locator("#panel-fleetspace")).to_be_hidden()
+            expect(customers.locator(".opblock-body")).to_be_visible()
+            expect(swagger_tabs.first).to_be_visible()
+        assert tab.page_errors == []
+
+    browser.run(scenario)

@@ -146,10 +146,13 @@
 
   // ---- tabs -------------------------------------------------------------------------------
 
+  // Only the page's own tabs: an expanded operation in Swagger UI has role=tab elements too.
+  const apiTabs = () => document.querySelectorAll("#api-tabs [role=tab]");
+
   function showTab(name) {
     state.tab = name;
     remember(STORED.tab, name);
-    for (const tab of document.querySelectorAll("[role=tab]")) {
+    for (const tab of apiTabs()) {
       const selected = tab.dataset.tab === name;
       tab.setAttribute("aria-selected", String(selected));
       tab.tabIndex = selected ? 0 : -1;
@@ -341,7 +344,7 @@
     bindKeyForm();
     bindCustomerPicker();
     renderCurrentCustomer();
-    for (const tab of document.querySelectorAll("[role=tab]")) {
+    for (const tab of apiTabs()) {
       tab.addEventListener("click", () => showTab(tab.dataset.tab));
     }
     showTab(state.tab);
