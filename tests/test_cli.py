@@ -94,6 +94,8 @@ def test_serve_demo_prints_a_key_that_works(tmp_path: Path) -> None:
                 assert values["Fuel level"] is not None and values["Odometer"] is not None
                 assert reporting["ignition"] is not None
                 assert reporting["odometer_km"] == values["Odometer"]
+                assert values["Engine hours"] is not None
+                assert reporting["engine_hours_sensor"] == values["Engine hours"]
         finally:
             process.terminate()
             process.wait(timeout=20)

@@ -23,7 +23,8 @@ DEMO_PROVIDER = "Demo Provider"
 DEFAULT_CHANNELS = (("Wialon IPS", Protocol.WIALON_IPS, 20332), ("OsmAnd", Protocol.OSMAND, 5055))
 DEMO_KEY_NAME = "demo"
 # (name, type, parameter, unit): what the demo's simulated trackers report (simulator/encoding.py),
-# so the playground shows sensor values, ignition, and odometer and engine hours from the device.
+# so the playground shows sensor values, ignition, and the device's own odometer (`odometer_km`)
+# and hour meter (`engine_hours_sensor`) beside the hours counted from ignition.
 DEMO_SENSORS = (
     ("Ignition", SensorType.IGNITION, "ign", ""),
     ("Fuel level", SensorType.FUEL_LEVEL, "fuel", "l"),

@@ -141,7 +141,9 @@ def test_live_state_and_message_history_through_the_module_api(
     assert seen["odometer_km"] == pytest.approx(1.015, abs=0.01)  # one minute of longitude here
     assert seen["online"] is True
     assert seen["ignition"] is True  # input 1 is on
-    assert seen["engine_hours"] == pytest.approx(60 / 3600, abs=0.001)  # on from 10:00 to 10:01
+    # counted from ignition on at 10:00 to 10:01; the device sends no hour meter
+    assert seen["engine_hours_counted"] == pytest.approx(60 / 3600, abs=0.001)
+    assert seen["engine_hours_sensor"] is None
     readings = {reading["name"]: reading for reading in seen["sensors"]}
     assert readings["Tank"]["value"] == pytest.approx(40.08)  # 50.1 on a 0..100 -> 0..80 table
     assert readings["Tank"]["unit"] == "l"
@@ -417,7 +419,7 @@ def test_rule_changes_apply_to_the_next_packet(
     stored = api.get(f"/module/devices/{device['id']}/messages").json()["items"]
     assert [m["valid"] for m in stored] == [True, False, True, True, True]
     assert running["ignition"] is True
-    assert running["engine_hours"] == pytest.approx(60 / 3600, abs=0.001)
+    assert running["engine_hours_counted"] == pytest.approx(60 / 3600, abs=0.001)
     after = api.get(f"/module/devices/{device['id']}").json()
     assert after["last_message_at"] == "2026-11-25T12:04:00Z"
-    assert after["engine_hours"] == running["engine_hours"]
+    assert after["engine_hours_counted"] == running["engine_hours_counted"]

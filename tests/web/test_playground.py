@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 import pytest
 
-from conftest import RunningServer, Tenant, assert_problem, shared_client
+from conftest import RunningServer, Tenant, assert_problem, create_channel, shared_client
 from fleetplane.registry import MODULES
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -386,5 +387,109 @@ def test_studio_lists_and_calls_the_customers_operations(
         assert status == "200"
         listed = {item["id"]: item["name"] for item in body["items"]}
         assert listed == {customer["id"]: customer["name"] for customer in tenant.customers}
+
+    browser.run(scenario)
+
+
+@pytest.mark.browser
+def test_switching_tabs_after_expanding_an_operation_keeps_the_page(
+    browser: BrowserThread, tenant: Tenant
+) -> None:
+    """Swagger UI renders tabs of its own (Example Value | Schema) inside an expanded
+    operation; switching between Studio and FleetSpace leaves them alone and shows the other
+    panel's operations."""
+
+    def scenario(tab: Playground) -> None:
+        tab.open()
+        tab.paste_key(tenant.api.key or "")
+        fleetspace = tab.page.get_by_role("tab", name=re.compile("FleetSpace"))
+        studio = tab.page.get_by_role("tab", name=re.compile("Studio"))
+        customers = tab.operation("studio-ui", "GET", "/api/customers")
+        customers.locator(".opblock-summary").first.click()
+        swagger_tabs = customers.locator(".tab [role=tab]")
+        expect(swagger_tabs.first).to_be_visible()  # Swagger UI's own: Example Value | Schema
+
+        for _ in range(2):
+            fleetspace.click()
+            expect(fleetspace).to_have_attribute("aria-selected", "true")
+            expect(tab.page.locator("#panel-studio")).to_be_hidden()
+            expect(tab.operation("fleetspace-ui", "GET", "/module/devices")).to_be_visible()
+            studio.click()
+            expect(studio).to_have_attribute("aria-selected", "true")
+            expect(tab.page.locator("#panel-fleetspace")).to_be_hidden()
+            expect(customers.locator(".opblock-body")).to_be_visible()
+            expect(swagger_tabs.first).to_be_visible()
+        assert tab.page_errors == []
+
+    browser.run(scenario)
+
+
+def osmand_device(tenant: Tenant, customer: dict[str, Any], unique_id: str) -> tuple[str, str]:
+    """A device of `customer` on a listening OsmAnd channel: (device id, the channel's URL)."""
+    channel = create_channel(tenant.api, enabled=True, protocol="osmand", transport="http")
+    deadline = time.monotonic() + 5
+    while not (tenant.api.get(f"/api/channels/{channel['id']}").json()["counters"] or {}).get(
+        "listening"
+    ):
+        assert time.monotonic() < deadline, "the OsmAnd listener did not start"
+        time.sleep(0.05)
+    body = tenant.device_body(
+        channel_id=channel["id"], unique_id=unique_id, customer_id=customer["id"]
+    )
+    device = tenant.api.post("/api/devices", json=body)
+    assert device.status_code == 201, device.text
+    return device.json()["id"], f"http://127.0.0.1:{channel['port']}/"
+
+
+def report_position(url: str, unique_id: str, timestamp: int, speed_knots: int) -> None:
+    fields = {"id": unique_id, "lat": "56.95", "lon": "24.1", "timestamp": str(timestamp)}
+    answer = httpx.get(url, params={**fields, "speed": str(speed_knots)}, timeout=10)
+    assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.browser
+def test_the_event_stream_shows_events_as_they_arrive(
+    browser: BrowserThread, tenant: Tenant
+) -> None:
+    customer = tenant.customers[0]
+    device_id, osmand_url = osmand_device(tenant, customer, "phone-live-1")
+
+    def scenario(tab: Playground) -> None:
+        tab.open()
+        tab.paste_key(tenant.api.key or "")
+        tab.open_module("Devices")
+        pick_customer(tab, customer)
+        operation = tab.operation("fleetspace-ui", "GET", "/module/devices/events")
+        operation.locator(".opblock-summary").first.click()
+        operation.get_by_role("button", name="Try it out").click()
+        operation.get_by_role("button", name="Execute").click()
+        # Swagger UI is answered as soon as the stream opens, not when it ends.
+        status = operation.locator(".live-responses-table tr.response .response-col_status")
+        expect(status.first).to_have_text("200")
+        panel = tab.page.locator("#event-stream")
+        expect(panel.locator("#event-stream-status")).to_have_text(re.compile("^Open"))
+        expect(panel.locator("#event-stream-operation")).to_have_text("GET /module/devices/events")
+        events = panel.locator("#event-stream-list .event")
+        expect(events).to_have_count(0)
+
+        report_position(osmand_url, "phone-live-1", 1795600000, 10)
+        expect(events).to_have_count(1)
+        report_position(osmand_url, "phone-live-1", 1795600060, 20)
+        expect(events).to_have_count(2)
+        expect(events.locator(".event-type")).to_have_text(["state", "state"])
+        newest, first = (json.loads(text) for text in events.locator("pre").all_inner_texts())
+        assert first["device_id"] == newest["device_id"] == device_id
+        assert first["last_message_at"] == "2026-11-25T09:46:40Z"
+        assert newest["last_message_at"] == "2026-11-25T09:47:40Z"  # newest first
+        expect(panel.locator("#event-stream-count")).to_have_text("2 events")
+
+        stream_request = re.compile(r"/module/devices/events")
+        with tab.page.expect_event(
+            "requestfailed", lambda r: stream_request.search(r.url)
+        ) as ended:
+            panel.get_by_role("button", name="Stop").click()
+        assert "ABORTED" in (ended.value.failure or "")  # the page closed the stream
+        expect(panel.locator("#event-stream-status")).to_have_text("Stopped")
+        expect(panel.get_by_role("button", name="Stop")).to_be_disabled()
 
     browser.run(scenario)

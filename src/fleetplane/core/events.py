@@ -4,7 +4,7 @@ Subscribers get a bounded queue: a client too slow to keep up loses the oldest e
 the server's memory."""
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 Event = dict[str, Any]
@@ -55,9 +55,12 @@ class EventHub:
 
 
 async def server_sent_events(
-    subscription: Subscription, heartbeat_seconds: float = 15.0
+    subscription: Subscription,
+    heartbeat_seconds: float = 15.0,
+    shape: Callable[[Event], Awaitable[Event | None]] | None = None,
 ) -> AsyncIterator[bytes]:
-    """`text/event-stream` lines for a subscription; a comment line keeps idle proxies open."""
+    """`text/event-stream` lines for a subscription; a comment line keeps idle proxies open.
+    `shape` turns a published event into what this client is sent (None: nothing)."""
     import orjson
 
     try:
@@ -67,6 +70,10 @@ async def server_sent_events(
             if event is None:
                 yield b": heartbeat\n\n"
                 continue
+            if shape is not None:
+                event = await shape(event)
+                if event is None:
+                    continue
             data = orjson.dumps(event, option=orjson.OPT_UTC_Z)
             yield b"event: " + event["type"].encode() + b"\ndata: " + data + b"\n\n"
     finally:

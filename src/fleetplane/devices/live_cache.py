@@ -30,11 +30,11 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import BigInteger, Float, Integer, TextClause, event, func, select
+from sqlalchemy import TextClause, event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
-from fleetplane.core.db import UTCDateTime, set_tenant_scope
+from fleetplane.core.db import set_tenant_scope
 from fleetplane.core.ids import looks_like_id
 from fleetplane.core.pagination import encode_cursor
 from fleetplane.core.timeutil import as_utc, utcnow
@@ -122,10 +122,17 @@ class CustomerDevices:
         row = self.rows.get(state["device_id"])
         if row is None or not _newer(state, row):
             return
-        values = _as_read_back(state)  # only for held devices: the pipeline writes many more
-        row.update((name, values[name]) for name in live.STATE_FIELDS)
+        row.update(live.state_values(state))  # only for held devices: the pipeline writes more
         self.encoded.pop(row["id"], None)
         self.pages.clear()
+
+    def state_event(self, state: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The event stream's `state` event of a state the pipeline wrote for one of the
+        devices, shaped as its read is; None when it is not one of these devices."""
+        row = self.rows.get(state["device_id"])
+        if row is None:
+            return None
+        return live.state_event(live.with_state(row, state), self.sensors.get(row["id"], []))
 
     def reuse_encoded(self, previous: "CustomerDevices") -> None:
         """Takes over the JSON texts of an earlier read for the devices that did not change."""
@@ -330,30 +337,6 @@ def _newer(state: Mapping[str, Any], than: Mapping[str, Any]) -> bool:
 # --- change intake: SQLAlchemy session events, for every session of the process ------------
 
 _caches: "weakref.WeakSet[LiveDeviceCache]" = weakref.WeakSet()
-
-
-def _state_casts() -> dict[str, Any]:
-    """How a written state value reads back from the database: floats stay floats, times UTC."""
-    casts: dict[str, Any] = {}
-    for column in DeviceState.__table__.columns:
-        if isinstance(column.type, Float):
-            casts[column.name] = float
-        elif isinstance(column.type, Integer | BigInteger):
-            casts[column.name] = int
-        elif isinstance(column.type, UTCDateTime):
-            casts[column.name] = as_utc
-    return casts
-
-
-_STATE_CASTS = _state_casts()
-
-
-def _as_read_back(state: Mapping[str, Any]) -> dict[str, Any]:
-    values = dict(state)
-    for name, cast in _STATE_CASTS.items():
-        if values.get(name) is not None:
-            values[name] = cast(values[name])
-    return values
 
 
 def _pending(session: Session) -> Changes:

@@ -1,18 +1,21 @@
 """The `devices` module: a customer's own devices, their live state and their messages."""
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import Query, Request, Response
 from fastapi.responses import StreamingResponse
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleetplane.audit.service import Actor
 from fleetplane.commands import service as commands
 from fleetplane.commands.models import Command
 from fleetplane.commands.schemas import CommandCreate, CommandOut
 from fleetplane.core.auth import CustomerContext, ModuleAccess, answers_from_memory
+from fleetplane.core.db import set_tenant_scope
 from fleetplane.core.errors import not_found
-from fleetplane.core.events import EventHub, server_sent_events
+from fleetplane.core.events import Event, EventHub, server_sent_events
 from fleetplane.core.modules import Module
 from fleetplane.core.pagination import (
     Page,
@@ -70,16 +73,38 @@ async def list_devices(
     responses={200: {"content": {"text/event-stream": {}}, "description": "An event stream."}},
 )
 async def device_events(ctx: CustomerContext = module.requires("read:devices")) -> Response:
-    """A `text/event-stream`: an `event: state` with the device's new position and state each
-    time one of the customer's devices reports; a comment line every 15 s when idle."""
+    """A `text/event-stream`: an `event: state` each time one of the customer's devices
+    reports, whose data is the device's new live state exactly as `GET /module/devices/{id}`
+    shows it (every field but the device's own: `id`, `unique_id`, `name`, `phone`,
+    `created_at`), with `type` (`state`) and `device_id`; a comment line every 15 s when idle."""
     device_ids = await service.customer_device_ids(ctx.session, ctx.provider_id, ctx.customer_id)
     events: EventHub = ctx.request.app.state.events
     subscription = events.subscribe(lambda event: event["device_id"] in device_ids)
+    shape = _state_events_for(ctx.request, ctx.provider_id, ctx.customer_id)
     return StreamingResponse(
-        server_sent_events(subscription),
+        server_sent_events(subscription, shape=shape),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def _state_events_for(
+    request: Request, provider_id: str, customer_id: str
+) -> Callable[[Event], Awaitable[Event | None]]:
+    """Shapes the changed states the pipeline announces for the customer's stream, as the
+    device reads shape them: from the devices held in memory, else from the database."""
+    cache = _cache(request)
+    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
+
+    async def shape(event: Event) -> Event | None:
+        held = await cache.customer_devices(provider_id, customer_id)
+        if held is not None:
+            return held.state_event(event["state"])
+        async with sessions() as session:
+            await set_tenant_scope(session, provider_id=provider_id, customer_id=customer_id)
+            return await live.read_state_event(session, provider_id, customer_id, event["state"])
+
+    return shape
 
 
 async def _device_from_memory(request: Request, access: ModuleAccess) -> Response | None:

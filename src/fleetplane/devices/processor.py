@@ -184,30 +184,11 @@ def _device_time(message: Message) -> datetime:
     return message.device_time
 
 
-def state_event(state: dict[str, Any]) -> dict[str, Any]:
-    """A live event for a changed state, as the devices module streams it."""
-    return {
-        "type": "state",
-        "device_id": state["device_id"],
-        "last_message_at": state["last_message_at"],
-        "position": None
-        if state["position_at"] is None
-        else {
-            "time": state["position_at"],
-            "lat": state["lat"],
-            "lon": state["lon"],
-            "altitude": state["altitude"],
-            "speed": state["speed"],
-            "course": state["course"],
-            "satellites": state["satellites"],
-            "hdop": state["hdop"],
-        },
-        "odometer_km": round(state["odometer_m"] / 1000, 3),
-        "engine_hours": round(state["engine_seconds"] / 3600, 3),
-        "ignition": state["ignition"],
-        "inputs": state["inputs"],
-        "outputs": state["outputs"],
-    }
+def state_changed(state: dict[str, Any]) -> dict[str, Any]:
+    """The live event hub's news of a changed state. It carries the state as written: each
+    event stream shapes it for its customer with `live.state_event`, the same shaping as the
+    device reads, so the stream and the reads never disagree."""
+    return {"type": "state", "device_id": state["device_id"], "state": state}
 
 
 def _empty(device_id: str) -> dict[str, Any]:

@@ -99,7 +99,8 @@ class SensorReading(ResponseBody):
 
 
 class CustomerDeviceOut(ResponseBody):
-    """A device as its customer sees it, with its live state."""
+    """A device as its customer sees it, with its live state. The event stream's `state`
+    events carry the same live state, shaped the same way."""
 
     id: str
     unique_id: str
@@ -113,8 +114,14 @@ class CustomerDeviceOut(ResponseBody):
         description="The mileage sensor's value (km) if the device has one, otherwise the sum "
         "of distances between valid fixes."
     )
-    engine_hours: float | None = Field(
-        description="Time with ignition on (needs an ignition sensor)."
+    engine_hours_counted: float | None = Field(
+        description="Hours the platform counted with the ignition on (by the device's "
+        "ignition sensor), since the device first reported: 0 without an ignition sensor, "
+        "null before any message. Not the vehicle's hour meter: see `engine_hours_sensor`."
+    )
+    engine_hours_sensor: float | None = Field(
+        description="The vehicle's own hour meter (h): the value of the device's first "
+        "`engine_hours` sensor in its newest reading; null without such a sensor or reading."
     )
     inputs: int | None = Field(description="Digital inputs bit mask; bit 0 is input 1.")
     outputs: int | None

@@ -148,7 +148,7 @@ class MessageStore:
             return
         try:
             for state in changed:
-                self._events.publish(device_states.state_event(state))
+                self._events.publish(device_states.state_changed(state))
         except Exception:
             log.exception("announcing %d state changes failed", len(changed))
 

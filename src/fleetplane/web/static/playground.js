@@ -73,6 +73,7 @@
       request.headers = request.headers || {};
       if (state.key) request.headers[HEADERS.api_key] = state.key;
       if (sendCustomer && state.customer) request.headers[HEADERS.customer] = state.customer.id;
+      if (asksForEventStream(request)) request.userFetch = openEventStream;
       return request;
     };
   }
@@ -111,6 +112,180 @@
     return customers;
   }
 
+  // ---- event streams ----------------------------------------------------------------------
+  //
+  // Swagger UI reads a whole response body before it shows anything, so an operation that
+  // answers `text/event-stream` would spin for as long as the stream stays open. Its call is
+  // made here instead (Swagger UI's `userFetch`): Swagger UI gets the status and headers at
+  // once, and the events show in the Live events panel as they arrive, until Stop. A plain
+  // EventSource cannot send the key header, so the stream is read with fetch.
+
+  const EVENT_STREAM_TYPE = "text/event-stream";
+  const MAX_SHOWN_EVENTS = 200; // the oldest go first: a busy fleet must not fill the page
+  const eventStream = { controller: null, count: 0 };
+
+  function headerValue(headers, name) {
+    const found = Object.keys(headers || {}).find((key) => key.toLowerCase() === name);
+    return found ? String(headers[found]) : "";
+  }
+
+  function asksForEventStream(request) {
+    return headerValue(request.headers, "accept")
+      .split(",")
+      .some((type) => type.trim().toLowerCase().startsWith(EVENT_STREAM_TYPE));
+  }
+
+  async function openEventStream(url, request) {
+    stopEventStream("Replaced by a newer stream");
+    const controller = new AbortController();
+    eventStream.controller = controller;
+    eventStream.count = 0;
+    const method = (request.method || "GET").toUpperCase();
+    const path = new URL(url, window.location.href).pathname;
+    element("event-stream-operation").textContent = `${method} ${path}`;
+    element("event-stream-list").replaceChildren();
+    renderEventCount();
+    setStreamStatus("connecting", "Connecting…");
+    element("event-stream").hidden = false;
+    let response;
+    try {
+      response = await fetch(url, {
+        method,
+        headers: request.headers,
+        credentials: request.credentials,
+        signal: controller.signal,
+      });
+    } catch (error) {
+      if (eventStream.controller === controller) {
+        eventStream.controller = null;
+        setStreamStatus("closed", `Cannot connect: ${error.message}`);
+      }
+      throw error;
+    }
+    if (!response.ok || !response.body) {
+      // A refusal is a short problem+json answer: Swagger UI shows it as usual.
+      eventStream.controller = null;
+      setStreamStatus("closed", `Refused with ${response.status}: see the operation's response`);
+      return response;
+    }
+    setStreamStatus("open", "Open: events show as they arrive");
+    readEvents(response.body, controller);
+    const note =
+      "The stream is open. Its events show in the Live events panel as they arrive, " +
+      `newest first (the last ${MAX_SHOWN_EVENTS}), until Stop.`;
+    return new Response(note, {
+      status: response.status,
+      statusText: response.statusText,
+      headers: response.headers,
+    });
+  }
+
+  async function readEvents(body, controller) {
+    const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+    const parse = eventFrameParser();
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        for (const event of parse(value)) showEvent(event);
+      }
+      if (eventStream.controller === controller) setStreamStatus("closed", "Closed by the server");
+    } catch (error) {
+      if (controller.signal.aborted) return; // stopped here: the status already says so
+      if (eventStream.controller === controller) {
+        setStreamStatus("closed", `Connection lost: ${error.message}`);
+      }
+    } finally {
+      if (eventStream.controller === controller) eventStream.controller = null;
+    }
+  }
+
+  // The server-sent events format (WHATWG HTML, "Interpreting an event stream"): lines of
+  // `field: value`, an event ends at a blank line, lines starting with ":" are comments.
+  function eventFrameParser() {
+    let pending = "";
+    let type = "";
+    let data = [];
+    return (text) => {
+      pending += text;
+      // A chunk may end between the "\r" and "\n" of one line end: keep a final "\r" back.
+      const usable = pending.endsWith("\r") ? pending.length - 1 : pending.length;
+      const lines = pending.slice(0, usable).split(/\r\n|\r|\n/);
+      pending = lines.pop() + pending.slice(usable);
+      const events = [];
+      for (const line of lines) {
+        if (line === "") {
+          if (data.length > 0) events.push({ type: type || "message", data: data.join("\n") });
+          type = "";
+          data = [];
+          continue;
+        }
+        if (line.startsWith(":")) continue;
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        let value = colon < 0 ? "" : line.slice(colon + 1);
+        if (value.startsWith(" ")) value = value.slice(1);
+        if (field === "event") type = value;
+        else if (field === "data") data.push(value);
+      }
+      return events;
+    };
+  }
+
+  function showEvent(event) {
+    const item = document.createElement("li");
+    item.className = "event";
+    const time = document.createElement("time");
+    time.textContent = new Date().toLocaleTimeString();
+    const type = document.createElement("span");
+    type.className = "event-type";
+    type.textContent = event.type;
+    const data = document.createElement("pre");
+    data.textContent = readableData(event.data);
+    item.append(time, type, data);
+    const list = element("event-stream-list");
+    list.prepend(item);
+    while (list.children.length > MAX_SHOWN_EVENTS) list.lastElementChild.remove();
+    eventStream.count += 1;
+    renderEventCount();
+  }
+
+  function readableData(text) {
+    try {
+      return JSON.stringify(JSON.parse(text), null, 2);
+    } catch {
+      return text; // not JSON: shown as sent
+    }
+  }
+
+  function renderEventCount() {
+    const count = eventStream.count;
+    element("event-stream-count").textContent = `${count} event${count === 1 ? "" : "s"}`;
+  }
+
+  function setStreamStatus(name, text) {
+    const status = element("event-stream-status");
+    status.dataset.state = name;
+    status.textContent = text;
+    element("event-stream-stop").disabled = name === "closed";
+  }
+
+  function stopEventStream(reason) {
+    const controller = eventStream.controller;
+    if (!controller) return;
+    eventStream.controller = null;
+    controller.abort();
+    setStreamStatus("closed", reason);
+  }
+
+  function bindEventStreamPanel() {
+    element("event-stream-stop").addEventListener("click", () => stopEventStream("Stopped"));
+    element("event-stream-close").addEventListener("click", () => {
+      stopEventStream("Stopped");
+      element("event-stream").hidden = true;
+    });
+  }
+
   // ---- Swagger UI -------------------------------------------------------------------------
 
   function createSwaggerUI(domId, url, sendCustomer) {
@@ -146,10 +321,13 @@
 
   // ---- tabs -------------------------------------------------------------------------------
 
+  // Only the page's own tabs: an expanded operation in Swagger UI has role=tab elements too.
+  const apiTabs = () => document.querySelectorAll("#api-tabs [role=tab]");
+
   function showTab(name) {
     state.tab = name;
     remember(STORED.tab, name);
-    for (const tab of document.querySelectorAll("[role=tab]")) {
+    for (const tab of apiTabs()) {
       const selected = tab.dataset.tab === name;
       tab.setAttribute("aria-selected", String(selected));
       tab.tabIndex = selected ? 0 : -1;
@@ -341,7 +519,8 @@
     bindKeyForm();
     bindCustomerPicker();
     renderCurrentCustomer();
-    for (const tab of document.querySelectorAll("[role=tab]")) {
+    bindEventStreamPanel();
+    for (const tab of apiTabs()) {
       tab.addEventListener("click", () => showTab(tab.dataset.tab));
     }
     showTab(state.tab);

@@ -1,0 +1,146 @@
+"""A device's live state reads the same wherever it is shown: the device read, the list and
+the event stream, whether the device reads come from memory or from the database."""
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import (
+    RunningServer,
+    Tenant,
+    connect_when_listening,
+    create_channel,
+    make_settings,
+    make_tenant,
+    start_server,
+)
+from fleetplane.ingest.protocols.wialon_ips import crc_text
+
+IDENTITY = {"id", "unique_id", "name", "phone", "created_at"}
+
+
+@pytest.fixture(scope="module")
+def uncached_server(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    """Device reads from the database on every call (nothing held in memory)."""
+    settings = make_settings(
+        database_url, tmp_path_factory.mktemp("uncached"), live_cache_seconds=0
+    )
+    running = start_server(settings)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(params=["from memory", "from the database"])
+def any_server(
+    request: pytest.FixtureRequest, server: RunningServer, uncached_server: RunningServer
+) -> RunningServer:
+    return server if request.param == "from memory" else uncached_server
+
+
+def wialon_data(body: str) -> bytes:
+    covered = (body + ";").encode()
+    return f"#D#{covered.decode()}{crc_text(covered)}\r\n".encode()
+
+
+def send_wialon(port: int, unique_id: str, bodies: list[str]) -> None:
+    """Logs in and sends each data packet, waiting for its answer (sent after the commit)."""
+    with connect_when_listening(port) as sock, sock.makefile("rwb") as link:
+        link.write(f"#L#2.0;{unique_id};NA;".encode())
+        link.write(crc_text(f"2.0;{unique_id};NA;".encode()).encode() + b"\r\n")
+        link.flush()
+        assert link.readline() == b"#AL#1\r\n"
+        for body in bodies:
+            link.write(wialon_data(body))
+            link.flush()
+            assert link.readline() == b"#AD#1\r\n"
+
+
+class StateEvents:
+    """The module's event stream, read in a thread: every `state` event's data."""
+
+    def __init__(self, server: RunningServer, headers: dict[str, str]) -> None:
+        self.events: list[dict[str, Any]] = []
+        self._opened = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._listen, args=(server.base_url, headers), daemon=True
+        )
+        self._thread.start()
+        assert self._opened.wait(10), "the event stream did not open"
+
+    def _listen(self, base_url: str, headers: dict[str, str]) -> None:
+        timeout = httpx.Timeout(10, read=30)
+        with (
+            httpx.Client(base_url=base_url, timeout=timeout) as client,
+            client.stream("GET", "/module/devices/events", headers=headers) as stream,
+        ):
+            for line in stream.iter_lines():
+                self._opened.set()
+                if line.startswith("data: "):
+                    self.events.append(json.loads(line.removeprefix("data: ")))
+                if self._stop.is_set():
+                    return
+
+    def wait_for(self, last_message_at: str) -> dict[str, Any]:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            for event in self.events:
+                if event["last_message_at"] == last_message_at:
+                    self._stop.set()
+                    return event
+            time.sleep(0.02)
+        raise AssertionError(f"no state event at {last_message_at}: {self.events}")
+
+
+def test_the_stream_and_the_device_reads_show_the_same_state(any_server: RunningServer) -> None:
+    tenant: Tenant = make_tenant(any_server, "Live state everywhere")
+    customer = tenant.customers[0]["id"]
+    channel = create_channel(tenant.api, enabled=True)
+    unique_id = f"35433003{channel['port']:07d}"
+    body = tenant.device_body(channel_id=channel["id"], unique_id=unique_id, customer_id=customer)
+    device = tenant.api.post("/api/devices", json=body).json()
+    for sensor in (
+        {"name": "Engine", "type": "ignition", "parameter": "in1"},
+        {"name": "Odometer", "type": "mileage", "parameter": "odo", "unit": "km"},
+        {"name": "Hour meter", "type": "engine_hours", "parameter": "engh", "unit": "h"},
+    ):
+        created = tenant.api.post("/api/sensors", json={"device_id": device["id"], **sensor})
+        assert created.status_code == 201, created.text
+    api = tenant.module_api(0)
+    assert api.get(f"/module/devices/{device['id']}").status_code == 200  # held from here on
+    stream = StateEvents(any_server, api.headers())
+    try:
+        send_wialon(
+            channel["port"],
+            unique_id,
+            [
+                "251126;100000;5656.9760;N;02406.3120;E;40;90;12;9;0.9;1;0;NA;NA;"
+                "odo:2:88769.0,engh:2:1234.25",
+                "251126;100100;5656.9760;N;02407.3120;E;45;91;13;9;0.9;1;0;NA;NA;"
+                "odo:2:88769.828,engh:2:1234.5",
+            ],
+        )
+        event = stream.wait_for("2026-11-25T10:01:00Z")
+    finally:
+        tenant.api.patch(f"/api/channels/{channel['id']}", json={"enabled": False})
+
+    read = api.get(f"/module/devices/{device['id']}").json()
+    assert read["last_message_at"] == event["last_message_at"]
+    assert event["type"] == "state" and event["device_id"] == device["id"]
+    shown = {name: value for name, value in event.items() if name not in {"type", "device_id"}}
+    assert set(shown) == set(read) - IDENTITY
+    for name, value in shown.items():
+        assert value == read[name], name
+    # the vehicle's odometer, not the few metres summed from two fixes
+    assert event["odometer_km"] == 88769.828
+    assert event["engine_hours_counted"] == pytest.approx(60 / 3600, abs=0.001)  # ignition on
+    assert event["engine_hours_sensor"] == 1234.5  # the device's own hour meter
+    listed = {item["id"]: item for item in api.get("/module/devices").json()["items"]}
+    assert listed[device["id"]] == read
