@@ -35,7 +35,7 @@ class OnlyDeclared(importlib.abc.MetaPathFinder):
         top = name.partition(".")[0]
         dists = {canonicalize_name(d) for d in providers.get(top, ())}
         if top != "fleetplane" and dists and not dists & allowed:
-            raise ImportError(f"{name} is not installed by the declared dependencies ({sorted(dists)})")
+            raise ImportError(f"{name}: {sorted(dists)} is not a declared dependency")
         return None
 
 sys.meta_path.insert(0, OnlyDeclared())
@@ -70,9 +70,9 @@ def declared_distributions() -> set[str]:
         if key in seen:
             continue
         seen.add(key)
+        extras = ["", *sorted(requirement.extras)]
         for line in metadata.distribution(name).requires or []:
             needed = Requirement(line)
-            extras = [""] + sorted(requirement.extras)
             if needed.marker is None or any(needed.marker.evaluate({"extra": e}) for e in extras):
                 pending.append(needed)
     return {name for name, _ in seen}
