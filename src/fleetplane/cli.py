@@ -122,7 +122,8 @@ def serve(
         for moved in result.moved:
             console.print(
                 f"[bold yellow]Port {moved.usual_port} is not free ({moved.reason}):[/] the "
-                f"demo's {moved.name} channel listens on port [bold]{moved.port}[/] instead."
+                f"demo's {moved.name} channel listens on port [bold]{moved.port}[/] instead.",
+                soft_wrap=True,  # one line, whatever the terminal's width
             )
     else:
         console.print(f"Fleetplane on {base} (playground: {base}/playground)")
