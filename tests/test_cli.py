@@ -68,6 +68,22 @@ def test_migrate(tmp_path: Path, database_url: str) -> None:
     assert "up to date" in result.stdout
 
 
+def test_a_malformed_setting_is_named(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "FLEETPLANE_DATA_DIR": str(tmp_path),
+        "FLEETPLANE_DEVICE_PORTS": "20000-29999,50x5",
+    }
+    result = subprocess.run(
+        [FLEETPLANE, "migrate"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "FLEETPLANE_DEVICE_PORTS: Value error, '50x5' is neither a port nor a range" in (
+        result.stdout
+    )
+    assert "Traceback" not in result.stdout + result.stderr
+
+
 def test_serve_demo_prints_a_key_that_works(tmp_path: Path) -> None:
     """What scripts/serve runs, on its embedded default (a SQLite file in the data dir)."""
     port = free_port()

@@ -14,6 +14,7 @@ from types import ModuleType
 from typing import Annotated, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.panel import Panel
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,7 +34,13 @@ JsonOption = Annotated[bool, typer.Option("--json", help="One line of JSON, for 
 
 
 def _settings(**overrides: object) -> Settings:
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as error:  # a setting's name and what is wrong, not a traceback
+        for problem in error.errors():
+            name = "FLEETPLANE_" + "_".join(str(part) for part in problem["loc"]).upper()
+            console.print(f"[bold red]{name}:[/] {problem['msg']}", soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 def _in_system_transaction(
