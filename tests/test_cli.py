@@ -218,6 +218,16 @@ def test_a_channel_that_cannot_listen_never_stops_the_platform(
         assert f"PATCH /api/channels/{channel_id}" in said[0]
 
 
+def test_serve_says_when_its_http_port_is_taken(tmp_path: Path) -> None:
+    port = free_port()
+    with socket.create_server(("127.0.0.1", port)):
+        result = run(["serve", "--port", str(port)], tmp_path, f"sqlite:///{tmp_path}/x.db")
+    assert result.returncode == 1
+    assert f"Cannot listen on 127.0.0.1:{port}: Address already in use." in result.stdout
+    assert "--port or FLEETPLANE_PORT" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
 def test_serve_demo_moves_off_taken_device_ports(tmp_path: Path) -> None:
     """With the demo's usual Wialon IPS port held by another program, the demo says so,
     listens on a free port, and its simulated trackers drive there."""

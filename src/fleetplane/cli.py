@@ -6,6 +6,7 @@ import gc
 import importlib.util
 import json
 import logging
+import os
 import socket
 import sys
 from collections.abc import Awaitable, Callable
@@ -177,9 +178,11 @@ def _listen_http(settings: Settings) -> socket.socket:
     try:
         return socket.create_server((settings.host, settings.port), family=family, backlog=2048)
     except OSError as error:
+        reason = os.strerror(error.errno) if error.errno else str(error)
         console.print(
-            f"[bold red]Cannot listen on {settings.host}:{settings.port}:[/] "
-            f"{error.strerror or error}. Choose another port with --port or FLEETPLANE_PORT."
+            f"[bold red]Cannot listen on {settings.host}:{settings.port}:[/] {reason}. "
+            "Choose another port with --port or FLEETPLANE_PORT.",
+            soft_wrap=True,
         )
         raise typer.Exit(1) from None
 
