@@ -131,10 +131,6 @@ class Gateway:
             return {"state": ListenerState.FAILED, "reason": failed[1]}
         return {"state": ListenerState.STARTING, "reason": None}
 
-    def failures(self) -> dict[str, str]:
-        """Why each enabled channel that has no listener could not start one."""
-        return {channel_id: reason for channel_id, (_, reason) in self._failed.items()}
-
     async def reload(self) -> None:
         """Makes the listeners match the enabled channels in the database."""
         async with self._lock:
