@@ -31,10 +31,16 @@ from fleetplane.audit.service import Actor
 from fleetplane.bootstrap import ProviderWithKey, create_provider
 from fleetplane.channels import service as channels
 from fleetplane.channels.schemas import ChannelCreate, Protocol, Transport
+from fleetplane.channels.service import ChannelPolicy
+from fleetplane.config import Settings
 from fleetplane.devices import service as devices
 from fleetplane.devices.schemas import DeviceCreate
+from fleetplane.ingest.gateway import cannot_bind
 
 SERVER_START_SECONDS = 60
+# Where the benchmarks' channels start looking for a free device port: away from the usual
+# ports of `fleetplane init` and the demo (20332, 5055), which a running server may hold.
+FIRST_CHANNEL_PORT = 21000
 # Above this share of the CPUs in use before the run, other work will pull the figures down.
 BUSY_MACHINE_SHARE = 0.10
 
@@ -251,12 +257,19 @@ class SeededChannel:
 
 
 async def provider_with_channel(session: AsyncSession, name: str) -> SeededChannel:
-    """A new provider (with its first key) and its Wialon IPS TCP channel on a port free on
-    this machine now and not taken by another provider's channel: the project's own code."""
+    """A new provider (with its first key) and its Wialon IPS TCP channel on a device port
+    (FLEETPLANE_DEVICE_PORTS, which the server started here reads too) free on this machine
+    now and not taken by another provider's channel: the project's own code."""
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
     provider = await create_provider(session, f"{name} {stamp}")
     actor = Actor(provider_id=provider.provider_id)
-    port = await channels.first_free_port(session, free_port())
+    policy = ChannelPolicy.of(Settings())
+    taken = await channels.used_ports(session)
+    port = next(
+        port
+        for port in policy.ports_from(FIRST_CHANNEL_PORT)
+        if port not in taken and cannot_bind("0.0.0.0", port, Transport.TCP) is None
+    )
     channel = await channels.create(
         session,
         actor,
@@ -264,6 +277,7 @@ async def provider_with_channel(session: AsyncSession, name: str) -> SeededChann
             name=f"{name} Wialon IPS", protocol=Protocol.WIALON_IPS, transport=Transport.TCP,
             port=port,
         ),
+        policy,
     )  # fmt: skip
     return SeededChannel(provider, actor, channel.id, port)
 

@@ -5,8 +5,8 @@ PostgreSQL too, in a database the suite creates next to the one named and drops 
 """
 
 import asyncio
-import itertools
 import os
+import random
 import socket
 import threading
 import time
@@ -28,6 +28,7 @@ from fleetplane.app import create_app
 from fleetplane.config import Settings, normalise_database_url
 from fleetplane.core.db import migrate, run_platform_work
 from fleetplane.core.permissions import Level, full_set
+from fleetplane.ingest.gateway import cannot_bind
 
 PG_URL_ENV = "FLEETPLANE_TEST_DATABASE_URL"
 Result = TypeVar("Result")
@@ -101,15 +102,29 @@ def connect_when_listening(port: int, seconds: float = 5.0) -> socket.socket:
             time.sleep(0.05)
 
 
-_CHANNEL_PORTS = itertools.count(10_000 + os.getpid() % 10_000)
+# Channels take ports from the platform's default device ports (FLEETPLANE_DEVICE_PORTS), so
+# the test servers run with the default. Each port is picked at random (so concurrent runs
+# rarely try the same one), checked free on this machine as a listener would bind it (TCP and
+# UDP on every address), and given once per run (so no two channels of a run share one).
+CHANNEL_PORTS = (20_000, 29_999)
+_USUAL_PORTS = {20332, 5055}  # a running demo or `fleetplane init` server may hold them
+_given_ports: set[int] = set()
+_port_picker = random.Random()
 
 
-def unused_channel_port() -> int:
-    """A port number no channel of this run has: for channels that are never enabled."""
-    return next(_CHANNEL_PORTS)
+def channel_port() -> int:
+    """A device port for a channel: free on this machine now, and new to this run."""
+    while True:
+        port = _port_picker.randint(*CHANNEL_PORTS)
+        if port in _given_ports or port in _USUAL_PORTS:
+            continue
+        _given_ports.add(port)
+        if cannot_bind("0.0.0.0", port, "tcp_udp") is None:
+            return port
 
 
 def free_port() -> int:
+    """A port for a test's HTTP server (from the kernel, outside the device ports)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -131,6 +146,7 @@ def start_server(settings: Settings) -> RunningServer:
     """Migrates, then runs the app under uvicorn in a thread, on a real port."""
     asyncio.run(migrate(settings))
     port = free_port()
+    settings = settings.model_copy(update={"port": port})  # what channels may not take
     config = uvicorn.Config(
         create_app(settings), host="127.0.0.1", port=port, log_level="warning", access_log=False
     )
@@ -235,13 +251,10 @@ class Api:
 def create_channel(api: Api, *, enabled: bool = False, **fields: Any) -> dict[str, Any]:
     """A Wialon IPS channel on a port no other channel has (disabled unless asked: most tests
     need a channel for their devices, not a listener)."""
-    for _ in range(20):
-        body = {"name": "Trackers", "protocol": "wialon_ips", "port": free_port()}
-        response = api.post("/api/channels", json={**body, "enabled": enabled, **fields})
-        if response.status_code != 409:
-            assert response.status_code == 201, response.text
-            return response.json()
-    raise AssertionError("no free port for a channel")
+    body = {"name": "Trackers", "protocol": "wialon_ips", "port": channel_port()}
+    response = api.post("/api/channels", json={**body, "enabled": enabled, **fields})
+    assert response.status_code == 201, response.text
+    return response.json()
 
 
 @dataclass

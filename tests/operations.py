@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from conftest import Api, Tenant, create_channel, unused_channel_port
+from conftest import Api, Tenant, channel_port, create_channel
 
 Call = tuple[str, dict[str, Any] | None]  # concrete path, JSON body
 
@@ -128,7 +128,7 @@ OPERATIONS: list[Operation] = [
     Operation(
         "POST", "/api/channels", "create:channels",
         lambda t: ("/api/channels", {"name": "New", "protocol": "osmand",
-                                     "port": unused_channel_port(), "enabled": False}), 201,
+                                     "port": channel_port(), "enabled": False}), 201,
     ),
     Operation(
         "GET", "/api/channels/{channel_id}", "read:channels",

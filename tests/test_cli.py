@@ -1,16 +1,25 @@
 """The command line as operators use it: real processes, real database files."""
 
+import asyncio
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from conftest import free_port
+from conftest import channel_port, free_port, make_settings, run_in_db
+from fleetplane import bootstrap
+from fleetplane.channels.models import Channel
+from fleetplane.core.db import migrate
+from fleetplane.core.ids import new_id
 
 FLEETPLANE = str(Path(sys.executable).parent / "fleetplane")
 
@@ -59,6 +68,22 @@ def test_migrate(tmp_path: Path, database_url: str) -> None:
     assert "up to date" in result.stdout
 
 
+def test_a_malformed_setting_is_named(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "FLEETPLANE_DATA_DIR": str(tmp_path),
+        "FLEETPLANE_DEVICE_PORTS": "20000-29999,50x5",
+    }
+    result = subprocess.run(
+        [FLEETPLANE, "migrate"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "FLEETPLANE_DEVICE_PORTS: Value error, '50x5' is neither a port nor a range" in (
+        result.stdout
+    )
+    assert "Traceback" not in result.stdout + result.stderr
+
+
 def test_serve_demo_prints_a_key_that_works(tmp_path: Path) -> None:
     """What scripts/serve runs, on its embedded default (a SQLite file in the data dir)."""
     port = free_port()
@@ -102,6 +127,128 @@ def test_serve_demo_prints_a_key_that_works(tmp_path: Path) -> None:
             assert process.stdout is not None
             process.stdout.close()
     assert keys[0] != keys[1]
+
+
+@contextmanager
+def serving(args: list[str], env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`fleetplane serve ...` until it serves; (the process, what it printed so far)."""
+    process = subprocess.Popen(
+        [FLEETPLANE, "serve", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    try:
+        yield process, _read_until(process, "Uvicorn running", 60)
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        assert process.stdout is not None
+        process.stdout.close()
+
+
+@contextmanager
+def held_port(port: int) -> Iterator[None]:
+    """Another program listening on `port` (if one already does, it is just as taken)."""
+    try:
+        holder = socket.create_server(("0.0.0.0", port))
+    except OSError:
+        yield
+        return
+    with holder:
+        yield
+
+
+def test_a_channel_that_cannot_listen_never_stops_the_platform(
+    tmp_path: Path, empty_database_url: str
+) -> None:
+    """Channels saved before the port rules existed, on the API's own port, on a port another
+    program holds and outside the device ports: the platform starts, and says which channel
+    does not listen, why, and how to move it."""
+    http_port, busy_port = free_port(), channel_port()
+    settings = make_settings(empty_database_url, tmp_path)
+    asyncio.run(migrate(settings))
+    ports = {"api": http_port, "busy": busy_port, "outside": 30_000}
+
+    async def seed(session: AsyncSession) -> tuple[str, dict[str, str]]:
+        created = await bootstrap.create_provider(session, "Provider from before")
+        ids = {}
+        for name, port in ports.items():
+            ids[name] = new_id("chn")
+            session.add(
+                Channel(
+                    id=ids[name],
+                    provider_id=created.provider_id,
+                    name=name,
+                    protocol="wialon_ips",
+                    transport="tcp",
+                    port=port,
+                )
+            )
+        assert created.api_key is not None
+        return created.api_key, ids
+
+    key, ids = run_in_db(settings, seed)
+    env = {
+        **os.environ,
+        "FLEETPLANE_DATA_DIR": str(tmp_path),
+        "FLEETPLANE_DATABASE_URL": empty_database_url,
+    }
+    with held_port(busy_port), serving(["--port", str(http_port)], env) as (_, output):
+        headers = {"x-platform-api-key": key}
+        with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", headers=headers) as api:
+            assert api.get("/healthz").status_code == 200
+            listeners = {
+                name: api.get(f"/api/channels/{channel_id}").json()["listener"]
+                for name, channel_id in ids.items()
+            }
+    assert listeners == {
+        "api": {
+            "state": "failed",
+            "reason": f"port {http_port} is the HTTP API's own port (FLEETPLANE_PORT)",
+        },
+        "busy": {
+            "state": "failed",
+            "reason": f"cannot listen on port {busy_port}: Address already in use",
+        },
+        "outside": {
+            "state": "failed",
+            "reason": "port 30000 is outside FLEETPLANE_DEVICE_PORTS (20000-29999, 5055)",
+        },
+    }
+    for name, channel_id in ids.items():
+        said = [line for line in output.splitlines() if channel_id in line]
+        assert said and "ERROR" in said[0] and listeners[name]["reason"] in said[0], output
+        assert f"PATCH /api/channels/{channel_id}" in said[0]
+
+
+def test_serve_says_when_its_http_port_is_taken(tmp_path: Path) -> None:
+    port = free_port()
+    with socket.create_server(("127.0.0.1", port)):
+        result = run(["serve", "--port", str(port)], tmp_path, f"sqlite:///{tmp_path}/x.db")
+    assert result.returncode == 1
+    assert f"Cannot listen on 127.0.0.1:{port}: Address already in use." in result.stdout
+    assert "--port or FLEETPLANE_PORT" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_serve_demo_moves_off_taken_device_ports(tmp_path: Path) -> None:
+    """With the demo's usual Wialon IPS port held by another program, the demo says so,
+    listens on a free port, and its simulated trackers drive there."""
+    port = free_port()
+    env = {**os.environ, "FLEETPLANE_DATA_DIR": str(tmp_path)}
+    env.pop("FLEETPLANE_DATABASE_URL", None)
+    with held_port(20332), serving(["--demo", "--port", str(port)], env) as (_, output):
+        moved = re.search(r"Wialon IPS channel listens on port (\d+) instead", output)
+        assert moved is not None and "Port 20332 is not free" in output, output
+        key = re.search(r"fpk_[A-Za-z0-9_-]+", output).group(0)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            headers = {"x-platform-api-key": key}
+            channels = client.get("/api/channels", headers=headers).json()["items"]
+            wialon = next(c for c in channels if c["protocol"] == "wialon_ips")
+            assert wialon["port"] == int(moved.group(1)) != 20332
+            assert wialon["listener"] == {"state": "listening", "reason": None}
+            customer = client.get("/api/customers", headers=headers).json()["items"][0]
+            headers["x-platform-cid"] = customer["id"]
+            assert _a_reporting_device(client, headers) is not None, "the demo is not driving"
 
 
 def _a_reporting_device(client: httpx.Client, headers: dict[str, str]) -> dict | None:

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane import __version__
 from fleetplane.api_keys import service as api_keys
+from fleetplane.channels.service import ChannelPolicy
 from fleetplane.config import Settings
 from fleetplane.core.auth import (
     CustomerIdentity,
@@ -117,10 +118,12 @@ def create_app(
     app.state.events = EventHub()
     app.state.files = FileStore(settings.data_dir / "files")
     app.state.device_rules = DeviceRulesCache()
+    app.state.channel_policy = ChannelPolicy.of(settings)
     app.state.gateway = Gateway(
         app.state.sessions,
         app.state.events,
         app.state.files,
+        app.state.channel_policy,
         host=settings.device_host,
         rules=app.state.device_rules,
     )

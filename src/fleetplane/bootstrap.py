@@ -1,13 +1,17 @@
 """Bootstrap work for the command line: the first provider, more providers, the demo data."""
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import islice
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane.api_keys import service as api_keys
 from fleetplane.audit.service import Actor
 from fleetplane.channels import service as channels
-from fleetplane.channels.schemas import ChannelCreate, Protocol
+from fleetplane.channels.models import Channel
+from fleetplane.channels.schemas import ChannelCreate, ChannelUpdate, Protocol
+from fleetplane.channels.service import ChannelPolicy
 from fleetplane.customers import service as customers
 from fleetplane.customers.schemas import Contact, CustomerCreate
 from fleetplane.devices import service as devices
@@ -21,7 +25,12 @@ from fleetplane.sensors.schemas import SensorCreate
 DEMO_PROVIDER = "Demo Provider"
 # (name, protocol, usual port): the listeners a new platform starts with.
 DEFAULT_CHANNELS = (("Wialon IPS", Protocol.WIALON_IPS, 20332), ("OsmAnd", Protocol.OSMAND, 5055))
+USUAL_PORTS = {protocol: port for _, protocol, port in DEFAULT_CHANNELS}
 DEMO_KEY_NAME = "demo"
+# How many ports from the usual one the demo tries before it leaves a channel where it is.
+DEMO_PORT_TRIES = 100
+# (port, transport) -> why a listener could not bind it on this machine now, or None.
+PortProbe = Callable[[int, str], str | None]
 # (name, type, parameter, unit): what the demo's simulated trackers report (simulator/encoding.py),
 # so the playground shows sensor values, ignition, and the device's own odometer (`odometer_km`)
 # and hour meter (`engine_hours_sensor`) beside the hours counted from ignition.
@@ -35,23 +44,36 @@ DEMO_SENSORS = (
 )
 
 
+@dataclass(frozen=True)
+class MovedChannel:
+    """A demo channel that listens elsewhere than usual, because its usual port is taken."""
+
+    name: str
+    usual_port: int
+    port: int
+    reason: str
+
+
 @dataclass
 class ProviderWithKey:
     provider_id: str
     api_key: str | None  # None when nothing new was created
     wialon_port: int | None = None  # the demo's Wialon IPS channel, for its simulated fleet
+    moved: list[MovedChannel] = field(default_factory=list)  # the demo's, off taken ports
 
     def as_json(self) -> dict[str, str | None]:
         return {"provider_id": self.provider_id, "api_key": self.api_key}
 
 
-async def init_platform(session: AsyncSession) -> tuple[ProviderWithKey, bool]:
+async def init_platform(
+    session: AsyncSession, policy: ChannelPolicy
+) -> tuple[ProviderWithKey, bool]:
     """The first provider and a key with every permission; (result, created)."""
     existing = await providers.first(session)
     if existing is not None:
         return ProviderWithKey(existing.id, None), False
     result = await create_provider(session, "Default Provider")
-    await create_default_channels(session, Actor(provider_id=result.provider_id))
+    await create_default_channels(session, Actor(provider_id=result.provider_id), policy)
     return result, True
 
 
@@ -61,38 +83,79 @@ async def create_provider(session: AsyncSession, name: str) -> ProviderWithKey:
     return ProviderWithKey(provider.id, secret)
 
 
-async def create_default_channels(session: AsyncSession, actor: Actor) -> dict[Protocol, str]:
+async def create_default_channels(
+    session: AsyncSession, actor: Actor, policy: ChannelPolicy
+) -> dict[Protocol, str]:
     """A Wialon IPS channel (TCP and UDP) on 20332 and an OsmAnd one on 5055; the next free
-    port when another provider of this platform already has one of those."""
+    device port when another provider of this platform already has one of those (or the
+    platform's device ports leave them out)."""
     created = {}
     for name, protocol, usual_port in DEFAULT_CHANNELS:
-        port = await channels.first_free_port(session, usual_port)
+        port = await channels.first_free_port(session, policy, usual_port)
         channel = await channels.create(
-            session, actor, ChannelCreate(name=name, protocol=protocol, port=port)
+            session, actor, ChannelCreate(name=name, protocol=protocol, port=port), policy
         )
         created[protocol] = channel.id
     return created
 
 
-async def seed_demo(session: AsyncSession) -> ProviderWithKey:
+async def seed_demo(
+    session: AsyncSession, policy: ChannelPolicy, cannot_bind: PortProbe
+) -> ProviderWithKey:
     """The demo provider (seeded once) and a fresh demo key. The previous demo key is revoked,
-    so every start prints a key that works and the key count stays at one."""
+    so every start prints a key that works and the key count stays at one. The demo's
+    channels go to the first ports from their usual ones that this machine has free now."""
     provider = await providers.by_name(session, DEMO_PROVIDER)
     if provider is None:
         provider = await providers.create(session, DEMO_PROVIDER)
-        await _seed_demo_fleet(session, Actor(provider_id=provider.id))
+        await _seed_demo_fleet(session, Actor(provider_id=provider.id), policy)
     actor = Actor(provider_id=provider.id)
     for key in (await session.execute(api_keys.list_query(provider.id, False))).scalars():
         if key.name == DEMO_KEY_NAME:
             await api_keys.revoke(session, actor, key.id)
     secret = await api_keys.create_bootstrap_key(session, provider.id, DEMO_KEY_NAME)
-    wialon = [c for c in await channels.all_channels(session) if c.provider_id == provider.id]
-    port = next((c.port for c in wialon if c.protocol == Protocol.WIALON_IPS), None)
-    return ProviderWithKey(provider.id, secret, port)
+    demo = [c for c in await channels.all_channels(session) if c.provider_id == provider.id]
+    moved = [
+        found
+        for channel in demo
+        if (found := await _onto_free_port(session, actor, channel, policy, cannot_bind))
+    ]
+    port = next((c.port for c in demo if c.protocol == Protocol.WIALON_IPS), None)
+    return ProviderWithKey(provider.id, secret, port, moved)
 
 
-async def _seed_demo_fleet(session: AsyncSession, actor: Actor) -> None:
-    channel_ids = await create_default_channels(session, actor)
+async def _onto_free_port(
+    session: AsyncSession,
+    actor: Actor,
+    channel: Channel,
+    policy: ChannelPolicy,
+    cannot_bind: PortProbe,
+) -> MovedChannel | None:
+    """Moves a demo channel to the first port from its usual one that no other channel has
+    and this machine can bind; what moved, when it is not on its usual port."""
+    if not channel.enabled:
+        return None
+    usual = USUAL_PORTS.get(Protocol(channel.protocol), channel.port)
+    taken = await channels.used_ports(session) - {channel.port}
+    candidates = (port for port in policy.ports_from(usual) if port not in taken)
+    for port in islice(candidates, DEMO_PORT_TRIES):
+        if cannot_bind(port, channel.transport) is None:
+            break
+    else:
+        return None  # nothing free nearby: the gateway reports the channel's failure
+    if port != channel.port:
+        update = ChannelUpdate(port=port)
+        await channels.update(session, actor, channel.id, update, policy)
+    if port == usual:
+        return None
+    reason = policy.why_not(usual) or (
+        "used by another channel" if usual in taken else cannot_bind(usual, channel.transport)
+    )
+    return MovedChannel(channel.name, usual, port, reason or "taken")
+
+
+async def _seed_demo_fleet(session: AsyncSession, actor: Actor, policy: ChannelPolicy) -> None:
+    channel_ids = await create_default_channels(session, actor, policy)
     fleets = [
         ("Baltic Logistics", "Europe/Riga", "dispatch@baltic-logistics.example"),
         ("City Couriers", "Europe/Berlin", "ops@city-couriers.example"),

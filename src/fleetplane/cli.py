@@ -1,10 +1,13 @@
 """The `fleetplane` command."""
 
 import asyncio
+import contextlib
 import gc
 import importlib.util
 import json
 import logging
+import os
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -12,11 +15,13 @@ from types import ModuleType
 from typing import Annotated, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.panel import Panel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane import bootstrap
+from fleetplane.channels.service import ChannelPolicy
 from fleetplane.config import Settings
 from fleetplane.core.db import migrate, run_platform_work
 
@@ -30,7 +35,13 @@ JsonOption = Annotated[bool, typer.Option("--json", help="One line of JSON, for 
 
 
 def _settings(**overrides: object) -> Settings:
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as error:  # a setting's name and what is wrong, not a traceback
+        for problem in error.errors():
+            name = "FLEETPLANE_" + "_".join(str(part) for part in problem["loc"]).upper()
+            console.print(f"[bold red]{name}:[/] {problem['msg']}", soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 def _in_system_transaction(
@@ -48,7 +59,11 @@ def _in_system_transaction(
 @app.command()
 def init(as_json: JsonOption = False) -> None:
     """Create the first provider and a key with every permission (once)."""
-    result, created = _in_system_transaction(_settings(), bootstrap.init_platform)
+    settings = _settings()
+    policy = ChannelPolicy.of(settings)
+    result, created = _in_system_transaction(
+        settings, lambda session: bootstrap.init_platform(session, policy)
+    )
     if as_json:
         typer.echo(json.dumps(result.as_json()))
     elif created:
@@ -89,18 +104,35 @@ def serve(
     import uvicorn
 
     from fleetplane.app import create_app
+    from fleetplane.ingest.gateway import cannot_bind
 
     settings = _settings(host=host, port=port)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
+    # The HTTP port is taken first: device listeners start before the web server would bind,
+    # and a channel on this port (or anything else) must not keep the API from starting.
+    http_socket = _listen_http(settings)
     if demo:
-        result = _in_system_transaction(settings, bootstrap.seed_demo)
+        policy = ChannelPolicy.of(settings)
+
+        def probe(port: int, transport: str) -> str | None:
+            return cannot_bind(settings.device_host, port, transport)
+
+        result = _in_system_transaction(
+            settings, lambda session: bootstrap.seed_demo(session, policy, probe)
+        )
     else:
         asyncio.run(migrate(settings))
     base = f"http://{settings.host}:{settings.port}"
     if demo:
         _show_key(f"Fleetplane demo: playground at {base}/playground", result)
+        for moved in result.moved:
+            console.print(
+                f"[bold yellow]Port {moved.usual_port} is not free ({moved.reason}):[/] the "
+                f"demo's {moved.name} channel listens on port [bold]{moved.port}[/] instead.",
+                soft_wrap=True,  # one line, whatever the terminal's width
+            )
     else:
         console.print(f"Fleetplane on {base} (playground: {base}/playground)")
     companions = []
@@ -108,13 +140,51 @@ def serve(
         companions.append(_demo_fleet(settings.host, result.wialon_port))
     application = create_app(settings, companions)
     _settle_garbage_collector()
-    uvicorn.run(
+    config = uvicorn.Config(
         application,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,
     )
+    server = _server_class()(config)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the way to stop it
+        server.run(sockets=[http_socket])
+    if not server.started:
+        raise typer.Exit(3)
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    class ServerOnBoundSocket(uvicorn.Server):
+        """uvicorn on a socket bound beforehand, saying when it serves as it does when it
+        binds the socket itself."""
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                url = f"http://{self.config.host}:{self.config.port}"
+                uvicorn_log = logging.getLogger("uvicorn.error")
+                uvicorn_log.info("Uvicorn running on %s (Press CTRL+C to quit)", url)
+
+    return ServerOnBoundSocket
+
+
+def _listen_http(settings: Settings) -> socket.socket:
+    """The HTTP API's socket, bound and listening (connections wait in its backlog until the
+    server accepts them); a clear message and exit when the port cannot be had."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    try:
+        return socket.create_server((settings.host, settings.port), family=family, backlog=2048)
+    except OSError as error:
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        console.print(
+            f"[bold red]Cannot listen on {settings.host}:{settings.port}:[/] {reason}. "
+            "Choose another port with --port or FLEETPLANE_PORT.",
+            soft_wrap=True,
+        )
+        raise typer.Exit(1) from None
 
 
 def _demo_fleet(host: str, port: int) -> Callable[[], Awaitable[object]]:

@@ -3,7 +3,7 @@
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -41,8 +41,26 @@ class Settings(BaseSettings):
         default=3600, ge=1, description="How often expired messages are purged."
     )
     device_host: str = Field(default="0.0.0.0", description="Address device listeners bind.")
+    device_ports: str = Field(
+        default="20000-29999,5055",
+        description="Ports channels may use: ports and inclusive ranges, comma-separated. Ports "
+        "below 1024 and the HTTP port are never used, whatever this says.",
+    )
+    max_channels_per_provider: int = Field(
+        default=20, ge=1, description="How many channels one provider may have."
+    )
     # PostgreSQL only: the role every request runs as, so row-level security applies to it.
     db_app_role: str = "fleetplane_app"
+
+    @field_validator("device_ports")
+    @classmethod
+    def _port_ranges_parse(cls, value: str) -> str:
+        parse_port_ranges(value)
+        return value
+
+    @property
+    def device_port_ranges(self) -> tuple[tuple[int, int], ...]:
+        return parse_port_ranges(self.device_ports)
 
     @cached_property
     def resolved_database_url(self) -> str:
@@ -63,3 +81,20 @@ def normalise_database_url(url: str) -> str:
     if url.startswith("sqlite://") and not url.startswith("sqlite+aiosqlite://"):
         return "sqlite+aiosqlite://" + url[len("sqlite://") :]
     return url
+
+
+def parse_port_ranges(text: str) -> tuple[tuple[int, int], ...]:
+    """`20000-29999,5055` as ((20000, 29999), (5055, 5055)): ports and inclusive ranges."""
+    ranges = []
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        try:
+            low, high = int(first), int(last or first)
+        except ValueError:
+            raise ValueError(
+                f"{part.strip()!r} is neither a port nor a range of ports like 20000-29999"
+            ) from None
+        if not 1 <= low <= high <= 65535:
+            raise ValueError(f"{part.strip()!r}: ports go from 1 to 65535, the lower one first")
+        ranges.append((low, high))
+    return tuple(ranges)

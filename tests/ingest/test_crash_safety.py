@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from conftest import free_port, make_settings, run_in_db
+from conftest import channel_port, free_port, make_settings, run_in_db
 from fleetplane import bootstrap
 from fleetplane.devices.models import Device as DeviceRow
 from fleetplane.messages.models import StoredMessage
@@ -236,7 +236,7 @@ def seed_channel_and_devices(
     assert created.api_key is not None
     headers = {"x-platform-api-key": created.api_key}
     with httpx.Client(base_url=server.base_url, headers=headers, timeout=10) as api:
-        port = free_port()
+        port = channel_port()
         channel = api.post(
             "/api/channels",
             json={"name": "Trackers", "protocol": "wialon_ips", "transport": "tcp", "port": port},

@@ -24,7 +24,11 @@ TRANSPORTS: dict[Protocol, tuple[Transport, ...]] = {
     Protocol.OSMAND: (Transport.HTTP,),
 }
 
-PORT = Field(ge=1, le=65535, description="Port the listener binds (TCP and/or UDP).")
+PORT_DESCRIPTION = (
+    "Port the listener binds (TCP and/or UDP): one of the platform's device ports "
+    "(FLEETPLANE_DEVICE_PORTS, by default 20000-29999 and 5055) that no other channel uses."
+)
+PORT = Field(ge=1, le=65535, description=PORT_DESCRIPTION)
 
 
 class ChannelCreate(RequestBody):
@@ -56,7 +60,7 @@ class ChannelCreate(RequestBody):
 class ChannelUpdate(RequestBody):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     transport: Transport | None = None
-    port: int | None = Field(default=None, ge=1, le=65535)
+    port: int | None = Field(default=None, ge=1, le=65535, description=PORT_DESCRIPTION)
     enabled: bool | None = None
     online_timeout_seconds: int | None = Field(default=None, ge=10, le=86_400)
     auto_register: bool | None = None
@@ -69,6 +73,26 @@ class ChannelCounters(ResponseBody):
     bytes_received: int
     last_error: str | None
     listening: bool = Field(description="Whether the listener is bound right now.")
+
+
+class ListenerState(StrEnum):
+    LISTENING = "listening"
+    STARTING = "starting"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+class ChannelListener(ResponseBody):
+    """The state of this process's listener for the channel."""
+
+    state: ListenerState = Field(
+        description="`listening`: bound, devices can connect. `starting`: just created, moved "
+        "or enabled, binding now. `failed`: the port cannot be used (see `reason`); tried again "
+        "every few seconds. `stopped`: the channel is disabled."
+    )
+    reason: str | None = Field(
+        description="Why the listener failed or is stopped; null when listening or starting."
+    )
 
 
 class ChannelSummary(ResponseBody):
@@ -84,6 +108,11 @@ class ChannelSummary(ResponseBody):
     auto_register: bool
     created_at: datetime
     updated_at: datetime
+    listener: ChannelListener | None = Field(
+        default=None,
+        description="This process's listener; null when this process runs no device "
+        "listeners (FLEETPLANE_GATEWAY=false).",
+    )
 
 
 class ChannelOut(ChannelSummary):

@@ -1,6 +1,9 @@
-"""Channel rules: one channel per port on the whole platform; a channel with devices stays."""
+"""Channel rules: ports from the platform's device range, one channel per port on the whole
+platform, a limited number of channels per provider; a channel with devices stays."""
 
-from typing import Any
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Self
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.exc import IntegrityError
@@ -10,8 +13,51 @@ from fleetplane.audit import service as audit
 from fleetplane.audit.service import Actor
 from fleetplane.channels.models import Channel
 from fleetplane.channels.schemas import TRANSPORTS, ChannelCreate, ChannelUpdate, Protocol
-from fleetplane.core.errors import conflict, not_found, validation_error
+from fleetplane.config import Settings
+from fleetplane.core.db import count_under_lock
+from fleetplane.core.errors import ApiError, conflict, not_found, validation_error
 from fleetplane.core.ids import looks_like_id, new_id
+from fleetplane.providers import service as providers
+
+# Binding below this needs root; a provider's channel must never take a system service's port.
+FIRST_UNPRIVILEGED_PORT = 1024
+
+
+@dataclass(frozen=True)
+class ChannelPolicy:
+    """What the platform lets providers' channels have: which ports, and how many channels."""
+
+    device_ports: tuple[tuple[int, int], ...]
+    http_port: int
+    max_per_provider: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> Self:
+        return cls(settings.device_port_ranges, settings.port, settings.max_channels_per_provider)
+
+    def why_not(self, port: int) -> str | None:
+        """Why no channel may listen on `port` (for the operator), or None when one may."""
+        if port < FIRST_UNPRIVILEGED_PORT:
+            return f"port {port} is privileged (below {FIRST_UNPRIVILEGED_PORT})"
+        if port == self.http_port:
+            return f"port {port} is the HTTP API's own port (FLEETPLANE_PORT)"
+        if not any(low <= port <= high for low, high in self.device_ports):
+            return f"port {port} is outside FLEETPLANE_DEVICE_PORTS ({self.described})"
+        return None
+
+    def ports_from(self, first: int) -> Iterator[int]:
+        """Every port a channel may use: `first` and upwards, then from the lowest."""
+        allowed = sorted(self.device_ports)
+        for low, high in allowed:
+            yield from (p for p in range(max(low, first), high + 1) if self.why_not(p) is None)
+        for low, high in allowed:
+            yield from (p for p in range(low, min(high, first - 1) + 1) if self.why_not(p) is None)
+
+    @property
+    def described(self) -> str:
+        return ", ".join(
+            str(low) if low == high else f"{low}-{high}" for low, high in self.device_ports
+        )
 
 
 def list_query(provider_id: str) -> Select[tuple[Channel]]:
@@ -42,18 +88,25 @@ async def get(session: AsyncSession, provider_id: str, channel_id: str) -> Chann
     return channel
 
 
-async def create(session: AsyncSession, actor: Actor, data: ChannelCreate) -> Channel:
+async def create(
+    session: AsyncSession, actor: Actor, data: ChannelCreate, policy: ChannelPolicy
+) -> Channel:
     values = data.model_dump(mode="json")
-    await _require_free_port(session, data.port)
+    await _require_room(session, actor.provider_id, policy)
+    await _require_free_port(session, data.port, policy)
     channel = Channel(id=new_id("chn"), provider_id=actor.provider_id, **values)
     session.add(channel)
     await audit.record(session, actor, "channel.create", "channel", channel.id, values)
-    await _flush_port(session, data.port)
+    await _flush_port(session, data.port, policy)
     return channel
 
 
 async def update(
-    session: AsyncSession, actor: Actor, channel_id: str, data: ChannelUpdate
+    session: AsyncSession,
+    actor: Actor,
+    channel_id: str,
+    data: ChannelUpdate,
+    policy: ChannelPolicy,
 ) -> Channel:
     channel = await get(session, actor.provider_id, channel_id)
     changes: dict[str, Any] = {
@@ -67,11 +120,11 @@ async def update(
             ["body", "transport"], f"not a transport of a {channel.protocol} channel"
         )
     if "port" in changes and changes["port"] != channel.port:
-        await _require_free_port(session, changes["port"])
+        await _require_free_port(session, changes["port"], policy)
     for field, value in changes.items():
         setattr(channel, field, value)
     await audit.record(session, actor, "channel.update", "channel", channel.id, changes)
-    await _flush_port(session, channel.port)
+    await _flush_port(session, channel.port, policy)
     return channel
 
 
@@ -87,26 +140,50 @@ async def delete(session: AsyncSession, actor: Actor, channel_id: str) -> None:
     await session.flush()
 
 
-async def first_free_port(session: AsyncSession, wanted: int) -> int:
-    """`wanted`, or the next port above it that no channel uses."""
-    taken = set(
-        (await session.execute(select(Channel.port).where(Channel.port >= wanted))).scalars()
+async def first_free_port(session: AsyncSession, policy: ChannelPolicy, wanted: int) -> int:
+    """`wanted`, or the next port after it that the policy allows and no channel uses."""
+    taken = await used_ports(session)
+    return next(port for port in policy.ports_from(wanted) if port not in taken)
+
+
+async def used_ports(session: AsyncSession) -> set[int]:
+    """The ports of every provider's channels (ports are platform-wide)."""
+    return set((await session.execute(select(Channel.port))).scalars())
+
+
+async def _require_room(session: AsyncSession, provider_id: str, policy: ChannelPolicy) -> None:
+    # Concurrent creates of one provider count one after the other (under the provider's
+    # lock), so they cannot pass the limit together.
+    count = select(func.count()).where(Channel.provider_id == provider_id)
+    if await count_under_lock(session, providers.lock_row(provider_id), count) >= (
+        policy.max_per_provider
+    ):
+        raise ApiError(
+            409,
+            "channel_limit_reached",
+            f"A provider can have at most {policy.max_per_provider} channels; delete one first.",
+        )
+
+
+def _port_unavailable(port: int, policy: ChannelPolicy) -> ApiError:
+    # One answer for every reason (outside the range, privileged, the API's port, another
+    # channel's), so nobody learns whether, or whose, channel has a port.
+    return validation_error(
+        ["body", "port"],
+        f"Port {port} is not available for a channel; use a free port in {policy.described}.",
     )
-    port = wanted
-    while port in taken:
-        port += 1
-    return port
 
 
-async def _require_free_port(session: AsyncSession, port: int) -> None:
-    # Ports are platform-wide, so this looks across providers, and says only "taken".
+async def _require_free_port(session: AsyncSession, port: int, policy: ChannelPolicy) -> None:
+    if policy.why_not(port) is not None:
+        raise _port_unavailable(port, policy)
     taken = await session.execute(select(func.count()).where(Channel.port == port))
     if taken.scalar_one():
-        raise conflict(f"Port {port} is already used by a channel.")
+        raise _port_unavailable(port, policy)
 
 
-async def _flush_port(session: AsyncSession, port: int) -> None:
+async def _flush_port(session: AsyncSession, port: int, policy: ChannelPolicy) -> None:
     try:
         await session.flush()
-    except IntegrityError as error:
-        raise conflict(f"Port {port} is already used by a channel.") from error
+    except IntegrityError as error:  # a concurrent channel took the port after the check
+        raise _port_unavailable(port, policy) from error

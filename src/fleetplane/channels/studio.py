@@ -1,4 +1,7 @@
+from typing import Any
+
 from fastapi import APIRouter, BackgroundTasks, Request, Response
+from sqlalchemy import Row
 
 from fleetplane.audit.service import Actor
 from fleetplane.channels import service
@@ -6,21 +9,30 @@ from fleetplane.channels.models import Channel
 from fleetplane.channels.schemas import (
     ChannelCounters,
     ChannelCreate,
+    ChannelListener,
     ChannelOut,
     ChannelSummary,
     ChannelUpdate,
 )
+from fleetplane.channels.service import ChannelPolicy
 from fleetplane.core.auth import PermissionRoute, StudioContext, provider_permission
-from fleetplane.core.pagination import Page, PageDep, PageParams, paginate
+from fleetplane.core.pagination import Page, PageDep, PageParams, paginate_rows
 
 router = APIRouter(prefix="/api/channels", tags=["Channels"], route_class=PermissionRoute)
 
 
 def _out(request: Request, channel: Channel) -> ChannelOut:
+    gateway = request.app.state.gateway
     out = ChannelOut.model_validate(channel)
-    counters = request.app.state.gateway.counters(channel.id)
+    counters = gateway.counters(channel.id)
     out.counters = ChannelCounters.model_validate(counters) if counters else None
+    listener = gateway.listener_state(channel)
+    out.listener = ChannelListener.model_validate(listener) if listener else None
     return out
+
+
+def _policy(request: Request) -> ChannelPolicy:
+    return request.app.state.channel_policy
 
 
 def _apply_after_commit(request: Request, tasks: BackgroundTasks) -> None:
@@ -33,9 +45,18 @@ def _apply_after_commit(request: Request, tasks: BackgroundTasks) -> None:
 async def list_channels(
     ctx: StudioContext = provider_permission("read:channels"), page: PageParams = PageDep
 ) -> Response:
-    """Channels without their live counters; read one channel for its counters."""
-    statement = service.list_query(ctx.provider_id)
-    return await paginate(ctx.session, statement, Channel.id, page, ChannelSummary)
+    """Channels with the state of their listener, without their live counters; read one
+    channel for its counters."""
+    gateway = ctx.request.app.state.gateway
+    columns = tuple(name for name in ChannelSummary.model_fields if name != "listener")
+    statement = service.list_query(ctx.provider_id).with_only_columns(
+        *(getattr(Channel, name) for name in columns)
+    )
+
+    def shape(row: Row[Any]) -> dict[str, Any]:
+        return dict(zip(columns, row, strict=True)) | {"listener": gateway.listener_state(row)}
+
+    return await paginate_rows(ctx.session, statement, Channel.id, page, shape)
 
 
 @router.post("", status_code=201, response_model=ChannelOut, summary="Create a channel")
@@ -45,9 +66,11 @@ async def create_channel(
     tasks: BackgroundTasks,
     ctx: StudioContext = provider_permission("create:channels"),
 ) -> ChannelOut:
-    """Starts a listener for the protocol on the port at once. A port already used by any
-    channel answers `409 conflict`; a port the machine cannot bind shows in `counters`."""
-    channel = await service.create(ctx.session, Actor.of(ctx), body)
+    """Starts a listener for the protocol on the port at once. The port must be one of the
+    platform's device ports that no channel uses, or the answer is `422 validation_failed` on
+    `port` (the same for every reason). A provider has at most a configured number of channels
+    (`409 channel_limit_reached`). A port the machine cannot bind shows in `listener`."""
+    channel = await service.create(ctx.session, Actor.of(ctx), body, _policy(ctx.request))
     response.headers["Location"] = f"/api/channels/{channel.id}"
     _apply_after_commit(ctx.request, tasks)
     return _out(ctx.request, channel)
@@ -67,8 +90,11 @@ async def update_channel(
     tasks: BackgroundTasks,
     ctx: StudioContext = provider_permission("update:channels"),
 ) -> ChannelOut:
-    """`enabled: false` stops the listener; a new `port` moves it; both without a restart."""
-    channel = await service.update(ctx.session, Actor.of(ctx), channel_id, body)
+    """`enabled: false` stops the listener; a new `port` moves it; both without a restart. A
+    new port follows the rules of `POST /api/channels`."""
+    channel = await service.update(
+        ctx.session, Actor.of(ctx), channel_id, body, _policy(ctx.request)
+    )
     _apply_after_commit(ctx.request, tasks)
     return _out(ctx.request, channel)
 
