@@ -11,6 +11,7 @@ from fleetplane.api_keys.schemas import ApiKeyCreate, ApiKeyUpdate
 from fleetplane.audit import service as audit
 from fleetplane.audit.service import Actor
 from fleetplane.core.auth import KeyIdentity, hash_secret, new_secret
+from fleetplane.core.db import count_under_lock
 from fleetplane.core.errors import ApiError, not_found, validation_error
 from fleetplane.core.ids import looks_like_id, new_id
 from fleetplane.core.permissions import Level, expand, validate
@@ -32,11 +33,10 @@ def list_query(provider_id: str, include_inactive: bool) -> Select[tuple[ApiKey]
     return statement if include_inactive else statement.where(_live())
 
 
-async def live_count(session: AsyncSession, provider_id: str) -> int:
-    statement = (
+def live_count_query(provider_id: str) -> Select[tuple[int]]:
+    return (
         select(func.count()).select_from(ApiKey).where(ApiKey.provider_id == provider_id, _live())
     )
-    return (await session.execute(statement)).scalar_one()
 
 
 async def get(session: AsyncSession, provider_id: str, key_id: str) -> ApiKey:
@@ -72,8 +72,9 @@ async def create(
 ) -> tuple[ApiKey, str]:
     """A new key and its secret; the secret exists only in this return value."""
     values = await _checked_values(session, actor.provider_id, data.model_dump(), granter)
-    await providers.lock_for_update(session, actor.provider_id)
-    if await live_count(session, actor.provider_id) >= MAX_LIVE_KEYS:
+    provider_lock = providers.lock_row(actor.provider_id)
+    live = await count_under_lock(session, provider_lock, live_count_query(actor.provider_id))
+    if live >= MAX_LIVE_KEYS:
         raise ApiError(
             409,
             "api_key_limit_reached",

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import orjson
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import DateTime, MetaData, String, TypeDecorator, event, text
+from sqlalchemy import DateTime, MetaData, Select, String, TypeDecorator, event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -148,6 +148,32 @@ async def set_tenant_scope(
         ),
         {"p": provider_id or "", "c": customer_id or "", "s": "on" if system else ""},
     )
+
+
+async def lock_writers(session: AsyncSession, lock_row: Select[Any]) -> None:
+    """Makes the transactions that take this lock go one at a time, from here to their end.
+
+    PostgreSQL locks `lock_row` (`SELECT ... FOR UPDATE`). SQLite lets one writer in at a
+    time, but its driver begins a transaction only at the first write, so what the
+    transaction read before was read without that lock: the write lock is taken now
+    (`BEGIN IMMEDIATE`), unless a write already holds it."""
+    if session.bind.dialect.name == "postgresql":
+        await session.execute(lock_row.with_for_update())
+        return
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    if not raw.driver_connection.in_transaction:
+        await connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+async def count_under_lock(
+    session: AsyncSession, lock_row: Select[Any], count_statement: Select[tuple[int]]
+) -> int:
+    """`count_statement`'s count, read under `lock_writers(lock_row)`: a count-then-insert
+    limit (live keys per provider) stays exact when requests race, as long as every insert
+    of what is counted takes the same lock first (this function does)."""
+    await lock_writers(session, lock_row)
+    return (await session.execute(count_statement)).scalar_one()
 
 
 @asynccontextmanager
