@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
@@ -23,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from fleetplane.core.db import set_tenant_scope
 from fleetplane.core.errors import ApiError
-from fleetplane.core.permissions import missing
+from fleetplane.core.permissions import expand, missing
 from fleetplane.core.timeutil import utcnow
 
 API_KEY_HEADER = "x-platform-api-key"
@@ -63,6 +63,36 @@ class KeyIdentity:
     customer_ids: frozenset[str] | None
     expires_at: datetime | None
     revoked: bool
+
+
+def beyond_reach(holder: KeyIdentity, key: Mapping[str, Any]) -> dict[str, str]:
+    """What of `key` (its `provider_permissions`, `customer_permissions`, `customer_ids` and
+    `expires_at`) reaches further than the `holder` key: field -> why. Empty when the key is
+    within the holder's reach: no permission the holder lacks, only customers the holder
+    reaches (all only if the holder reaches all), and no later expiry (none only if the
+    holder has none). A key sees and changes only keys within its reach."""
+    beyond: dict[str, str] = {}
+    for field, held in (
+        ("provider_permissions", holder.provider_permissions),
+        ("customer_permissions", holder.customer_permissions),
+    ):
+        extra = expand(key[field]) - expand(held)
+        if extra:
+            beyond[field] = f"Beyond this key's own {field}: {', '.join(sorted(extra))}."
+    wanted = key["customer_ids"]
+    if holder.customer_ids is not None:
+        if wanted is None:
+            beyond["customer_ids"] = "This key reaches only some customers, so cannot give all."
+        elif not set(wanted) <= holder.customer_ids:
+            others = ", ".join(sorted(set(wanted) - holder.customer_ids))
+            beyond["customer_ids"] = f"Customers this key does not reach: {others}."
+    expires_at = key["expires_at"]
+    if holder.expires_at is not None and (expires_at is None or expires_at > holder.expires_at):
+        beyond["expires_at"] = (
+            f"This key expires at {holder.expires_at:%Y-%m-%dT%H:%M:%SZ}; "
+            "it cannot give a later expiry or none."
+        )
+    return beyond
 
 
 @dataclass(frozen=True, slots=True)
