@@ -354,17 +354,28 @@ async def _customer_of_key(
     key: KeyIdentity,
     customer_id: str,
     max_age: float | None = None,
+    *,
+    scope_now: bool = True,
 ) -> CustomerIdentity:
+    """The customer, checked for the key. The session's tenant scope is set to it at once (a
+    call's transaction works in it), or, with `scope_now=False`, only when the customer must be
+    read (a stream's check, answered from the cache most times, then costs no statement)."""
     not_found = ApiError(404, "customer_not_found", "No such customer.")
     if key.customer_ids is not None and customer_id not in key.customer_ids:
         raise not_found
-    await set_tenant_scope(session, provider_id=key.provider_id, customer_id=customer_id)
-    backend = state.auth_backend
-    customer = await state.identity_cache.get_or_read(
-        (key.provider_id, customer_id),
-        lambda: backend.customer(session, key.provider_id, customer_id),
-        max_age,
-    )
+    scope = {"provider_id": key.provider_id, "customer_id": customer_id}
+    if scope_now:
+        await set_tenant_scope(session, **scope)
+
+    async def read() -> CustomerIdentity | None:
+        if not scope_now:
+            await set_tenant_scope(session, **scope)
+        customer: CustomerIdentity | None = await state.auth_backend.customer(
+            session, key.provider_id, customer_id
+        )
+        return customer
+
+    customer = await state.identity_cache.get_or_read((key.provider_id, customer_id), read, max_age)
     if customer is None:
         raise not_found
     if customer.status != "active":
@@ -436,7 +447,7 @@ class ModuleAccessWatch:
                     )
                 )
                 self.customer = await _customer_of_key(
-                    state, session, self.key, self.customer.id, self.interval
+                    state, session, self.key, self.customer.id, self.interval, scope_now=False
                 )
                 _check_module(self.key, self.customer, self.module_name, self.needed)
             except ApiError as refused:
