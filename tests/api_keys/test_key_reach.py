@@ -101,20 +101,22 @@ def test_an_expiring_key_cannot_outlive_itself(tenant: Tenant) -> None:
         customer_permissions=FULL_CUSTOMER,
         expires_at=_in_minutes(5),
     )
-    brief = tenant.api.with_key(secret)
-    _refused_field(brief.post("/api/api-keys", json={"name": "forever"}), "expires_at")
+    short_lived = tenant.api.with_key(secret)
+    _refused_field(short_lived.post("/api/api-keys", json={"name": "forever"}), "expires_at")
     _refused_field(
-        brief.post("/api/api-keys", json={"name": "later", "expires_at": _in_minutes(60)}),
+        short_lived.post("/api/api-keys", json={"name": "later", "expires_at": _in_minutes(60)}),
         "expires_at",
     )
-    sooner = brief.post("/api/api-keys", json={"name": "sooner", "expires_at": _in_minutes(4)})
+    sooner = short_lived.post(
+        "/api/api-keys", json={"name": "sooner", "expires_at": _in_minutes(4)}
+    )
     assert sooner.status_code == 201, sooner.text
     path = f"/api/api-keys/{own['id']}"
-    _refused_field(brief.patch(path, json={"expires_at": None}), "expires_at")
-    _refused_field(brief.patch(path, json={"expires_at": _in_minutes(60)}), "expires_at")
+    _refused_field(short_lived.patch(path, json={"expires_at": None}), "expires_at")
+    _refused_field(short_lived.patch(path, json={"expires_at": _in_minutes(60)}), "expires_at")
     assert tenant.api.get(path).json()["expires_at"] == own["expires_at"]
     # a key that never expires is beyond its reach, so it is not there for it
-    assert_problem(brief.get(f"/api/api-keys/{_admin_key_id(tenant)}"), 404, "not_found")
+    assert_problem(short_lived.get(f"/api/api-keys/{_admin_key_id(tenant)}"), 404, "not_found")
 
 
 def test_a_key_with_fewer_permissions_cannot_see_a_key_with_more(tenant: Tenant) -> None:
