@@ -112,7 +112,7 @@ async def seed_demo(
     actor = Actor(provider_id=provider.id)
     for key in (await session.execute(api_keys.list_query(provider.id, False))).scalars():
         if key.name == DEMO_KEY_NAME:
-            await api_keys.revoke(session, actor, key.id)
+            await api_keys.revoke(session, actor, key.id, revoker=None)
     secret = await api_keys.create_bootstrap_key(session, provider.id, DEMO_KEY_NAME)
     demo = [c for c in await channels.all_channels(session) if c.provider_id == provider.id]
     moved = [

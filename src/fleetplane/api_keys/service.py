@@ -1,5 +1,5 @@
-"""API key rules: at most 50 live keys per provider, secrets stored only as hashes, and no key
-can hand out more than it holds itself."""
+"""API key rules: at most 50 live keys per provider, secrets stored only as hashes, and a key
+sees, changes and creates only keys within its own reach (`core.auth.beyond_reach`)."""
 
 from typing import Any
 
@@ -10,15 +10,21 @@ from fleetplane.api_keys.models import ApiKey
 from fleetplane.api_keys.schemas import ApiKeyCreate, ApiKeyUpdate
 from fleetplane.audit import service as audit
 from fleetplane.audit.service import Actor
-from fleetplane.core.auth import KeyIdentity, hash_secret, new_secret
+from fleetplane.core.auth import KeyIdentity, beyond_reach, hash_secret, new_secret
+from fleetplane.core.db import count_under_lock
 from fleetplane.core.errors import ApiError, not_found, validation_error
 from fleetplane.core.ids import looks_like_id, new_id
-from fleetplane.core.permissions import Level, expand, validate
+from fleetplane.core.pagination import PageParams, encode_cursor
+from fleetplane.core.permissions import Level, validate
 from fleetplane.core.timeutil import utcnow
 from fleetplane.customers import service as customers
 from fleetplane.providers import service as providers
 
 MAX_LIVE_KEYS = 50
+# What a key's reach is made of (see core.auth.beyond_reach).
+REACH_FIELDS = ("provider_permissions", "customer_permissions", "customer_ids", "expires_at")
+# Keys read at a time while listing those within a key's reach.
+KEYS_PER_READ = 200
 
 
 def _live() -> Any:
@@ -32,21 +38,49 @@ def list_query(provider_id: str, include_inactive: bool) -> Select[tuple[ApiKey]
     return statement if include_inactive else statement.where(_live())
 
 
-async def live_count(session: AsyncSession, provider_id: str) -> int:
-    statement = (
+def live_count_query(provider_id: str) -> Select[tuple[int]]:
+    return (
         select(func.count()).select_from(ApiKey).where(ApiKey.provider_id == provider_id, _live())
     )
-    return (await session.execute(statement)).scalar_one()
 
 
-async def get(session: AsyncSession, provider_id: str, key_id: str) -> ApiKey:
+async def page_within_reach(
+    session: AsyncSession,
+    statement: Select[tuple[ApiKey]],
+    params: PageParams,
+    holder: KeyIdentity | None,
+) -> tuple[list[ApiKey], str | None]:
+    """One page of `statement`'s keys that are within the holder's reach. Reach compares
+    permission and customer lists, so it is applied here, on rows read a batch at a time."""
+    found: list[ApiKey] = []
+    after = params.after
+    while len(found) <= params.limit:
+        batch = statement.order_by(ApiKey.id).limit(KEYS_PER_READ)
+        if after is not None:
+            batch = batch.where(ApiKey.id > after)
+        keys = list((await session.execute(batch)).scalars())
+        found += [key for key in keys if _within_reach(key, holder)]
+        if len(keys) < KEYS_PER_READ:
+            break
+        after = keys[-1].id
+    if len(found) <= params.limit:
+        return found, None
+    found = found[: params.limit]
+    return found, encode_cursor(found[-1].id)
+
+
+async def get(
+    session: AsyncSession, provider_id: str, key_id: str, holder: KeyIdentity | None
+) -> ApiKey:
+    """The key, if it is the provider's and within the holder's reach: a key beyond it
+    answers as one that does not exist."""
     key = None
     if looks_like_id(key_id):
         result = await session.execute(
             select(ApiKey).where(ApiKey.id == key_id, ApiKey.provider_id == provider_id)
         )
         key = result.scalar_one_or_none()
-    if key is None:
+    if key is None or not _within_reach(key, holder):
         raise not_found("API key")
     return key
 
@@ -70,10 +104,13 @@ async def identity_by_secret_hash(session: AsyncSession, secret_hash: str) -> Ke
 async def create(
     session: AsyncSession, actor: Actor, data: ApiKeyCreate, granter: KeyIdentity | None
 ) -> tuple[ApiKey, str]:
-    """A new key and its secret; the secret exists only in this return value."""
-    values = await _checked_values(session, actor.provider_id, data.model_dump(), granter)
-    await providers.lock_for_update(session, actor.provider_id)
-    if await live_count(session, actor.provider_id) >= MAX_LIVE_KEYS:
+    """A new key and its secret; the secret exists only in this return value. The new key
+    must be within the granter's reach."""
+    values = data.model_dump()
+    values = await _checked_values(session, actor.provider_id, values, values, granter)
+    provider_lock = providers.lock_row(actor.provider_id)
+    live = await count_under_lock(session, provider_lock, live_count_query(actor.provider_id))
+    if live >= MAX_LIVE_KEYS:
         raise ApiError(
             409,
             "api_key_limit_reached",
@@ -101,12 +138,15 @@ async def update(
     data: ApiKeyUpdate,
     granter: KeyIdentity | None,
 ) -> ApiKey:
-    key = await get(session, actor.provider_id, key_id)
+    """Changes a key within the granter's reach; the changed key must stay within it (so no
+    key can widen itself)."""
+    key = await get(session, actor.provider_id, key_id, granter)
     changes = data.model_dump(exclude_unset=True)
     for field in ("name", "provider_permissions", "customer_permissions"):
         if field in changes and changes[field] is None:
             changes.pop(field)
-    changes = await _checked_values(session, actor.provider_id, changes, granter)
+    result = {field: getattr(key, field) for field in REACH_FIELDS} | changes
+    changes = await _checked_values(session, actor.provider_id, changes, result, granter)
     for field, value in changes.items():
         setattr(key, field, value)
     await audit.record(session, actor, "api_key.update", "api_key", key.id, changes)
@@ -114,8 +154,10 @@ async def update(
     return key
 
 
-async def revoke(session: AsyncSession, actor: Actor, key_id: str) -> None:
-    key = await get(session, actor.provider_id, key_id)
+async def revoke(
+    session: AsyncSession, actor: Actor, key_id: str, revoker: KeyIdentity | None
+) -> None:
+    key = await get(session, actor.provider_id, key_id, revoker)
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         await audit.record(session, actor, "api_key.revoke", "api_key", key.id)
@@ -136,22 +178,26 @@ async def create_bootstrap_key(session: AsyncSession, provider_id: str, name: st
 
 
 async def _checked_values(
-    session: AsyncSession, provider_id: str, values: dict[str, Any], granter: KeyIdentity | None
+    session: AsyncSession,
+    provider_id: str,
+    values: dict[str, Any],
+    result: dict[str, Any],
+    granter: KeyIdentity | None,
 ) -> dict[str, Any]:
-    if "provider_permissions" in values:
-        values["provider_permissions"] = validate(
-            values["provider_permissions"], Level.PROVIDER, "provider_permissions"
-        )
-    if "customer_permissions" in values:
-        values["customer_permissions"] = validate(
-            values["customer_permissions"], Level.CUSTOMER, "customer_permissions"
-        )
+    """`values` to write, checked: known permissions, then the key they give (`result`, the
+    key as it will be) within the granter's reach, then customers that exist."""
+    for field, level in (
+        ("provider_permissions", Level.PROVIDER),
+        ("customer_permissions", Level.CUSTOMER),
+    ):
+        if field in values:
+            values[field] = result[field] = validate(values[field], level, field)
+    if granter is not None:
+        _refuse_beyond_reach(result, granter)
     if values.get("customer_ids") is not None:
         values["customer_ids"] = await _checked_customers(
             session, provider_id, values["customer_ids"]
         )
-    if granter is not None:
-        _refuse_escalation(values, granter)
     return values
 
 
@@ -165,22 +211,15 @@ async def _checked_customers(session: AsyncSession, provider_id: str, ids: list[
     return unique
 
 
-def _refuse_escalation(values: dict[str, Any], granter: KeyIdentity) -> None:
-    """A key may only give what it holds: its permissions and its customers, at most."""
-    for field, held in (
-        ("provider_permissions", granter.provider_permissions),
-        ("customer_permissions", granter.customer_permissions),
-    ):
-        beyond = expand(values.get(field, ())) - expand(held)
-        if beyond:
-            raise ApiError(
-                403,
-                "permission_denied",
-                f"A key cannot grant {field} it does not hold itself: {', '.join(sorted(beyond))}.",
-            )
-    if granter.customer_ids is not None and "customer_ids" in values:
-        wanted = values["customer_ids"]
-        if wanted is None or not set(wanted) <= granter.customer_ids:
-            raise ApiError(
-                403, "permission_denied", "A key restricted to some customers cannot grant others."
-            )
+def _within_reach(key: ApiKey, holder: KeyIdentity | None) -> bool:
+    if holder is None:
+        return True
+    return not beyond_reach(holder, {field: getattr(key, field) for field in REACH_FIELDS})
+
+
+def _refuse_beyond_reach(result: dict[str, Any], granter: KeyIdentity) -> None:
+    """A key can give only what it reaches itself: 403, naming the first field beyond it."""
+    beyond = beyond_reach(granter, result)
+    if beyond:
+        field, why = next(iter(beyond.items()))
+        raise ApiError(403, "permission_denied", why, errors=[{"loc": ["body", field], "msg": why}])

@@ -3,11 +3,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from fleetplane.api_keys import service
-from fleetplane.api_keys.models import ApiKey
 from fleetplane.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, ApiKeyUpdate
 from fleetplane.audit.service import Actor
 from fleetplane.core.auth import PermissionRoute, StudioContext, provider_permission
-from fleetplane.core.pagination import Page, PageDep, PageParams, paginate
+from fleetplane.core.pagination import Page, PageDep, PageParams, json_response
 
 router = APIRouter(prefix="/api/api-keys", tags=["API keys"], route_class=PermissionRoute)
 
@@ -20,8 +19,11 @@ async def list_keys(
         bool, Query(description="Also list revoked and expired keys.")
     ] = False,
 ) -> Response:
+    """Only the keys within this key's reach (see `POST`)."""
     statement = service.list_query(ctx.provider_id, include_inactive)
-    return await paginate(ctx.session, statement, ApiKey.id, page, ApiKeyOut)
+    keys, next_cursor = await service.page_within_reach(ctx.session, statement, page, ctx.key)
+    items = [ApiKeyOut.model_validate(key).model_dump() for key in keys]
+    return json_response({"items": items, "next_cursor": next_cursor})
 
 
 @router.post("", status_code=201, response_model=ApiKeyCreated, summary="Create an API key")
@@ -31,7 +33,13 @@ async def create_key(
     ctx: StudioContext = provider_permission("create:api_keys"),
 ) -> ApiKeyCreated:
     """The answer holds `secret`, the key itself, once: it is stored only as a hash. A provider
-    has at most 50 live keys, and a key can grant only permissions it holds itself."""
+    has at most 50 live keys (`409 api_key_limit_reached`).
+
+    A key reaches the keys with no permission it lacks, only customers it reaches (all of
+    them only if it reaches all), and an expiry no later than its own (none only if it has
+    none). It lists, reads, changes and revokes only those (any other answers `404`), and
+    creates or changes a key only into one of those, itself included: beyond it answers
+    `403 permission_denied` naming the field in `errors`."""
     key, secret = await service.create(ctx.session, Actor.of(ctx), body, granter=ctx.key)
     response.headers["Location"] = f"/api/api-keys/{key.id}"
     return ApiKeyCreated.model_validate(
@@ -43,15 +51,17 @@ async def create_key(
 async def get_key(
     key_id: str, ctx: StudioContext = provider_permission("read:api_keys")
 ) -> ApiKeyOut:
-    return ApiKeyOut.model_validate(await service.get(ctx.session, ctx.provider_id, key_id))
+    key = await service.get(ctx.session, ctx.provider_id, key_id, ctx.key)
+    return ApiKeyOut.model_validate(key)
 
 
 @router.patch("/{key_id}", response_model=ApiKeyOut, summary="Update an API key")
 async def update_key(
     key_id: str, body: ApiKeyUpdate, ctx: StudioContext = provider_permission("update:api_keys")
 ) -> ApiKeyOut:
+    """The key must be within this key's reach and stay within it (see `POST`)."""
     key = await service.update(ctx.session, Actor.of(ctx), key_id, body, granter=ctx.key)
-    ctx.request.app.state.identity_cache.forget(key.id)
+    ctx.request.app.state.identity_cache.forget_after_commit(ctx.session, key.id)
     return ApiKeyOut.model_validate(key)
 
 
@@ -59,7 +69,8 @@ async def update_key(
 async def revoke_key(
     key_id: str, ctx: StudioContext = provider_permission("delete:api_keys")
 ) -> Response:
-    """The key stops working at once; later calls with it get `401 api_key_revoked`."""
-    await service.revoke(ctx.session, Actor.of(ctx), key_id)
-    ctx.request.app.state.identity_cache.forget(key_id)
+    """The key stops working at once; later calls with it get `401 api_key_revoked`. Only
+    keys within this key's reach (see `POST`)."""
+    await service.revoke(ctx.session, Actor.of(ctx), key_id, ctx.key)
+    ctx.request.app.state.identity_cache.forget_after_commit(ctx.session, key_id)
     return Response(status_code=204)

@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
@@ -18,12 +18,13 @@ from typing import Any, NamedTuple, Protocol
 from fastapi import Depends, Request, Response, Security
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import Receive, Scope, Send
 
 from fleetplane.core.db import set_tenant_scope
 from fleetplane.core.errors import ApiError
-from fleetplane.core.permissions import missing
+from fleetplane.core.permissions import expand, missing
 from fleetplane.core.timeutil import utcnow
 
 API_KEY_HEADER = "x-platform-api-key"
@@ -65,6 +66,36 @@ class KeyIdentity:
     revoked: bool
 
 
+def beyond_reach(holder: KeyIdentity, key: Mapping[str, Any]) -> dict[str, str]:
+    """What of `key` (its `provider_permissions`, `customer_permissions`, `customer_ids` and
+    `expires_at`) reaches further than the `holder` key: field -> why. Empty when the key is
+    within the holder's reach: no permission the holder lacks, only customers the holder
+    reaches (all only if the holder reaches all), and no later expiry (none only if the
+    holder has none). A key sees and changes only keys within its reach."""
+    beyond: dict[str, str] = {}
+    for field, held in (
+        ("provider_permissions", holder.provider_permissions),
+        ("customer_permissions", holder.customer_permissions),
+    ):
+        extra = expand(key[field]) - expand(held)
+        if extra:
+            beyond[field] = f"Beyond this key's own {field}: {', '.join(sorted(extra))}."
+    wanted = key["customer_ids"]
+    if holder.customer_ids is not None:
+        if wanted is None:
+            beyond["customer_ids"] = "This key reaches only some customers, so cannot give all."
+        elif not set(wanted) <= holder.customer_ids:
+            others = ", ".join(sorted(set(wanted) - holder.customer_ids))
+            beyond["customer_ids"] = f"Customers this key does not reach: {others}."
+    expires_at = key["expires_at"]
+    if holder.expires_at is not None and (expires_at is None or expires_at > holder.expires_at):
+        beyond["expires_at"] = (
+            f"This key expires at {holder.expires_at:%Y-%m-%dT%H:%M:%SZ}; "
+            "it cannot give a later expiry or none."
+        )
+    return beyond
+
+
 @dataclass(frozen=True, slots=True)
 class CustomerIdentity:
     id: str
@@ -98,14 +129,20 @@ class IdentityCache:
         self.max_entries = max_entries
         self._entries: dict[object, tuple[Any, float]] = {}
         self._reading: dict[object, asyncio.Future[Any]] = {}
+        self._watchers: set[Callable[[str], None]] = set()
 
-    async def get_or_read(self, key: object, read: Callable[[], Awaitable[Any | None]]) -> Any:
-        """The entry, or what `read()` gives (kept unless None). Callers missing the same entry
-        at the same time share one read: when a busy client's key expires, the calls waiting
-        on it cost one query, not one each."""
+    async def get_or_read(
+        self,
+        key: object,
+        read: Callable[[], Awaitable[Any | None]],
+        max_age: float | None = None,
+    ) -> Any:
+        """The entry (if no older than `max_age`, when given), or what `read()` gives (kept
+        unless None). Callers missing the same entry at the same time share one read: when a
+        busy client's key expires, the calls waiting on it cost one query, not one each."""
         if self.ttl <= 0:
             return await read()
-        value = self.get(key)
+        value = self.get(key, max_age)
         if value is not None:
             return value
         pending = self._reading.get(key)
@@ -123,9 +160,10 @@ class IdentityCache:
             del self._reading[key]
             future.set_result(outcome)  # on failure, each waiting caller reads for itself
 
-    def get(self, key: object) -> Any | None:
+    def get(self, key: object, max_age: float | None = None) -> Any | None:
         entry = self._entries.get(key)
-        if entry is None or time.monotonic() - entry[1] > self.ttl:
+        oldest = self.ttl if max_age is None else min(self.ttl, max_age)
+        if entry is None or time.monotonic() - entry[1] > oldest:
             return None
         return entry[0]
 
@@ -137,8 +175,25 @@ class IdentityCache:
         self._entries[key] = (value, time.monotonic())
 
     def forget(self, object_id: str) -> None:
-        """Forgets every entry holding the object with this id."""
+        """Forgets every entry holding the object with this id, and tells the watchers (open
+        event streams) that it changed."""
         self._entries = {k: e for k, e in self._entries.items() if e[0].id != object_id}
+        for on_change in list(self._watchers):
+            on_change(object_id)
+
+    def forget_after_commit(self, session: AsyncSession, object_id: str) -> None:
+        """`forget` once `session` commits the change being made to the object (a key, a
+        customer, or a device whose customer access depends on): forgotten earlier, the old
+        object could be read again before the commit, and kept."""
+        event.listen(
+            session.sync_session, "after_commit", lambda _: self.forget(object_id), once=True
+        )
+
+    def watch(self, on_change: Callable[[str], None]) -> Callable[[], None]:
+        """Calls `on_change(object_id)` for every object forgotten from now on; returns the
+        function that stops it."""
+        self._watchers.add(on_change)
+        return lambda: self._watchers.discard(on_change)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +263,12 @@ async def _authenticate(request: Request, session: AsyncSession, secret: str | N
     key = await state.identity_cache.get_or_read(
         secret_hash, lambda: state.auth_backend.key_by_secret_hash(session, secret_hash)
     )
+    _check_live(key)
+    _apply_rate_limit(request, key)
+    return key
+
+
+def _check_live(key: KeyIdentity | None) -> KeyIdentity:
     if key is None:
         raise ApiError(401, "api_key_invalid", "This API key is not known.")
     if key.revoked:
@@ -216,7 +277,6 @@ async def _authenticate(request: Request, session: AsyncSession, secret: str | N
         raise ApiError(
             401, "api_key_expired", f"This API key expired at {key.expires_at:%Y-%m-%dT%H:%M:%SZ}."
         )
-    _apply_rate_limit(request, key)
     return key
 
 
@@ -281,36 +341,118 @@ def customer_permission(module_name: str, *needed: str) -> Any:
             raise ApiError(
                 400, "customer_header_missing", f"Module calls need the {CUSTOMER_HEADER} header."
             )
-        customer = await _customer_of_key(request, session, key, customer_id)
-        if module_name not in customer.modules:
-            raise ApiError(
-                403,
-                "module_disabled",
-                f"The {module_name} module is not enabled for this customer.",
-            )
-        _deny_missing(key.customer_permissions, needed)
+        customer = await _customer_of_key(request.app.state, session, key, customer_id)
+        _check_module(key, customer, module_name, needed)
         return CustomerContext(session=session, key=key, request=request, customer=customer)
 
     return _declare(module_access, needed, __module_name__=module_name)
 
 
 async def _customer_of_key(
-    request: Request, session: AsyncSession, key: KeyIdentity, customer_id: str
+    state: Any,
+    session: AsyncSession,
+    key: KeyIdentity,
+    customer_id: str,
+    max_age: float | None = None,
+    *,
+    scope_now: bool = True,
 ) -> CustomerIdentity:
+    """The customer, checked for the key. The session's tenant scope is set to it at once (a
+    call's transaction works in it), or, with `scope_now=False`, only when the customer must be
+    read (a stream's check, answered from the cache most times, then costs no statement)."""
     not_found = ApiError(404, "customer_not_found", "No such customer.")
     if key.customer_ids is not None and customer_id not in key.customer_ids:
         raise not_found
-    await set_tenant_scope(session, provider_id=key.provider_id, customer_id=customer_id)
-    backend = request.app.state.auth_backend
-    customer = await request.app.state.identity_cache.get_or_read(
-        (key.provider_id, customer_id),
-        lambda: backend.customer(session, key.provider_id, customer_id),
-    )
+    scope = {"provider_id": key.provider_id, "customer_id": customer_id}
+    if scope_now:
+        await set_tenant_scope(session, **scope)
+
+    async def read() -> CustomerIdentity | None:
+        if not scope_now:
+            await set_tenant_scope(session, **scope)
+        customer: CustomerIdentity | None = await state.auth_backend.customer(
+            session, key.provider_id, customer_id
+        )
+        return customer
+
+    customer = await state.identity_cache.get_or_read((key.provider_id, customer_id), read, max_age)
     if customer is None:
         raise not_found
     if customer.status != "active":
         raise ApiError(403, "customer_suspended", "This customer is suspended.")
     return customer
+
+
+def _check_module(
+    key: KeyIdentity, customer: CustomerIdentity, module_name: str, needed: tuple[str, ...]
+) -> None:
+    if module_name not in customer.modules:
+        raise ApiError(
+            403, "module_disabled", f"The {module_name} module is not enabled for this customer."
+        )
+    _deny_missing(key.customer_permissions, needed)
+
+
+# Streams check their access at least this often when keys are not cached (a time to live of
+# 0), and twice per time to live otherwise, so a change made in another process ends a stream
+# within the time to live, as it does calls.
+STREAM_CHECK_MIN_SECONDS = 0.5
+
+
+class ModuleAccessWatch:
+    """The module checks of an open stream (`customer_permission`'s, in the same order),
+    made again: at once after a change of its key or customer in this process, and
+    periodically for changes made in other processes."""
+
+    def __init__(self, ctx: "CustomerContext", module_name: str, needed: tuple[str, ...]) -> None:
+        self._state = ctx.request.app.state
+        self._secret_hash = hash_secret(ctx.request.headers.get(API_KEY_HEADER, ""))
+        self.key = ctx.key
+        self.customer = ctx.customer
+        self.module_name = module_name
+        self.needed = needed
+        cache: IdentityCache = self._state.identity_cache
+        self.interval = max(cache.ttl / 2, STREAM_CHECK_MIN_SECONDS)
+
+    @property
+    def provider_id(self) -> str:
+        return self.key.provider_id
+
+    @property
+    def customer_id(self) -> str:
+        return self.customer.id
+
+    def watch(self, on_change: Callable[[str], None]) -> Callable[[], None]:
+        """Calls `on_change(object_id)` after every change committed in this process to a
+        key, customer or device (see `IdentityCache.forget_after_commit`)."""
+        cache: IdentityCache = self._state.identity_cache
+        return cache.watch(on_change)
+
+    def seconds_to_next_check(self) -> float:
+        """The check interval, shorter when the key expires sooner."""
+        if self.key.expires_at is None:
+            return self.interval
+        return min(self.interval, (self.key.expires_at - utcnow()).total_seconds())
+
+    async def refusal(self) -> ApiError | None:
+        """The error a new call with the key, for the customer, would get now; None if none."""
+        state = self._state
+        async with state.sessions() as session:
+            try:
+                self.key = _check_live(
+                    await state.identity_cache.get_or_read(
+                        self._secret_hash,
+                        lambda: state.auth_backend.key_by_secret_hash(session, self._secret_hash),
+                        self.interval,
+                    )
+                )
+                self.customer = await _customer_of_key(
+                    state, session, self.key, self.customer.id, self.interval, scope_now=False
+                )
+                _check_module(self.key, self.customer, self.module_name, self.needed)
+            except ApiError as refused:
+                return refused
+        return None
 
 
 def cached_module_access(

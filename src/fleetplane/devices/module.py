@@ -15,7 +15,7 @@ from fleetplane.commands.schemas import CommandCreate, CommandOut
 from fleetplane.core.auth import CustomerContext, ModuleAccess, answers_from_memory
 from fleetplane.core.db import set_tenant_scope
 from fleetplane.core.errors import not_found
-from fleetplane.core.events import Event, EventHub, server_sent_events
+from fleetplane.core.events import Event, server_sent_events
 from fleetplane.core.modules import Module
 from fleetplane.core.pagination import (
     Page,
@@ -28,6 +28,7 @@ from fleetplane.core.pagination import (
 )
 from fleetplane.devices import live, service
 from fleetplane.devices.live_cache import LiveDeviceCache, cursor_fits
+from fleetplane.devices.live_stream import CustomerDeviceStream, close_reasons_text
 from fleetplane.devices.models import Device
 from fleetplane.devices.schemas import CustomerDeviceOut
 from fleetplane.messages import service as messages
@@ -66,23 +67,40 @@ async def list_devices(
     return json_response({"items": items, "next_cursor": next_cursor})
 
 
+EVENTS_PERMISSION = "read:devices"
+
+
 @router.get(
     "/events",
     summary="Live events of the customer's devices (server-sent events)",
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}}, "description": "An event stream."}},
+    description=f"""A `text/event-stream`: an `event: state` each time one of the customer's
+devices reports, whose data is the device's new live state exactly as `GET /module/devices/{{id}}`
+shows it (every field but the device's own: `id`, `unique_id`, `name`, `phone`, `created_at`),
+with `type` (`state`) and `device_id`; a comment line every 15 s when idle.
+
+The stream keeps to the access a new call would have. A change to its key, its customer or one
+of its devices made through this server process applies at once; a change to its key or
+customer made through another process, within `FLEETPLANE_API_KEY_CACHE_SECONDS` (checked at
+least every half second); a device moved through another process, at its next report. Events
+of a device that is no longer the customer's are never sent. When the access is gone, the
+stream ends with a last event,
+`event: closed`, whose data is `{{"type": "closed", "reason": ..., "detail": ...}}` (and
+`device_id` for `device_moved`); `reason` is the `code` a new call would now be refused with,
+or `device_moved`:
+
+{close_reasons_text()}""",
 )
-async def device_events(ctx: CustomerContext = module.requires("read:devices")) -> Response:
-    """A `text/event-stream`: an `event: state` each time one of the customer's devices
-    reports, whose data is the device's new live state exactly as `GET /module/devices/{id}`
-    shows it (every field but the device's own: `id`, `unique_id`, `name`, `phone`,
-    `created_at`), with `type` (`state`) and `device_id`; a comment line every 15 s when idle."""
+async def device_events(ctx: CustomerContext = module.requires(EVENTS_PERMISSION)) -> Response:
     device_ids = await service.customer_device_ids(ctx.session, ctx.provider_id, ctx.customer_id)
-    events: EventHub = ctx.request.app.state.events
-    subscription = events.subscribe(lambda event: event["device_id"] in device_ids)
-    shape = _state_events_for(ctx.request, ctx.provider_id, ctx.customer_id)
+    stream = CustomerDeviceStream(ctx, module.name, (EVENTS_PERMISSION,), set(device_ids))
     return StreamingResponse(
-        server_sent_events(subscription, shape=shape),
+        server_sent_events(
+            stream.subscription,
+            stream,
+            shape=_state_events_for(ctx.request, ctx.provider_id, ctx.customer_id),
+        ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -21,6 +21,9 @@ from fleetplane.customers import service as customers
 from fleetplane.devices.models import Device
 from fleetplane.devices.schemas import UNIQUE_ID_PATTERN, DeviceCreate, DeviceUpdate
 
+# Device ids per `IN (...)` list.
+DEVICES_PER_QUERY = 1000
+
 
 def hash_password(password: str) -> str:
     salt = os.urandom(16)
@@ -222,6 +225,20 @@ async def ids_of_customer(session: AsyncSession, customer_id: str) -> list[str]:
 async def unassigned_ids(session: AsyncSession) -> list[str]:
     statement = select(Device.id).where(Device.customer_id.is_(None))
     return list((await session.execute(statement)).scalars())
+
+
+async def owners_of(
+    session: AsyncSession, device_ids: list[str]
+) -> dict[str, tuple[str, str | None]]:
+    """(provider id, customer id or None) of each device found: who may see its live events."""
+    owners: dict[str, tuple[str, str | None]] = {}
+    for start in range(0, len(device_ids), DEVICES_PER_QUERY):
+        chunk = device_ids[start : start + DEVICES_PER_QUERY]
+        statement = select(Device.id, Device.provider_id, Device.customer_id).where(
+            Device.id.in_(chunk)
+        )
+        owners.update((row[0], (row[1], row[2])) for row in await session.execute(statement))
+    return owners
 
 
 async def provider_of(session: AsyncSession, device_id: str) -> str:

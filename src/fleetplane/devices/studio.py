@@ -61,6 +61,8 @@ async def update_device(
     it to the unassigned inventory; each is recorded in the audit log as such."""
     device = await service.update(ctx.session, Actor.of(ctx), device_id, body)
     ctx.request.app.state.device_rules.forget_after_commit(ctx.session, device.id)
+    # Open event streams of the device's customer check their access once this commits.
+    ctx.request.app.state.identity_cache.forget_after_commit(ctx.session, device.id)
     return DeviceOut.model_validate(device)
 
 
@@ -70,4 +72,5 @@ async def delete_device(
 ) -> Response:
     await service.delete(ctx.session, Actor.of(ctx), device_id)
     ctx.request.app.state.device_rules.forget_after_commit(ctx.session, device_id)
+    ctx.request.app.state.identity_cache.forget_after_commit(ctx.session, device_id)
     return Response(status_code=204)

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleetplane.commands import service as commands
 from fleetplane.core.db import set_tenant_scope
-from fleetplane.core.events import EventHub
+from fleetplane.core.events import Audience, EventHub
 from fleetplane.core.files import FileStore
 from fleetplane.core.timeutil import utcnow
 from fleetplane.devices import processor as device_states
@@ -140,15 +140,21 @@ class MessageStore:
             rows = [messages.to_row(seqs[p.device_id], m) for p in batch for m in p.messages]
             await messages.insert_rows(session, rows)
             changed = await device_states.advance_states(session, by_device, states, rules)
-        self._announce(changed)
+            owners: dict[str, Audience] = {}
+            if self._events.subscribers:
+                # Read last, in the transaction that stored the messages: whose events they are.
+                owners = await devices.owners_of(session, device_ids)
+        self._announce(changed, owners)
 
-    def _announce(self, changed: list[dict[str, Any]]) -> None:
+    def _announce(self, changed: list[dict[str, Any]], owners: dict[str, Audience]) -> None:
         """Tells live subscribers; the batch is committed, so a failure here is only logged."""
         if not self._events.subscribers:
             return
         try:
             for state in changed:
-                self._events.publish(device_states.state_changed(state))
+                owner = owners.get(state["device_id"])
+                if owner is not None:
+                    self._events.publish(device_states.state_changed(state), owner)
         except Exception:
             log.exception("announcing %d state changes failed", len(changed))
 

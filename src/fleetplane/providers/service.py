@@ -28,15 +28,6 @@ async def create(session: AsyncSession, name: str) -> Provider:
     return provider
 
 
-async def lock_for_update(session: AsyncSession, provider_id: str) -> None:
-    """Serialises a provider's competing writes (e.g. the key limit) on PostgreSQL; SQLite
-    already lets one writer in at a time."""
-    if session.bind.dialect.name == "postgresql":
-        await session.execute(
-            select(Provider.id).where(Provider.id == provider_id).with_for_update()
-        )
-
-
 def lock_row(provider_id: str) -> Select[tuple[str]]:
     """The provider's row: the lock under which its limited objects (live API keys) are
     counted and added, so racing requests cannot pass a limit together."""
