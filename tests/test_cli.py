@@ -102,6 +102,35 @@ def test_serve_demo_prints_a_key_that_works(tmp_path: Path) -> None:
     assert keys[0] != keys[1]
 
 
+def test_serve_limits_request_headers(tmp_path: Path, database_url: str) -> None:
+    """`fleetplane serve` runs the server configuration the tests run, limits from settings."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "FLEETPLANE_DATA_DIR": str(tmp_path),
+        "FLEETPLANE_DATABASE_URL": database_url,
+        "FLEETPLANE_GATEWAY": "false",
+        "FLEETPLANE_MAX_HEADERS": "20",
+    }
+    process = subprocess.Popen(
+        [FLEETPLANE, "serve", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        _read_until(process, "Uvicorn running", 60)
+        headers = {f"x-many-{number}": "v" for number in range(25)}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            assert client.get("/healthz").status_code == 200
+            refused = client.get("/healthz", headers=headers)
+        assert refused.status_code == 431, refused.text
+        assert refused.json()["code"] == "request_header_fields_too_large"
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        assert process.stdout is not None
+        process.stdout.close()
+
+
 def _a_reporting_device(client: httpx.Client, headers: dict[str, str]) -> dict | None:
     """The demo's simulated trackers report over Wialon IPS within seconds of the start."""
     deadline = time.monotonic() + 20

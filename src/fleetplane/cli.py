@@ -1,6 +1,7 @@
 """The `fleetplane` command."""
 
 import asyncio
+import contextlib
 import gc
 import importlib.util
 import json
@@ -89,6 +90,7 @@ def serve(
     import uvicorn
 
     from fleetplane.app import create_app
+    from fleetplane.core.http_server import server_config
 
     settings = _settings(host=host, port=port)
     logging.basicConfig(
@@ -108,13 +110,11 @@ def serve(
         companions.append(_demo_fleet(settings.host, result.wialon_port))
     application = create_app(settings, companions)
     _settle_garbage_collector()
-    uvicorn.run(
-        application,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,
-    )
+    server = uvicorn.Server(server_config(application, settings))
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:  # the port was taken, or the application failed to start
+        raise typer.Exit(1)
 
 
 def _demo_fleet(host: str, port: int) -> Callable[[], Awaitable[object]]:
