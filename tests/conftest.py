@@ -27,6 +27,7 @@ from fleetplane import bootstrap
 from fleetplane.app import create_app
 from fleetplane.config import Settings, normalise_database_url
 from fleetplane.core.db import migrate, run_platform_work
+from fleetplane.core.http_server import Parser, server_config
 from fleetplane.core.permissions import Level, full_set
 from fleetplane.ingest.gateway import cannot_bind
 
@@ -142,13 +143,19 @@ class RunningServer:
         self.thread.join(timeout=10)
 
 
-def start_server(settings: Settings) -> RunningServer:
-    """Migrates, then runs the app under uvicorn in a thread, on a real port."""
+def start_server(settings: Settings, parser: Parser = "auto") -> RunningServer:
+    """Migrates, then runs the app under uvicorn in a thread, on a real port, configured as
+    `fleetplane serve` configures it."""
     asyncio.run(migrate(settings))
     port = free_port()
     settings = settings.model_copy(update={"port": port})  # what channels may not take
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", access_log=False
+    config = server_config(
+        create_app(settings),
+        settings,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        parser=parser,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

@@ -145,6 +145,25 @@ def serving(args: list[str], env: dict[str, str]) -> Iterator[tuple[subprocess.P
         process.stdout.close()
 
 
+def test_serve_limits_request_headers(tmp_path: Path, database_url: str) -> None:
+    """`fleetplane serve` runs the server configuration the tests run, limits from settings."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "FLEETPLANE_DATA_DIR": str(tmp_path),
+        "FLEETPLANE_DATABASE_URL": database_url,
+        "FLEETPLANE_GATEWAY": "false",
+        "FLEETPLANE_MAX_HEADERS": "20",
+    }
+    with serving(["--port", str(port)], env):
+        headers = {f"x-many-{number}": "v" for number in range(25)}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            assert client.get("/healthz").status_code == 200
+            refused = client.get("/healthz", headers=headers)
+        assert refused.status_code == 431, refused.text
+        assert refused.json()["code"] == "request_header_fields_too_large"
+
+
 @contextmanager
 def held_port(port: int) -> Iterator[None]:
     """Another program listening on `port` (if one already does, it is just as taken)."""

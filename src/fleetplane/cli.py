@@ -101,9 +101,9 @@ def serve(
     demo: Annotated[bool, typer.Option(help="Seed the demo provider once; print its key.")] = False,
 ) -> None:
     """Run the platform (migrations first)."""
-    import uvicorn
 
     from fleetplane.app import create_app
+    from fleetplane.core.http_server import server_config
     from fleetplane.ingest.gateway import cannot_bind
 
     settings = _settings(host=host, port=port)
@@ -140,13 +140,7 @@ def serve(
         companions.append(_demo_fleet(settings.host, result.wialon_port))
     application = create_app(settings, companions)
     _settle_garbage_collector()
-    config = uvicorn.Config(
-        application,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,
-    )
+    config = server_config(application, settings)
     server = _server_class()(config)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the way to stop it
         server.run(sockets=[http_socket])

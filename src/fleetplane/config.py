@@ -21,6 +21,19 @@ class Settings(BaseSettings):
         default=100.0, ge=0, description="requests per second per key; bursts of twice that"
     )
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_header_bytes: int = Field(
+        default=32 * 1024,
+        ge=1024,
+        description="largest request line plus headers; larger requests get 431, connection closed",
+    )
+    max_headers: int = Field(
+        default=100, ge=10, description="most headers in one request; more get 431"
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="time a client has to send a request's line and headers (408, closed)",
+    )
     api_key_cache_seconds: float = Field(
         default=2.0, ge=0, description="how long a checked key is trusted before re-reading it"
     )

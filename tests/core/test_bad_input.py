@@ -1,8 +1,10 @@
 """Bad input always gets a problem+json naming what is wrong, never a 500."""
 
+import base64
 import socket
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -129,11 +131,176 @@ def test_unknown_route_and_wrong_method(tenant: Tenant) -> None:
     assert_problem(tenant.api.delete("/api/customers"), 405, "method_not_allowed")
 
 
-def test_wrong_content_type(tenant: Tenant) -> None:
-    response = tenant.api.post(
-        "/api/customers", content=b"name=x", headers={"content-type": "text/plain"}
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml", None]
+)
+def test_a_body_that_is_not_json_gets_415(tenant: Tenant, content_type: str | None) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    for method, path in (("POST", "/api/customers"), ("PATCH", f"/api/devices/{_device(tenant)}")):
+        response = tenant.api.request(method, path, content=b'{"name": "x"}', headers=headers)
+        assert_problem(response, 415, "unsupported_media_type")
+    response = tenant.module_api().post(
+        f"/module/devices/{_device(tenant)}/commands", content=b"hello", headers=headers
     )
-    assert_problem(response, 422, "validation_failed")
+    assert_problem(response, 415, "unsupported_media_type")
+
+
+def test_no_body_at_all_is_a_validation_error(tenant: Tenant) -> None:
+    assert_problem(tenant.api.post("/api/customers"), 422, "validation_failed")
+
+
+def _device(tenant: Tenant) -> str:
+    return tenant.devices[tenant.customers[0]["id"]][0]["id"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"name": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        b'{"name": "x", "contact": ' + b'{"name": ' * 3000 + b"null" + b"}" * 3001,
+        b'{"name": "x", "retention_days": ' + b"9" * 5000 + b"}",
+        b"[" * 100_000,
+    ],
+    ids=["deep-arrays", "deep-objects", "5000-digits", "unclosed-deep"],
+)
+def test_json_beyond_the_decoder_is_a_validation_error(tenant: Tenant, body: bytes) -> None:
+    response = tenant.api.post(
+        "/api/customers", content=body, headers={"content-type": "application/json"}
+    )
+    problem = assert_problem(response, 422, "validation_failed")
+    assert problem["errors"][0]["loc"][0] == "body"
+
+
+NUL = "a\x00b"
+
+
+def _text_fields(tenant: Tenant) -> list[tuple[str, str, dict[str, Any], list[str | int]]]:
+    """(method, path, body, the field named in the answer) with a NUL in one string each."""
+    device = _device(tenant)
+    sensor = {"device_id": device, "name": "Fuel", "type": "fuel_level", "parameter": "adc1"}
+    return [
+        ("POST", "/api/customers", {"name": NUL}, ["body", "name"]),
+        ("POST", "/api/customers", {"name": "x", "plan": NUL}, ["body", "plan"]),
+        ("POST", "/api/customers", {"name": "x", "contact": {"name": NUL}}, ["body", "contact"]),
+        ("POST", "/api/customers", {"name": "x", "contact": {"phone": NUL}}, ["body", "contact"]),
+        ("POST", "/api/customers", {"name": "x", "timezone": NUL}, ["body", "timezone"]),
+        ("PATCH", f"/api/customers/{tenant.customers[0]['id']}", {"name": NUL}, ["body", "name"]),
+        ("POST", "/api/devices", tenant.device_body(name=NUL), ["body", "name"]),
+        ("POST", "/api/devices", tenant.device_body(password=NUL), ["body", "password"]),
+        ("POST", "/api/devices", tenant.device_body(channel_id=NUL), ["body", "channel_id"]),
+        ("PATCH", f"/api/devices/{device}", {"password": NUL}, ["body", "password"]),
+        ("POST", "/api/channels", {"name": NUL, "protocol": "osmand", "port": 1}, ["body", "name"]),
+        ("POST", "/api/api-keys", {"name": NUL}, ["body", "name"]),
+        ("POST", "/api/api-keys", {"name": "x", "customer_ids": [NUL]}, ["body", "customer_ids"]),
+        ("POST", "/api/sensors", {**sensor, "name": NUL}, ["body", "name"]),
+        ("POST", "/api/sensors", {**sensor, "unit": NUL}, ["body", "unit"]),
+        ("POST", "/api/sensors", {**sensor, "parameter": NUL}, ["body", "parameter"]),
+        ("POST", "/api/sensors", {**sensor, "device_id": NUL}, ["body", "device_id"]),
+    ]  # fmt: skip
+
+
+def test_a_nul_in_any_body_string_is_a_validation_error(tenant: Tenant) -> None:
+    """PostgreSQL cannot store NUL; both databases answer the same: 422 naming the field."""
+    for method, path, body, loc in _text_fields(tenant):
+        problem = assert_problem(
+            tenant.api.request(method, path, json=body), 422, "validation_failed"
+        )
+        assert loc in [error["loc"][: len(loc)] for error in problem["errors"]], (path, problem)
+    command = {"type": "raw", "text": NUL}
+    response = tenant.module_api().post(f"/module/devices/{_device(tenant)}/commands", json=command)
+    problem = assert_problem(response, 422, "validation_failed")
+    assert ["body", "text"] in [error["loc"] for error in problem["errors"]]
+
+
+@pytest.mark.parametrize(
+    ("path", "param"),
+    [
+        ("/api/devices", "unique_id"),
+        ("/api/devices", "customer_id"),
+        ("/api/devices", "channel_id"),
+        ("/api/sensors", "device_id"),
+        ("/api/audit-log", "action"),
+        ("/api/audit-log", "object_type"),
+        ("/api/audit-log", "object_id"),
+        ("/api/audit-log", "api_key_id"),
+    ],
+)
+def test_a_nul_in_a_filter_is_a_validation_error(tenant: Tenant, path: str, param: str) -> None:
+    problem = assert_problem(tenant.api.get(path, params={param: NUL}), 422, "validation_failed")
+    assert problem["errors"][0]["loc"] == ["query", param]
+
+
+def _cursor(after: str) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps({"after": after})).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("after", ["dev_\x00", "a\x00", "2026-01-01T00:00:00\x00"])
+def test_cursors_holding_a_nul_are_validation_errors(tenant: Tenant, after: str) -> None:
+    module = tenant.module_api()
+    for api, path in (
+        (tenant.api, "/api/devices"),
+        (tenant.api, "/api/customers"),
+        (tenant.api, "/api/audit-log"),
+        (module, "/module/devices"),
+        (module, f"/module/devices/{_device(tenant)}/messages"),
+        (module, f"/module/devices/{_device(tenant)}/commands"),
+    ):
+        response = api.get(path, params={"cursor": _cursor(after)})
+        problem = assert_problem(response, 422, "validation_failed")
+        assert problem["errors"][0]["loc"] == ["query", "cursor"], path
+
+
+@pytest.mark.parametrize("after", ["9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"])
+def test_message_cursors_out_of_range_are_validation_errors(tenant: Tenant, after: str) -> None:
+    path = f"/module/devices/{_device(tenant)}/messages"
+    response = tenant.module_api().get(path, params={"cursor": _cursor(after)})
+    problem = assert_problem(response, 422, "validation_failed")
+    assert problem["errors"][0]["loc"] == ["query", "cursor"]
+
+
+def test_a_nul_in_an_id_in_the_path_is_not_found(tenant: Tenant) -> None:
+    for path in ("/api/customers/", "/api/devices/", "/api/sensors/", "/api/channels/"):
+        assert_problem(tenant.api.get(path + "cus_%00"), 404, "not_found")
+    assert_problem(tenant.module_api().get("/module/devices/dev_%00/messages"), 404, "not_found")
+
+
+OUT_OF_RANGE = ["9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"]
+
+
+@pytest.mark.parametrize("moment", OUT_OF_RANGE)
+@pytest.mark.parametrize("param", ["from", "to"])
+def test_times_out_of_range_in_filters_are_validation_errors(
+    tenant: Tenant, moment: str, param: str
+) -> None:
+    module = tenant.module_api()
+    for api, path in (
+        (tenant.api, "/api/audit-log"),
+        (module, f"/module/devices/{_device(tenant)}/messages"),
+    ):
+        problem = assert_problem(api.get(path, params={param: moment}), 422, "validation_failed")
+        assert problem["errors"][0]["loc"] == ["query", param], path
+
+
+@pytest.mark.parametrize("moment", OUT_OF_RANGE)
+def test_expiry_out_of_range_is_a_validation_error(tenant: Tenant, moment: str) -> None:
+    _, key = tenant.api.new_key(name="expiring")
+    for method, path in (("POST", "/api/api-keys"), ("PATCH", f"/api/api-keys/{key['id']}")):
+        response = tenant.api.request(method, path, json={"name": "x", "expires_at": moment})
+        problem = assert_problem(response, 422, "validation_failed")
+        assert ["body", "expires_at"] in [error["loc"] for error in problem["errors"]]
+
+
+def test_the_last_moment_of_the_calendar_is_accepted(tenant: Tenant) -> None:
+    last = "9999-12-31T23:59:59Z"
+    response = tenant.api.post("/api/api-keys", json={"name": "long-lived", "expires_at": last})
+    assert response.status_code == 201, response.text
+    assert response.json()["expires_at"].startswith("9999-12-31T23:59:59")
+    assert (
+        tenant.api.get(
+            "/api/audit-log", params={"from": "0001-01-01T00:00:00Z", "to": last}
+        ).status_code
+        == 200
+    )
 
 
 scalars = (

@@ -59,6 +59,19 @@ def test_timestamps(timestamp: str, expected: datetime) -> None:
     assert message.device_time == expected
 
 
+@pytest.mark.parametrize(
+    "timestamp",
+    ["9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59 -14:00"],
+)
+def test_timestamps_without_a_utc_value_name_the_field(timestamp: str) -> None:
+    with pytest.raises(OsmandError) as refused:
+        parse_osmand_fields({"id": "a", "timestamp": timestamp}, NOW)
+    assert refused.value.field == "timestamp"
+    with pytest.raises(OsmandError) as refused:
+        parse_osmand_json({"device_id": "a", "location": {"timestamp": timestamp}}, NOW)
+    assert refused.value.field == "location.timestamp"
+
+
 def test_missing_timestamp_and_position() -> None:
     _, message = parse_osmand_fields({"deviceid": "a"}, NOW)
     assert message.device_time == NOW and message.device_time_missing

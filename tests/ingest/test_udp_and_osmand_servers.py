@@ -100,3 +100,25 @@ def test_osmand_positions_are_stored(tenant: Tenant, style: str) -> None:
     assert stored[0]["lat"] == pytest.approx(56.95)
     assert stored[0]["speed"] == pytest.approx(18.52, abs=0.05)  # knots or m/s to km/h
     tenant.api.patch(f"/api/channels/{channel['id']}", json={"enabled": False})
+
+
+def test_osmand_timestamp_without_a_utc_value_is_400_naming_it(tenant: Tenant) -> None:
+    channel = create_channel(tenant.api, enabled=True, protocol="osmand", transport="http")
+    wait_listening(tenant, channel["id"])
+    device_on(tenant, channel, "phone-far-off")
+    url = f"http://127.0.0.1:{channel['port']}/"
+    fields = {"id": "phone-far-off", "lat": "56.95", "lon": "24.1"}
+    with httpx.Client(timeout=10) as client:
+        for timestamp in ("9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"):
+            answer = client.get(url, params={**fields, "timestamp": timestamp})
+            assert answer.status_code == 400, answer.text
+            assert "timestamp" in answer.text
+        location = {
+            "timestamp": "9999-12-31T23:59:59-14:00",
+            "coords": {"latitude": 1, "longitude": 2},
+        }
+        answer = client.post(url, json={"device_id": "phone-far-off", "location": location})
+        assert answer.status_code == 400, answer.text
+        assert "location.timestamp" in answer.text
+        assert client.get(url, params={**fields, "timestamp": "1795600000"}).status_code == 200
+    tenant.api.patch(f"/api/channels/{channel['id']}", json={"enabled": False})

@@ -1,8 +1,8 @@
 from datetime import datetime
 
-from pydantic import AwareDatetime, Field, field_validator
+from pydantic import Field, field_validator
 
-from fleetplane.core.schemas import RequestBody, ResponseBody
+from fleetplane.core.schemas import AwareUtcDateTime, RequestBody, ResponseBody, name_field
 from fleetplane.core.timeutil import utcnow
 
 
@@ -13,7 +13,7 @@ def _in_future(value: datetime | None) -> datetime | None:
 
 
 class ApiKeyCreate(RequestBody):
-    name: str = Field(min_length=1, max_length=200)
+    name: str = name_field()
     provider_permissions: list[str] = Field(
         default_factory=list, description="Studio API permissions, e.g. `read:customers`."
     )
@@ -25,7 +25,7 @@ class ApiKeyCreate(RequestBody):
         max_length=10_000,
         description="If set, the key reaches only these customers; null means all customers.",
     )
-    expires_at: AwareDatetime | None = Field(
+    expires_at: AwareUtcDateTime | None = Field(
         default=None, description="After this, the key is refused."
     )
 
@@ -33,11 +33,11 @@ class ApiKeyCreate(RequestBody):
 
 
 class ApiKeyUpdate(RequestBody):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: str | None = name_field(default=None)
     provider_permissions: list[str] | None = None
     customer_permissions: list[str] | None = None
     customer_ids: list[str] | None = None
-    expires_at: AwareDatetime | None = None
+    expires_at: AwareUtcDateTime | None = None
 
     _future_expiry = field_validator("expires_at")(_in_future)
 

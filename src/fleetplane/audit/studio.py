@@ -1,4 +1,3 @@
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
@@ -8,6 +7,7 @@ from fleetplane.audit.models import AuditEntry
 from fleetplane.audit.schemas import AuditEntryOut
 from fleetplane.core.auth import PermissionRoute, StudioContext, provider_permission
 from fleetplane.core.pagination import Page, PageDep, PageParams, paginate
+from fleetplane.core.schemas import UtcDateTime, line_query
 
 router = APIRouter(prefix="/api/audit-log", tags=["Audit log"], route_class=PermissionRoute)
 
@@ -16,12 +16,12 @@ router = APIRouter(prefix="/api/audit-log", tags=["Audit log"], route_class=Perm
 async def list_entries(
     ctx: StudioContext = provider_permission("read:audit_log"),
     page: PageParams = PageDep,
-    from_: Annotated[datetime | None, Query(alias="from", description="Inclusive.")] = None,
-    to: Annotated[datetime | None, Query(description="Exclusive.")] = None,
-    api_key_id: Annotated[str | None, Query(max_length=40)] = None,
-    object_type: Annotated[str | None, Query(max_length=40)] = None,
-    object_id: Annotated[str | None, Query(max_length=40)] = None,
-    action: Annotated[str | None, Query(max_length=80)] = None,
+    from_: Annotated[UtcDateTime | None, Query(alias="from", description="Inclusive.")] = None,
+    to: Annotated[UtcDateTime | None, Query(description="Exclusive.")] = None,
+    api_key_id: Annotated[str | None, line_query(40)] = None,
+    object_type: Annotated[str | None, line_query(40)] = None,
+    object_id: Annotated[str | None, line_query(40)] = None,
+    action: Annotated[str | None, line_query(80)] = None,
 ) -> Response:
     """Every write to this provider's data, oldest first: which key made it, when, on what."""
     statement = service.query(

@@ -4,7 +4,7 @@ from typing import Self
 
 from pydantic import Field, model_validator
 
-from fleetplane.core.schemas import RequestBody, ResponseBody
+from fleetplane.core.schemas import RequestBody, ResponseBody, name_field
 
 
 class Protocol(StrEnum):
@@ -32,7 +32,7 @@ PORT = Field(ge=1, le=65535, description=PORT_DESCRIPTION)
 
 
 class ChannelCreate(RequestBody):
-    name: str = Field(min_length=1, max_length=200)
+    name: str = name_field()
     protocol: Protocol
     transport: Transport | None = Field(
         default=None, description="Default: the protocol's usual one (tcp_udp, http)."
@@ -58,7 +58,7 @@ class ChannelCreate(RequestBody):
 
 
 class ChannelUpdate(RequestBody):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: str | None = name_field(default=None)
     transport: Transport | None = None
     port: int | None = Field(default=None, ge=1, le=65535, description=PORT_DESCRIPTION)
     enabled: bool | None = None

@@ -38,7 +38,9 @@ def _policy(request: Request) -> ChannelPolicy:
 def _apply_after_commit(request: Request, tasks: BackgroundTasks) -> None:
     # Background tasks run once the answer is sent, so after the commit: the gateway reads
     # the committed channels and starts, moves or stops listeners to match.
-    tasks.add_task(request.app.state.gateway.reload)
+    # A process that runs no listeners (FLEETPLANE_GATEWAY=false) leaves them to one that does.
+    if request.app.state.settings.gateway:
+        tasks.add_task(request.app.state.gateway.reload)
 
 
 @router.get("", response_model=Page[ChannelSummary], summary="List channels")

@@ -4,7 +4,7 @@ from typing import Self
 
 from pydantic import Field, model_validator
 
-from fleetplane.core.schemas import RequestBody, ResponseBody
+from fleetplane.core.schemas import RequestBody, ResponseBody, name_field
 
 
 class CommandType(StrEnum):
@@ -24,10 +24,9 @@ class CommandStatus(StrEnum):
 
 class CommandCreate(RequestBody):
     type: CommandType
-    text: str | None = Field(
+    text: str | None = name_field(
+        1344,
         default=None,
-        min_length=1,
-        max_length=1344,
         description="The message (driver_message), the driver id (tachograph_request) or the "
         "command line (raw).",
     )

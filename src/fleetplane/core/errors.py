@@ -52,6 +52,24 @@ def payload_too_large(limit: int) -> Response:
     )
 
 
+def unsupported_media_type(request: Request) -> Response:
+    sent = request.headers.get("content-type") or "no content type"
+    return problem_response(
+        415,
+        "unsupported_media_type",
+        f"The request body must be application/json, not {sent}.",
+    )
+
+
+def unreadable_json(error: ValueError | RecursionError) -> Response:
+    """JSON that is well formed but that the decoder refuses: nesting deeper than it recurses,
+    an integer of more digits than Python converts."""
+    reason = "nested too deeply" if isinstance(error, RecursionError) else str(error)
+    msg = f"Malformed JSON: {reason}"
+    errors = [{"loc": ["body"], "msg": msg, "type": "json_invalid"}]
+    return problem_response(422, "validation_failed", f"body: {msg}", errors=errors)
+
+
 def not_found(what: str = "object") -> ApiError:
     return ApiError(404, "not_found", f"No such {what}.")
 
@@ -122,7 +140,9 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def request_validation(_: Request, exc: RequestValidationError) -> Response:
+    async def request_validation(request: Request, exc: RequestValidationError) -> Response:
+        if isinstance(exc.body, bytes):  # the framework decodes only JSON; this was not
+            return unsupported_media_type(request)
         errors = _clean_validation_errors(exc)
         return problem_response(422, "validation_failed", _summarise(errors), errors=errors)
 
@@ -130,6 +150,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if isinstance(exc.__cause__, BodyTooLarge):  # the framework wraps body-reading errors
             return payload_too_large(exc.__cause__.limit)
+        if isinstance(exc.__cause__, ValueError | RecursionError):  # JSON beyond the decoder
+            return unreadable_json(exc.__cause__)
         code = _STATUS_CODES.get(exc.status_code, "error")
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         if exc.status_code == 404 and detail == "Not Found":

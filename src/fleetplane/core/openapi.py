@@ -46,6 +46,15 @@ _MODULE_ERRORS = {
 }
 
 
+# Answers that depend on what an operation takes: an object named in its path, or a body.
+_PATH_ERRORS = {"404": ("No such object for this key (or it belongs to another).", "not_found")}
+_BODY_ERRORS = {
+    "409": ("The change conflicts with existing data (a duplicate, a limit).", "conflict"),
+    "413": ("The body is larger than the configured limit.", "payload_too_large"),
+    "415": ("The body is not application/json.", "unsupported_media_type"),
+}
+
+
 def build_document(
     *, title: str, version: str, description: str, routes: list[BaseRoute], module: bool
 ) -> dict[str, Any]:
@@ -58,9 +67,12 @@ def build_document(
     )
     document.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
     errors = {**_COMMON_ERRORS, **(_MODULE_ERRORS if module else {})}
-    for path_item in document.get("paths", {}).values():
+    for path, path_item in document.get("paths", {}).items():
         for operation in path_item.values():
-            _add_error_responses(operation, errors)
+            extra = {**(_PATH_ERRORS if "{" in path else {})}
+            if "requestBody" in operation:
+                extra |= _BODY_ERRORS
+            _add_error_responses(operation, {**extra, **errors})
     return document
 
 

@@ -30,6 +30,7 @@ class Page(BaseModel, Generic[Item]):
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 MAX_CURSOR_LENGTH = 512
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]*$"  # what encode_cursor gives: base64url, unpadded
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +43,11 @@ async def page_params(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page.")] = DEFAULT_LIMIT,
     cursor: Annotated[
         str | None,
-        Query(max_length=MAX_CURSOR_LENGTH, description="`next_cursor` of the previous page."),
+        Query(
+            max_length=MAX_CURSOR_LENGTH,
+            pattern=CURSOR_PATTERN,
+            description="`next_cursor` of the previous page.",
+        ),
     ] = None,
 ) -> PageParams:
     """`limit` and `cursor`, shared by every list endpoint (async: no thread hop per call)."""
@@ -89,7 +94,11 @@ def _cursor_value(cursor: str) -> str | None:
         after = orjson.loads(base64.urlsafe_b64decode(padded.encode()))["after"]
     except (binascii.Error, ValueError, TypeError, KeyError, orjson.JSONDecodeError):
         return None
-    return after if isinstance(after, str) else None
+    # What a cursor holds is an id or a time this API wrote: never a control character (and
+    # PostgreSQL could not even compare a NUL).
+    if not isinstance(after, str) or not after.isprintable():
+        return None
+    return after
 
 
 async def paginate(

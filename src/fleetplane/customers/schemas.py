@@ -4,7 +4,7 @@ from zoneinfo import available_timezones
 
 from pydantic import EmailStr, Field, field_validator
 
-from fleetplane.core.schemas import RequestBody, ResponseBody
+from fleetplane.core.schemas import RequestBody, ResponseBody, line_field, name_field
 
 
 class CustomerStatus(StrEnum):
@@ -13,9 +13,9 @@ class CustomerStatus(StrEnum):
 
 
 class Contact(RequestBody):
-    name: str | None = Field(default=None, max_length=200)
+    name: str | None = line_field(200, default=None)
     email: EmailStr | None = None
-    phone: str | None = Field(default=None, max_length=40)
+    phone: str | None = line_field(40, default=None)
 
 
 def _check_timezone(value: str | None) -> str | None:
@@ -47,12 +47,12 @@ def _check_modules(value: list[str] | None) -> list[str] | None:
 
 
 class CustomerCreate(RequestBody):
-    name: str = Field(min_length=1, max_length=200)
+    name: str = name_field()
     status: CustomerStatus = CustomerStatus.ACTIVE
     modules: list[str] = Field(
         default_factory=lambda: ["devices"], description="Enabled module names."
     )
-    plan: str | None = Field(default=None, max_length=100)
+    plan: str | None = line_field(100, default=None)
     timezone: str = Field(default="UTC", description="IANA time zone name.")
     retention_days: int = Field(default=365, ge=1, le=3650, description="Days messages are kept.")
     contact: Contact | None = None
@@ -62,10 +62,10 @@ class CustomerCreate(RequestBody):
 
 
 class CustomerUpdate(RequestBody):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: str | None = name_field(default=None)
     status: CustomerStatus | None = None
     modules: list[str] | None = None
-    plan: str | None = Field(default=None, max_length=100)
+    plan: str | None = line_field(100, default=None)
     timezone: str | None = None
     retention_days: int | None = Field(default=None, ge=1, le=3650)
     contact: Contact | None = None

@@ -1,7 +1,6 @@
 """The `devices` module: a customer's own devices, their live state and their messages."""
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import Query, Request, Response
@@ -26,6 +25,7 @@ from fleetplane.core.pagination import (
     paginate,
     plain_page_params,
 )
+from fleetplane.core.schemas import UtcDateTime
 from fleetplane.devices import live, service
 from fleetplane.devices.live_cache import LiveDeviceCache, cursor_fits
 from fleetplane.devices.live_stream import CustomerDeviceStream, close_reasons_text
@@ -174,8 +174,8 @@ async def list_messages(
     device_id: str,
     ctx: CustomerContext = module.requires("read:messages"),
     page: PageParams = PageDep,
-    from_: Annotated[datetime | None, Query(alias="from", description="Inclusive.")] = None,
-    to: Annotated[datetime | None, Query(description="Exclusive.")] = None,
+    from_: Annotated[UtcDateTime | None, Query(alias="from", description="Inclusive.")] = None,
+    to: Annotated[UtcDateTime | None, Query(description="Exclusive.")] = None,
 ) -> Response:
     """Messages in device-time order (late black-box data in its place), as stored, each with
     the values of the device's sensors in it."""

@@ -3,7 +3,7 @@ from typing import Any
 
 from pydantic import Field
 
-from fleetplane.core.schemas import RequestBody, ResponseBody
+from fleetplane.core.schemas import RequestBody, ResponseBody, line_field, name_field
 
 UNIQUE_ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 UNIQUE_ID_HELP = "The identifier the tracker sends (IMEI for most devices)."
@@ -30,10 +30,10 @@ class DeviceCreate(RequestBody):
     unique_id: str = Field(
         min_length=1, max_length=64, pattern=UNIQUE_ID_PATTERN, description=UNIQUE_ID_HELP
     )
-    name: str = Field(min_length=1, max_length=200)
+    name: str = name_field()
     phone: str | None = Field(default=None, max_length=40, pattern=PHONE_PATTERN)
-    password: str | None = Field(
-        default=None, min_length=1, max_length=64, description="Device login password (write-only)."
+    password: str | None = name_field(
+        64, default=None, description="Device login password (write-only)."
     )
     customer_id: str | None = Field(default=None, description="Assign to this customer at once.")
     validity: ValidityFilter | None = None
@@ -48,10 +48,10 @@ class DeviceUpdate(RequestBody):
         pattern=UNIQUE_ID_PATTERN,
         description=UNIQUE_ID_HELP,
     )
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: str | None = name_field(default=None)
     phone: str | None = Field(default=None, max_length=40, pattern=PHONE_PATTERN)
-    password: str | None = Field(
-        default=None, max_length=64, description="New login password; null or empty removes it."
+    password: str | None = line_field(
+        64, default=None, description="New login password; null or empty removes it."
     )
     customer_id: str | None = Field(
         default=None,

@@ -5,6 +5,7 @@ from fastapi import APIRouter, Query, Response
 from fleetplane.audit.service import Actor
 from fleetplane.core.auth import PermissionRoute, StudioContext, provider_permission
 from fleetplane.core.pagination import Page, PageDep, PageParams, paginate
+from fleetplane.core.schemas import line_query
 from fleetplane.devices import service
 from fleetplane.devices.models import Device
 from fleetplane.devices.schemas import DeviceCreate, DeviceOut, DeviceUpdate
@@ -16,10 +17,10 @@ router = APIRouter(prefix="/api/devices", tags=["Devices"], route_class=Permissi
 async def list_devices(
     ctx: StudioContext = provider_permission("read:devices"),
     page: PageParams = PageDep,
-    customer_id: Annotated[str | None, Query(max_length=40)] = None,
+    customer_id: Annotated[str | None, line_query(40)] = None,
     unassigned: Annotated[bool, Query(description="Only devices of no customer.")] = False,
-    unique_id: Annotated[str | None, Query(max_length=64)] = None,
-    channel_id: Annotated[str | None, Query(max_length=40)] = None,
+    unique_id: Annotated[str | None, line_query(64)] = None,
+    channel_id: Annotated[str | None, line_query(40)] = None,
 ) -> Response:
     statement = service.list_query(
         ctx.provider_id,

@@ -12,6 +12,7 @@ from fleetplane.core import bulk
 from fleetplane.core.errors import validation_error
 from fleetplane.core.ids import new_id
 from fleetplane.core.pagination import PageParams, encode_cursor, json_response
+from fleetplane.core.timeutil import checked_utc
 from fleetplane.devices import service as devices
 from fleetplane.ingest.message import DriverMessage, Message
 from fleetplane.messages import codec
@@ -131,7 +132,7 @@ async def read(
 
 def _cursor_time(after: str) -> datetime:
     try:
-        return datetime.fromisoformat(after)
+        return checked_utc(datetime.fromisoformat(after))
     except ValueError:
         raise validation_error(
             ["query", "cursor"], "Invalid cursor; use a next_cursor you got."

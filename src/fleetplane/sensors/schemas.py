@@ -4,7 +4,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
-from fleetplane.core.schemas import RequestBody, ResponseBody
+from fleetplane.core.schemas import RequestBody, ResponseBody, line_field, name_field
 from fleetplane.sensors.calculation import OutOfTable, SensorType
 
 MAX_PARAMETER_NAME = 38  # what the tracker protocols keep, so a longer name never arrives
@@ -63,7 +63,7 @@ Calibration = Annotated[
 
 class SensorCreate(RequestBody):
     device_id: str = Field(max_length=40, description="The device the sensor belongs to.")
-    name: str = Field(min_length=1, max_length=200)
+    name: str = name_field()
     type: SensorType
     parameter: str = Field(
         min_length=1,
@@ -71,7 +71,7 @@ class SensorCreate(RequestBody):
         pattern=PARAMETER_PATTERN,
         description=PARAMETER_HELP,
     )
-    unit: str = Field(default="", max_length=20, description="Shown next to values: `l`, `V`.")
+    unit: str = line_field(20, default="", description="Shown next to values: `l`, `V`.")
     calibration: Calibration | None = None
     out_of_table: OutOfTable = Field(default=OutOfTable.CLAMP, description=OUT_OF_TABLE_HELP)
     min: float | None = Field(default=None, allow_inf_nan=False, description=MIN_HELP)
@@ -79,7 +79,7 @@ class SensorCreate(RequestBody):
 
 
 class SensorUpdate(RequestBody):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: str | None = name_field(default=None)
     type: SensorType | None = None
     parameter: str | None = Field(
         default=None,
@@ -88,7 +88,7 @@ class SensorUpdate(RequestBody):
         pattern=PARAMETER_PATTERN,
         description=PARAMETER_HELP,
     )
-    unit: str | None = Field(default=None, max_length=20)
+    unit: str | None = line_field(20, default=None)
     calibration: Calibration | None = Field(default=None, description="Null removes the table.")
     out_of_table: OutOfTable | None = Field(default=None, description=OUT_OF_TABLE_HELP)
     min: float | None = Field(default=None, allow_inf_nan=False, description=MIN_HELP)

@@ -5,6 +5,7 @@ from fastapi import APIRouter, Query, Response
 from fleetplane.audit.service import Actor
 from fleetplane.core.auth import PermissionRoute, StudioContext, provider_permission
 from fleetplane.core.pagination import Page, PageDep, PageParams, paginate
+from fleetplane.core.schemas import line_query
 from fleetplane.sensors import service
 from fleetplane.sensors.calculation import SensorType
 from fleetplane.sensors.models import Sensor
@@ -17,7 +18,7 @@ router = APIRouter(prefix="/api/sensors", tags=["Sensors"], route_class=Permissi
 async def list_sensors(
     ctx: StudioContext = provider_permission("read:sensors"),
     page: PageParams = PageDep,
-    device_id: Annotated[str | None, Query(max_length=40)] = None,
+    device_id: Annotated[str | None, line_query(40)] = None,
     sensor_type: Annotated[SensorType | None, Query(alias="type")] = None,
 ) -> Response:
     statement = service.list_query(ctx.provider_id, device_id=device_id, sensor_type=sensor_type)

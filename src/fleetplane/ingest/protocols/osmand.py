@@ -35,6 +35,7 @@ from typing import Any
 
 import orjson
 
+from fleetplane.core.timeutil import checked_utc
 from fleetplane.ingest.message import Message, ParamValue
 
 KNOTS_TO_KMH = 1.852
@@ -158,7 +159,10 @@ def _from_iso(text: str, field: str) -> datetime:
             moment = datetime.fromisoformat(candidate)
         except ValueError:
             continue
-        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        try:
+            return checked_utc(moment)
+        except ValueError as error:
+            raise OsmandError(field, str(error)) from None
     raise OsmandError(field, f"not unix seconds, milliseconds or ISO 8601: {text[:40]!r}")
 
 
