@@ -75,7 +75,10 @@ def impatient(
 
 def listening_channel(tenant: Tenant, **fields: Any) -> dict[str, Any]:
     channel = create_channel(tenant.api, enabled=True, **fields)
-    wait_for(lambda: counters(tenant, channel)["listening"], "the listener did not start")
+    wait_for(
+        lambda: counters(tenant, channel)["listening"],
+        lambda: f"the listener did not start: {counters(tenant, channel)}",
+    )
     return channel
 
 
@@ -85,10 +88,11 @@ def counters(tenant: Tenant, channel: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def wait_for(condition: Any, failure: str) -> None:
+def wait_for(condition: Any, failure: str | Any) -> None:
+    """Waits for `condition`; `failure` is the message (or makes it) when it never holds."""
     deadline = time.monotonic() + SOCKET_SECONDS
     while not condition():
-        assert time.monotonic() < deadline, failure
+        assert time.monotonic() < deadline, failure() if callable(failure) else failure
         time.sleep(0.05)
 
 
@@ -225,11 +229,14 @@ def test_osmand_connections_over_the_limit_are_closed_at_once(
     channel = listening_channel(tenant, protocol="osmand", transport="http")
     held = [connect(channel["port"], "127.0.0.40") for _ in range(8)]
     try:
-        wait_for(lambda: counters(tenant, channel)["connections"] == 8, "not all accepted")
+        wait_for(
+            lambda: counters(tenant, channel)["connections"] == 8,
+            lambda: f"not all accepted: {counters(tenant, channel)}",
+        )
         ninth = connect(channel["port"], "127.0.0.40")
         held.append(ninth)
-        assert closed_by_server(ninth)
-        assert counters(tenant, channel)["connections_refused"] == 1
+        assert closed_by_server(ninth), counters(tenant, channel)
+        assert counters(tenant, channel)["connections_refused"] == 1, counters(tenant, channel)
     finally:
         close_all(held)
 

@@ -19,6 +19,7 @@ One `WialonFramer` and one `WialonSession` per connection::
         writer.write(outcome.answer)              # ... then acknowledge
         if outcome.close:
             break
+    session.close()                               # drops unfinished files
 
 `handle` never stores anything and never writes: an `Outcome` holds the answer bytes together
 with the data they acknowledge, and the answer must be written only once that data is durable
