@@ -34,6 +34,7 @@ from fleetplane.customers import service as customers
 from fleetplane.devices.live_cache import LiveDeviceCache
 from fleetplane.devices.processor import DeviceRulesCache
 from fleetplane.ingest.gateway import Gateway
+from fleetplane.ingest.limits import DeviceLimits
 from fleetplane.messages import retention
 from fleetplane.registry import MODULES, STUDIO_ROUTERS
 from fleetplane.web import playground
@@ -126,6 +127,7 @@ def create_app(
         app.state.channel_policy,
         host=settings.device_host,
         rules=app.state.device_rules,
+        limits=DeviceLimits.from_settings(settings),
     )
 
     install_error_handlers(app)

@@ -1,5 +1,6 @@
 """Settings, read from FLEETPLANE_* environment variables; command-line options win."""
 
+import ipaddress
 from functools import cached_property
 from pathlib import Path
 
@@ -62,6 +63,49 @@ class Settings(BaseSettings):
     max_channels_per_provider: int = Field(
         default=20, ge=1, description="How many channels one provider may have."
     )
+    # Device-port limits (#7): anyone can reach a device port, so what one address, one
+    # channel or one anonymous sender can hold is capped. Why these defaults: docs/decisions.md.
+    device_connections_total: int | None = Field(
+        default=None,
+        ge=1,
+        description="Open device connections of this process, all channels together; default: "
+        "three quarters of the open-file limit (the rest stays for the API, database and files)",
+    )
+    device_connections_per_channel: int | None = Field(
+        default=None, ge=1, description="Open connections of one channel; default: half the total"
+    )
+    device_connections_per_address: int = Field(
+        default=500, ge=1, description="Open connections of one remote address on one channel"
+    )
+    device_connections_unlimited_networks: str = Field(
+        default="127.0.0.0/8,::1",
+        description="Comma-separated networks the per-address limit does not apply to (a local "
+        "proxy, the simulator); the channel and process limits still do",
+    )
+    device_login_timeout_seconds: float = Field(
+        default=30,
+        gt=0,
+        description="A TCP connection that has not logged in by then (OsmAnd: not sent a whole "
+        "request) is closed",
+    )
+    device_idle_timeout_seconds: float = Field(
+        default=600,
+        gt=0,
+        description="A TCP connection that has sent nothing for this long is closed",
+    )
+    device_unfinished_file_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        description="Bytes of unfinished images and tachograph files one device may have on disk",
+    )
+    osmand_max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    osmand_max_header_bytes: int = Field(default=8 * 1024, ge=1024)
+    auto_register_per_minute: int = Field(
+        default=20, ge=0, description="New devices one auto-registering channel adds per minute"
+    )
+    auto_register_max_devices: int = Field(
+        default=1000, ge=0, description="Auto-registered devices one channel holds at most"
+    )
     # PostgreSQL only: the role every request runs as, so row-level security applies to it.
     db_app_role: str = "fleetplane_app"
 
@@ -75,6 +119,12 @@ class Settings(BaseSettings):
     def device_port_ranges(self) -> tuple[tuple[int, int], ...]:
         return parse_port_ranges(self.device_ports)
 
+    @field_validator("device_connections_unlimited_networks")
+    @classmethod
+    def _networks_are_readable(cls, value: str) -> str:
+        parse_networks(value)  # a typo fails at start, not on the first connection
+        return value
+
     @cached_property
     def resolved_database_url(self) -> str:
         if self.database_url:
@@ -84,6 +134,16 @@ class Settings(BaseSettings):
     @property
     def is_postgres(self) -> bool:
         return self.resolved_database_url.startswith("postgresql")
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(text: str) -> tuple[IPNetwork, ...]:
+    """`"127.0.0.0/8, ::1"` as networks; a bare address is a network of one."""
+    return tuple(
+        ipaddress.ip_network(item.strip(), strict=False) for item in text.split(",") if item.strip()
+    )
 
 
 def normalise_database_url(url: str) -> str:

@@ -68,6 +68,12 @@ class ChannelUpdate(RequestBody):
 
 class ChannelCounters(ResponseBody):
     connections: int = Field(description="Open device connections now.")
+    connections_refused: int = Field(
+        default=0, description="Connections closed at once: over the channel's limits."
+    )
+    connections_timed_out: int = Field(
+        default=0, description="Connections closed for not logging in in time, or for silence."
+    )
     messages_accepted: int
     messages_rejected: int
     bytes_received: int

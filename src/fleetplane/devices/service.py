@@ -4,6 +4,8 @@ import hashlib
 import hmac
 import os
 import re
+import time
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -91,13 +93,17 @@ async def _one(session: AsyncSession, statement: Select[tuple[Device]], device_i
     return device
 
 
-async def create(session: AsyncSession, actor: Actor, data: DeviceCreate) -> Device:
+async def create(
+    session: AsyncSession, actor: Actor, data: DeviceCreate, *, auto_registered: bool = False
+) -> Device:
     values = data.model_dump(exclude={"password"})
     if data.customer_id is not None:
         await _require_customer(session, actor.provider_id, data.customer_id)
     await _require_channel(session, actor.provider_id, data.channel_id)
     await _require_free_unique_id(session, data.channel_id, data.unique_id)
-    device = Device(id=new_id("dev"), provider_id=actor.provider_id, **values)
+    device = Device(
+        id=new_id("dev"), provider_id=actor.provider_id, auto_registered=auto_registered, **values
+    )
     if data.password:
         device.password_hash = hash_password(data.password)
     session.add(device)
@@ -196,21 +202,60 @@ async def find_on_channel(
     return None if row is None else (row[0], row[1])
 
 
+class RegistrationLimit:
+    """How many unknown devices a channel may add by itself: so many a minute, so many in
+    all. Anyone can reach a channel, so without it every made-up identifier became a device."""
+
+    WINDOW_SECONDS = 60.0
+
+    def __init__(self, per_minute: int, max_devices: int) -> None:
+        self.per_minute = per_minute
+        self.max_devices = max_devices
+        self._recent: dict[str, deque[float]] = {}  # channel id -> times of its registrations
+
+    def take_turn(self, channel_id: str) -> bool:
+        """True (and counted) when the channel may register one more device this minute."""
+        now = time.monotonic()
+        recent = self._recent.setdefault(channel_id, deque())
+        while recent and now - recent[0] >= self.WINDOW_SECONDS:
+            recent.popleft()
+        if len(recent) >= self.per_minute:
+            return False
+        recent.append(now)
+        return True
+
+
 async def find_or_register_on_channel(
-    session: AsyncSession, channel_id: str, unique_id: str
+    session: AsyncSession,
+    channel_id: str,
+    unique_id: str,
+    registrations: RegistrationLimit | None = None,
 ) -> tuple[str, str | None] | None:
     """Like `find_on_channel`, but a channel that auto-registers adds an unknown device to its
-    provider's unassigned inventory, named after its identifier."""
+    provider's unassigned inventory, named after its identifier, within `registrations`'
+    limits (beyond them the device is unknown, as on a channel that does not register)."""
     found = await find_on_channel(session, channel_id, unique_id)
     if found is not None:
         return found
     channel = await channels.by_id(session, channel_id)
     if channel is None or not channel.auto_register or not _registrable(unique_id):
         return None
+    if registrations is not None:
+        if await count_auto_registered(session, channel_id) >= registrations.max_devices:
+            return None
+        if not registrations.take_turn(channel_id):
+            return None
     actor = Actor(provider_id=channel.provider_id, system="gateway")
     data = DeviceCreate(channel_id=channel_id, unique_id=unique_id, name=unique_id)
-    device = await create(session, actor, data)
+    device = await create(session, actor, data, auto_registered=True)
     return device.id, None
+
+
+async def count_auto_registered(session: AsyncSession, channel_id: str) -> int:
+    statement = select(func.count()).where(
+        Device.channel_id == channel_id, Device.auto_registered.is_(True)
+    )
+    return (await session.execute(statement)).scalar_one()
 
 
 def _registrable(unique_id: str) -> bool:

@@ -2,6 +2,7 @@
 channels in the database, without a restart."""
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ from fleetplane.core.files import FileStore
 from fleetplane.devices import service as devices
 from fleetplane.devices.processor import DeviceRulesCache
 from fleetplane.ingest.connected import ConnectedDevices
+from fleetplane.ingest.limits import DeviceLimits, ProcessConnections, UnfinishedFiles
 from fleetplane.ingest.osmand_http import OsmandHttpListener
 from fleetplane.ingest.pipeline import MessageStore
 from fleetplane.ingest.wialon_tcp import WialonTcpListener
@@ -33,6 +35,8 @@ RELOAD_INTERVAL_SECONDS = 5.0
 @dataclass(slots=True)
 class ChannelCounters:
     connections: int = 0
+    connections_refused: int = 0
+    connections_timed_out: int = 0
     messages_accepted: int = 0
     messages_rejected: int = 0
     bytes_received: int = 0
@@ -80,11 +84,22 @@ class Gateway:
         policy: ChannelPolicy,
         host: str = "0.0.0.0",
         rules: DeviceRulesCache | None = None,
+        *,
+        limits: DeviceLimits,
     ) -> None:
         self._sessions = sessions
         self._policy = policy
         self._host = host
         self._started = False
+        self._limits = limits
+        self._process_connections = ProcessConnections(limits.connections_total)
+        self._unfinished_files = UnfinishedFiles(files, limits.unfinished_file_bytes)
+        registrations = devices.RegistrationLimit(
+            limits.auto_register_per_minute, limits.auto_register_max_devices
+        )
+        self._find_device = functools.partial(
+            devices.find_or_register_on_channel, registrations=registrations
+        )
         self._running: dict[str, _Running] = {}
         # Enabled channels whose listener could not start: what it was asked, and why not.
         self._failed: dict[str, tuple[ListenerConfig, str]] = {}
@@ -96,6 +111,7 @@ class Gateway:
 
     async def start(self) -> None:
         self._started = True
+        self._unfinished_files.clear()
         self.store.start()
         await self.reload()
         self._reloader = asyncio.create_task(self._reload_forever(), name="gateway-reload")
@@ -225,8 +241,11 @@ class Gateway:
                 counters=counters,
                 sessions=self._sessions,
                 store=self.store,
-                find_device=devices.find_or_register_on_channel,
+                find_device=self._find_device,
                 connected=self.connected,
+                limits=self._limits,
+                process_connections=self._process_connections,
+                unfinished_files=self._unfinished_files,
             )
             for kind in kinds
         ]

@@ -6,6 +6,12 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleetplane.ingest.connected import ConnectedDevices
+from fleetplane.ingest.limits import (
+    ChannelConnections,
+    DeviceLimits,
+    ProcessConnections,
+    UnfinishedFiles,
+)
 from fleetplane.ingest.pipeline import MessageStore
 
 # (device id, password hash or None) of a device on a channel, or None when unknown.
@@ -14,7 +20,7 @@ DeviceFinder = Callable[[AsyncSession, str, str], Awaitable[tuple[str, str | Non
 
 class ChannelListener:
     """A channel's listener: where it listens, the channel's live counters, and the parts of
-    the platform it hands devices and their messages to."""
+    the platform it hands devices and their messages to; and what a sender may hold on it."""
 
     def __init__(
         self,
@@ -27,6 +33,9 @@ class ChannelListener:
         store: MessageStore,
         find_device: DeviceFinder,
         connected: ConnectedDevices,
+        limits: DeviceLimits,
+        process_connections: ProcessConnections,
+        unfinished_files: UnfinishedFiles,
     ) -> None:
         self.host = host
         self.port = port
@@ -36,3 +45,6 @@ class ChannelListener:
         self.store = store
         self.find_device = find_device
         self.connected = connected
+        self.limits = limits
+        self.admission = ChannelConnections(limits, process_connections, counters)
+        self.unfinished_files = unfinished_files

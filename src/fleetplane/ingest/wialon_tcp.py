@@ -1,4 +1,9 @@
-"""Wialon IPS over TCP: one connection per device, each packet answered after it is stored."""
+"""Wialon IPS over TCP: one connection per device, each packet answered after it is stored.
+
+A connection beyond the channel's limits is closed as soon as it is accepted; one that has not
+logged in within the login timeout, or has sent nothing for the idle timeout, is closed too
+(checked by one sweep per listener, so reading costs nothing extra). Image and tachograph
+blocks wait on disk until their file is complete (see `limits.UnfinishedFiles`)."""
 
 import asyncio
 import logging
@@ -6,6 +11,7 @@ from typing import Any
 
 from fleetplane.core.db import system_session
 from fleetplane.core.timeutil import utcnow
+from fleetplane.ingest.limits import DeviceSpool
 from fleetplane.ingest.listener import ChannelListener
 from fleetplane.ingest.protocols.wialon_ips import (
     LoginRequest,
@@ -28,12 +34,17 @@ class WialonTcpListener(ChannelListener):
     def __init__(self, **given: Any) -> None:
         super().__init__(**given)
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections: dict[asyncio.Task[None], _Connection] = {}
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, self.host, self.port)
+        self._sweeper = asyncio.create_task(self._close_stale_forever())
 
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
         if self._server is not None:
             self._server.close()
             for task in list(self._connections):
@@ -42,21 +53,37 @@ class WialonTcpListener(ChannelListener):
             await self._server.wait_closed()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        host = peer[0] if isinstance(peer, tuple) else None
+        if not self.admission.admit(host):
+            writer.transport.abort()  # at once: a refused connection must not hold a handle
+            return
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
-        self.counters.connections += 1
         connection = _Connection(self, reader, writer)
+        self._connections[task] = connection
         try:
             await connection.serve()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the device went away; nothing unacknowledged was promised
         finally:
+            connection.session.close()  # its unfinished files cannot be resumed elsewhere
             if connection.device_id is not None:
                 self.connected.remove(connection.device_id, connection)
-            self.counters.connections -= 1
-            self._connections.discard(task)
+            self.admission.release(host)
+            del self._connections[task]
             writer.close()
+
+    async def _close_stale_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.limits.sweep_interval)
+            now = loop.time()
+            for connection in list(self._connections.values()):
+                if connection.is_stale(now):
+                    self.counters.connections_timed_out += 1
+                    # abort, not close: a peer that reads nothing would keep close() waiting
+                    connection.writer.transport.abort()
 
     async def authenticate(self, login: LoginRequest) -> tuple[LoginResult, str | None]:
         async with system_session(self.sessions) as session:
@@ -87,12 +114,27 @@ class _Connection:
         self.reader = reader
         self.writer = writer
         self.framer = WialonFramer()
-        self.session = WialonSession()
+        self.session = WialonSession(spools=self._new_spool)
         self.device_id: str | None = None
+        self._clock = asyncio.get_running_loop().time
+        self.connected_at = self.last_received = self._clock()
+
+    def is_stale(self, now: float) -> bool:
+        """Not logged in within the login timeout, or silent for the idle timeout."""
+        limits = self.listener.limits
+        if self.device_id is None and now - self.connected_at > limits.login_timeout:
+            return True
+        return now - self.last_received > limits.idle_timeout
+
+    def _new_spool(self) -> DeviceSpool:
+        # The session takes file blocks only after a login, which sets the device.
+        assert self.device_id is not None
+        return self.listener.unfinished_files.open(self.device_id)
 
     async def serve(self) -> None:
         counters = self.listener.counters
         while data := await self.reader.read(READ_SIZE):
+            self.last_received = self._clock()
             counters.bytes_received += len(data)
             received_at = utcnow()
             for frame in self.framer.feed(data):

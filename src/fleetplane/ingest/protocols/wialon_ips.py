@@ -19,6 +19,7 @@ One `WialonFramer` and one `WialonSession` per connection::
         writer.write(outcome.answer)              # ... then acknowledge
         if outcome.close:
             break
+    session.close()                               # drops unfinished files
 
 `handle` never stores anything and never writes: an `Outcome` holds the answer bytes together
 with the data they acknowledge, and the answer must be written only once that data is durable
@@ -42,7 +43,10 @@ Choices where the protocol text is silent (real devices send all of these)
   packet that is too long or does not inflate, a binary block whose size is unreadable or over
   the limit, and a line that is not a packet at all cannot be resynchronised: the session
   answers what it can and asks the caller to close. So a connection holds at most one line or
-  block plus one unfinished image and one unfinished tachograph file.
+  block in memory; the blocks of its unfinished image and tachograph file wait in the
+  `BlockSpool`s the caller provides (on disk over TCP), which may refuse a block (a cap on
+  what a device has unfinished): the block is answered as refused and its file is dropped.
+  `WialonSession.close` drops unfinished files when the connection ends.
 - `NA` and an empty field mean "not available" in every value field.
 - Date/time: both `NA` = receive time (`Message.device_time_missing`); one of them `NA` or a
   malformed value = time error (code 0). `HHMMSS.sss` fractions are kept.
@@ -88,11 +92,11 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Literal
+from typing import Literal, Protocol
 
 from fleetplane.ingest.message import (
     DriverMessage,
@@ -1003,31 +1007,68 @@ class Outcome:
         return bool(self.messages) or self.driver_message is not None or self.file is not None
 
 
+class BlockSpool(Protocol):
+    """Where the blocks of one unfinished file wait for the rest."""
+
+    @property
+    def size(self) -> int: ...
+
+    def append(self, block: bytes) -> str | None:
+        """Keeps the block; or returns why it may not (the file is then dropped)."""
+
+    def read(self) -> bytes: ...
+
+    def discard(self) -> None: ...
+
+
+class MemorySpool:
+    """Blocks held in memory: for callers without a disk (tests, tools)."""
+
+    def __init__(self) -> None:
+        self._blocks: list[bytes] = []
+        self.size = 0
+
+    def append(self, block: bytes) -> str | None:
+        self._blocks.append(block)
+        self.size += len(block)
+        return None
+
+    def read(self) -> bytes:
+        return b"".join(self._blocks)
+
+    def discard(self) -> None:
+        self._blocks.clear()
+        self.size = 0
+
+
 @dataclass(slots=True)
 class _Assembly:
     """Blocks of one image or tachograph file, received in order."""
 
     key: tuple[str, ...]
     last_index: int
-    parts: list[bytes] = field(default_factory=list)
-    size: int = 0
-    too_large: bool = False
+    spool: BlockSpool
+    blocks: int = 0
+    dropped: bool = False  # refused for good: too large, or over the device's cap
 
     @property
     def complete(self) -> bool:
-        return len(self.parts) == self.last_index + 1
+        return self.blocks == self.last_index + 1
 
     def add(self, index: int, payload: bytes, max_size: int) -> str | None:
         """Adds a block; returns why it was refused, or None."""
-        if index < len(self.parts):
+        if index < self.blocks:
             return None  # the device repeats a block whose answer it missed
-        if index > len(self.parts):
-            return f"block {index} before block {len(self.parts)}"
-        if self.size + len(payload) > max_size:
-            self.too_large = True
+        if index > self.blocks:
+            return f"block {index} before block {self.blocks}"
+        if self.spool.size + len(payload) > max_size:
+            self.dropped = True
             return f"file larger than {max_size} bytes"
-        self.parts.append(payload)
-        self.size += len(payload)
+        problem = self.spool.append(payload)
+        if problem is not None:
+            self.dropped = True
+            return problem
+        self.blocks += 1
         return None
 
 
@@ -1080,8 +1121,13 @@ class WialonSession:
     of the last accepted login.
     """
 
-    def __init__(self, limits: WialonLimits = DEFAULT_LIMITS) -> None:
+    def __init__(
+        self,
+        limits: WialonLimits = DEFAULT_LIMITS,
+        spools: Callable[[], BlockSpool] = MemorySpool,
+    ) -> None:
         self._limits = limits
+        self._spools = spools
         self._imei: str | None = None
         self._version: Version = "1.1"
         self._logged_in = False
@@ -1105,10 +1151,25 @@ class WialonSession:
 
     @property
     def buffered(self) -> int:
-        """Bytes held for unfinished image and tachograph files."""
-        image = self._image.size if self._image is not None else 0
-        download = self._tachograph.blocks.size if self._tachograph is not None else 0
+        """Bytes held (in its spools) for unfinished image and tachograph files."""
+        image = self._image.spool.size if self._image is not None else 0
+        download = self._tachograph.blocks.spool.size if self._tachograph is not None else 0
         return image + download
+
+    def close(self) -> None:
+        """Drops the unfinished files: the connection is over."""
+        self._drop_image()
+        self._drop_tachograph()
+
+    def _drop_image(self) -> None:
+        if self._image is not None:
+            self._image.spool.discard()
+            self._image = None
+
+    def _drop_tachograph(self) -> None:
+        if self._tachograph is not None:
+            self._tachograph.blocks.spool.discard()
+            self._tachograph = None
 
     def handle(self, frame: Frame, received_at: datetime) -> Outcome:
         if self._pending_login is not None:
@@ -1224,7 +1285,8 @@ class WialonSession:
             downloaded_at = _device_time(date, time) or received_at
         except _Refused as refused:
             return Outcome(b"#AIT#0\r\n", note=refused.reason)
-        blocks = _Assembly((code,), last_index)
+        self._drop_tachograph()  # a new download abandons the unfinished one
+        blocks = _Assembly((code,), last_index, self._spools())
         self._tachograph = _TachographDownload(driver_id, downloaded_at, code, blocks)
         return Outcome(b"#AIT#1\r\n")
 
@@ -1266,22 +1328,24 @@ class WialonSession:
     ) -> Outcome:
         key = (fields[2], fields[3], fields[4], fields[5])
         if index == 0:
-            self._image = _Assembly(key, last_index)
+            self._drop_image()  # block 0 (re)starts the image: the unfinished one is abandoned
+            self._image = _Assembly(key, last_index, self._spools())
         image = self._image
         refused = f"#AI#{fields[1]};0\r\n".encode()
         if image is None or image.key != key:
             return Outcome(refused, note="block of an image whose block 0 was not received")
         problem = image.add(index, payload, self._limits.max_file)
         if problem is not None:
-            if image.too_large:
-                self._image = None
+            if image.dropped:
+                self._drop_image()
             return Outcome(refused, note=problem)
         accepted = f"#AI#{fields[1]};1\r\n".encode()
         if not image.complete:
             return Outcome(accepted)
-        self._image = None
+        data = image.spool.read()
+        self._drop_image()
         name = fields[5] if not _absent(fields[5]) else f"image_{taken_at:%Y%m%d_%H%M%S}"
-        photo = ImageFile(name, taken_at, b"".join(image.parts), received_at)
+        photo = ImageFile(name, taken_at, data, received_at)
         return Outcome(accepted + b"#AI#1\r\n", file=photo)
 
     def _tachograph_block(self, body: bytes, payload: bytes, received_at: datetime) -> Outcome:
@@ -1303,14 +1367,15 @@ class WialonSession:
             return Outcome(refused, note="tachograph block index beyond the last block")
         problem = blocks.add(index, payload, self._limits.max_file)
         if problem is not None:
-            if blocks.too_large:
-                self._tachograph = None
+            if blocks.dropped:
+                self._drop_tachograph()
             return Outcome(refused, note=problem)
         accepted = f"#AT#{fields[2]};1\r\n".encode()
         if not blocks.complete:
             return Outcome(accepted)
-        self._tachograph = None
-        return Outcome(accepted + b"#AT#1\r\n", file=_tachograph_file(download, received_at))
+        file = _tachograph_file(download, received_at)
+        self._drop_tachograph()
+        return Outcome(accepted + b"#AT#1\r\n", file=file)
 
     # -- framing errors ----------------------------------------------------------------------
 
@@ -1331,7 +1396,7 @@ def _structure_error(kind: bytes, body: bytes) -> bytes:
 def _tachograph_file(download: _TachographDownload, received_at: datetime) -> TachographFile:
     driver = _SAFE_FILE_NAME.sub("_", download.driver_id)
     name = f"{driver}_{download.downloaded_at:%Y%m%d_%H%M%S}.ddd"
-    data = b"".join(download.blocks.parts)
+    data = download.blocks.spool.read()
     return TachographFile(name, download.driver_id, download.downloaded_at, data, received_at)
 
 
