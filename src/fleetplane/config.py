@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     device_host: str = Field(default="0.0.0.0", description="Address device listeners bind.")
     # PostgreSQL only: the role every request runs as, so row-level security applies to it.
     db_app_role: str = "fleetplane_app"
+    # PostgreSQL only: the role cross-tenant work (gateway, pipeline, jobs) runs as.
+    db_system_role: str = "fleetplane_system"
 
     @cached_property
     def resolved_database_url(self) -> str:

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from conftest import RunningServer, Tenant
+from conftest import RunningServer, Tenant, run_in_db
 from fleetplane.core.db import create_engine, session_factory, set_tenant_scope
 from fleetplane.devices import service as devices
 from fleetplane.ingest.message import Message
@@ -109,13 +109,12 @@ def test_messages_are_visible_only_with_their_device(
     moment = datetime(2024, 5, 1, tzinfo=UTC)
 
     async def store(session: AsyncSession) -> None:
-        await set_tenant_scope(session, system=True)
         seqs = await devices.seqs_of(session, [own, foreign])
         message = Message(device_time=moment, received_at=moment, lat=1.0, lon=2.0)
         await messages.insert_rows(session, [messages.to_row(seqs[own], message)])
         await messages.insert_rows(session, [messages.to_row(seqs[foreign], message)])
 
-    in_session(server, store)
+    run_in_db(server.settings, store)
 
     def visible(**scope: Any) -> set[str]:
         async def work(session: AsyncSession) -> set[str]:
@@ -139,9 +138,9 @@ def test_writing_messages_of_another_providers_device_is_refused(
 ) -> None:
     foreign = other_tenant.devices[other_tenant.customers[0]["id"]][0]["id"]
 
+    seq = run_in_db(server.settings, lambda s: devices.seqs_of(s, [foreign]))[foreign]
+
     async def work(session: AsyncSession) -> None:
-        await set_tenant_scope(session, system=True)
-        seq = (await devices.seqs_of(session, [foreign]))[foreign]
         await set_tenant_scope(session, provider_id=tenant.provider_id)
         moment = datetime(2024, 5, 1, tzinfo=UTC)
         row = messages.to_row(seq, Message(device_time=moment, received_at=moment))
