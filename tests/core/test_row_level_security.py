@@ -11,11 +11,13 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conftest import RunningServer, Tenant, run_in_db, start_server
 from fleetplane.commands.models import Command
+from fleetplane.config import Settings
 from fleetplane.core.auth import hash_secret
 from fleetplane.core.db import create_engine, session_factory, set_tenant_scope
 from fleetplane.core.ids import new_id
@@ -277,7 +279,7 @@ def test_the_app_warns_at_start_when_the_database_user_is_a_superuser(
 
     if not run_in_db(server.settings, is_superuser):
         pytest.skip("the test database user is not a superuser")
-    settings = server.settings.model_copy(update={"gateway": False, "data_dir": tmp_path})
+    settings = Settings(**{**server.settings.model_dump(), "gateway": False, "data_dir": tmp_path})
     with caplog.at_level(logging.WARNING, logger="fleetplane"):
         started = start_server(settings)
         started.stop()
@@ -344,3 +346,65 @@ async def history_marks(session: AsyncSession, table: str) -> set[str]:
         return {str(codec.unpack(row[0], row[1]).params.get("mark")) for row in rows}
     column = {"commands": "text", "driver_chat_messages": "text"}.get(table, "name")
     return set((await session.execute(text(f"SELECT {column} FROM {table}"))).scalars())
+
+
+REQUEST_LOGIN = "fleetplane_request_login"
+
+
+def test_a_request_login_of_the_app_role_alone_cannot_leave_it(
+    server: RunningServer, tenant: Tenant
+) -> None:
+    """With `request_database_url` naming a login that is a member of the app role only,
+    a request connection can neither become the system role nor drop back to a role with
+    more rights: the guarantee that a shared login cannot give (docs/decisions.md)."""
+
+    async def create_login(session: AsyncSession) -> None:
+        # Roles belong to the whole cluster, which other test runs share: create it once.
+        await session.execute(
+            text(
+                f"""
+                DO $$
+                BEGIN
+                    CREATE ROLE {REQUEST_LOGIN} LOGIN NOINHERIT;
+                EXCEPTION WHEN duplicate_object OR unique_violation THEN
+                    NULL;
+                END $$;
+                """
+            )
+        )
+        await session.execute(text(f"GRANT fleetplane_app TO {REQUEST_LOGIN}"))
+
+    owner = create_engine(server.settings, as_app_role=False)
+
+    async def as_owner() -> None:
+        try:
+            async with session_factory(owner)() as session, session.begin():
+                await create_login(session)
+        finally:
+            await owner.dispose()
+
+    asyncio.run(as_owner())
+    url = make_url(server.settings.resolved_database_url).set(username=REQUEST_LOGIN)
+    request_url = url.render_as_string(hide_password=False)
+    settings = Settings(**{**server.settings.model_dump(), "request_database_url": request_url})
+
+    def run(*statements: str) -> Any:
+        async def main() -> Any:
+            engine = create_engine(settings)
+            try:
+                async with session_factory(engine)() as session, session.begin():
+                    await set_tenant_scope(session, provider_id=tenant.provider_id)
+                    for statement in statements:
+                        result = await session.execute(text(statement))
+                    return set(result.scalars())
+            finally:
+                await engine.dispose()
+
+        return asyncio.run(main())
+
+    assert run("SELECT id FROM devices") == all_device_ids(tenant)
+    for escape in ("SET ROLE fleetplane_system", "SET ROLE postgres"):
+        with pytest.raises(DBAPIError, match="permission denied to set role"):
+            run(escape)
+    with pytest.raises(DBAPIError, match="permission denied for table devices"):
+        run("RESET ROLE", "SELECT id FROM devices")

@@ -104,11 +104,14 @@ def _prepare_postgres(engine: AsyncEngine, role: str) -> None:
 def create_engine(
     settings: Settings, *, as_app_role: bool = True, pool_size: int = 20
 ) -> AsyncEngine:
-    """The engine requests use: on PostgreSQL its connections run as the app role, which sees
+    """The engine requests use: on PostgreSQL its connections (as the request login,
+    `request_database_url`, by default the configured user) run as the app role, which sees
     only the rows of the tenant scope each transaction sets (`set_tenant_scope`).
-    `as_app_role=False` keeps the configured user (migrations). `pool_size` connections are
-    kept open (PostgreSQL), as many more opened when needed."""
-    return _engine(settings, settings.db_app_role if as_app_role else None, pool_size)
+    `as_app_role=False` is the configured user itself (migrations). `pool_size` connections
+    are kept open (PostgreSQL), as many more opened when needed."""
+    if not as_app_role:
+        return _engine(settings.resolved_database_url, None, pool_size)
+    return _engine(settings.resolved_request_database_url, settings.db_app_role, pool_size)
 
 
 def create_system_engine(
@@ -120,11 +123,10 @@ def create_system_engine(
     process's request engine), when given, is returned instead of a second engine."""
     if shared is not None and not settings.is_postgres:
         return shared
-    return _engine(settings, settings.db_system_role, pool_size)
+    return _engine(settings.resolved_database_url, settings.db_system_role, pool_size)
 
 
-def _engine(settings: Settings, role: str | None, pool_size: int) -> AsyncEngine:
-    url = settings.resolved_database_url
+def _engine(url: str, role: str | None, pool_size: int) -> AsyncEngine:
     if url.startswith("sqlite"):
         Path(url.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(

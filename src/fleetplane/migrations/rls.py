@@ -44,7 +44,11 @@ def ensure_roles() -> None:
                         NULL;  -- created by a concurrent migration
                     END;
                 END IF;
-                IF NOT pg_has_role(current_user, '{role}', 'MEMBER') THEN
+                IF NOT EXISTS (
+                    SELECT 1 FROM pg_auth_members m
+                    JOIN pg_roles r ON r.oid = m.roleid AND r.rolname = '{role}'
+                    JOIN pg_roles u ON u.oid = m.member AND u.rolname = current_user
+                ) THEN
                     BEGIN
                         EXECUTE format('GRANT {role} TO %I', current_user);
                     EXCEPTION WHEN duplicate_object OR unique_violation THEN
