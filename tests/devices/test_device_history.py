@@ -125,11 +125,17 @@ def test_the_migration_opens_a_period_for_every_assigned_device(empty_database_u
 
     async def read(session: AsyncSession) -> dict[str, Any]:
         rows = (await session.execute(select(DeviceAssignment))).scalars()
-        return {row.device_id: (row.customer_id, row.started_at, row.ended_at) for row in rows}
+        return {
+            row.device_id: (row.customer_id, row.started_at, row.ended_at, row.history_from)
+            for row in rows
+        }
 
+    moved_at = T0 + timedelta(hours=2)
     assert asyncio.run(run_platform_work(settings, read)) == {
-        "dev_moved": ("cus_old_a", T0 + timedelta(hours=2), None),
-        "dev_assigned_at_creation": ("cus_old_b", T0, None),
+        # another customer had it before: its history shows from the move on
+        "dev_moved": ("cus_old_a", moved_at, None, moved_at),
+        # its first customer: all of its history shows
+        "dev_assigned_at_creation": ("cus_old_b", T0, None, None),
     }
     run_alembic(url, "downgrade", "0012")
     run_alembic(url, "upgrade", "head")

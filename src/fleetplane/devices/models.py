@@ -57,8 +57,10 @@ class Device(Base):
 
 class DeviceAssignment(Base):
     """A period in which a device belonged to a customer: open (no `ended_at`) while it still
-    does. Written by `devices.service` whenever a device is assigned, moved or released; a
-    customer sees a device's history from the start of its open period on."""
+    does. Written by `devices.service` whenever a device is assigned, moved or released. The
+    customer of the open period sees the device's history from `history_from` on: the
+    period's start, or the beginning (null) when it is the device's first period, since no
+    other customer's history precedes it."""
 
     __tablename__ = "device_assignments"
     __table_args__ = (
@@ -80,6 +82,7 @@ class DeviceAssignment(Base):
     provider_id: Mapped[str] = mapped_column(ForeignKey("providers.id", ondelete="CASCADE"))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    history_from: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class DeviceState(Base):

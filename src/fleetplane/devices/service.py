@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import ColumnElement, Select, func, select, true
 from sqlalchemy import update as update_rows
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -87,18 +87,21 @@ async def get_for_customer(
 @dataclass(frozen=True, slots=True)
 class HistoryWindow:
     """The part of a device's history its customer may see: what happened from `since` on,
-    the start of the customer's current assignment of the device."""
+    the start of the customer's current assignment of the device; everything (`since` None)
+    when that is the device's first assignment, as no other customer's history precedes it."""
 
     device: Device
-    since: datetime
+    since: datetime | None
 
     def covers(self, time_column: Any) -> ColumnElement[bool]:
         """A condition on a history table's time column: the row is inside the window."""
-        return time_column >= self.since
+        return true() if self.since is None else time_column >= self.since
 
-    def clamp(self, start: datetime | None) -> datetime:
+    def clamp(self, start: datetime | None) -> datetime | None:
         """The start of a requested range, moved up to the window's start when earlier."""
-        return self.since if start is None or as_utc(start) < self.since else as_utc(start)
+        if self.since is None:
+            return start
+        return self.since if start is None else max(as_utc(start), self.since)
 
 
 async def history_window(
@@ -108,7 +111,7 @@ async def history_window(
     device's history for a customer goes through here. `not_found` when the device is not
     the customer's (now)."""
     statement = (
-        select(Device, DeviceAssignment.started_at)
+        select(Device, DeviceAssignment.history_from)
         .join(DeviceAssignment, DeviceAssignment.device_id == Device.id)
         .where(
             Device.provider_id == provider_id,
@@ -122,7 +125,7 @@ async def history_window(
         row = (await session.execute(statement.where(Device.id == device_id))).one_or_none()
     if row is None:
         raise not_found("device")
-    return HistoryWindow(row[0], as_utc(row[1]))
+    return HistoryWindow(row[0], None if row[1] is None else as_utc(row[1]))
 
 
 async def _one(session: AsyncSession, statement: Select[tuple[Device]], device_id: str) -> Device:
@@ -150,7 +153,7 @@ async def create(session: AsyncSession, actor: Actor, data: DeviceCreate) -> Dev
     await audit.record(session, actor, "device.create", "device", device.id, changes)
     await _flush_unique(session, data.unique_id)
     if data.customer_id is not None:
-        _open_assignment(session, device, data.customer_id)
+        _open_assignment(session, device, data.customer_id, first=True)
         await session.flush()
     return device
 
@@ -197,14 +200,18 @@ async def _assignment_action(
     return "device.move" if device.customer_id != customer_id else "device.update"
 
 
-def _open_assignment(session: AsyncSession, device: Device, customer_id: str) -> None:
+def _open_assignment(
+    session: AsyncSession, device: Device, customer_id: str, *, first: bool
+) -> None:
+    now = utcnow()
     session.add(
         DeviceAssignment(
             id=new_id("das"),
             device_id=device.id,
             customer_id=customer_id,
             provider_id=device.provider_id,
-            started_at=utcnow(),
+            started_at=now,
+            history_from=None if first else now,
         )
     )
 
@@ -213,7 +220,9 @@ async def _reassign(session: AsyncSession, device: Device, customer_id: str | No
     """Ends the device's current assignment period and, for a customer, starts a new one."""
     await _end_assignments(session, device.provider_id, DeviceAssignment.device_id == device.id)
     if customer_id is not None:
-        _open_assignment(session, device, customer_id)
+        had_one = select(DeviceAssignment.id).where(DeviceAssignment.device_id == device.id)
+        first = (await session.execute(had_one.limit(1))).first() is None
+        _open_assignment(session, device, customer_id, first=first)
 
 
 async def _end_assignments(

@@ -75,14 +75,15 @@ def grant_tables(*tables: str) -> None:
 
 
 def in_history_window(time_expression: str, device_id_expression: str) -> str:
-    """For a customer-scoped transaction, a device's history row is visible only from the start
-    of the customer's current assignment of the device (the same rule as
-    `devices.service.history_window`); provider-scoped transactions see all of it."""
+    """For a customer-scoped transaction, a device's history row is visible only inside the
+    window of the customer's current assignment of the device (from its `history_from`, or
+    all of it when null; the rule of `devices.service.history_window`); provider-scoped
+    transactions see all of it."""
     return (
-        f"({_CUSTOMER} IS NULL OR {time_expression} >= ("
-        f"SELECT a.started_at FROM device_assignments a"
+        f"({_CUSTOMER} IS NULL OR EXISTS (SELECT 1 FROM device_assignments a"
         f" WHERE a.device_id = {device_id_expression} AND a.customer_id = {_CUSTOMER}"
-        f" AND a.ended_at IS NULL))"
+        f" AND a.ended_at IS NULL"
+        f" AND (a.history_from IS NULL OR {time_expression} >= a.history_from)))"
     )
 
 

@@ -65,6 +65,7 @@ _audit = sa.table(
     sa.column("object_type", sa.String()),
     sa.column("object_id", sa.String()),
     sa.column("action", sa.String()),
+    sa.column("changes", sa.JSON()),
     sa.column("at", UTCDateTime()),
 )
 _assignments = sa.table(
@@ -75,6 +76,7 @@ _assignments = sa.table(
     sa.column("provider_id", sa.String()),
     sa.column("started_at", UTCDateTime()),
     sa.column("ended_at", UTCDateTime()),
+    sa.column("history_from", UTCDateTime()),
 )
 
 
@@ -92,6 +94,7 @@ def upgrade() -> None:
         ),
         sa.Column("started_at", UTCDateTime(), nullable=False),
         sa.Column("ended_at", UTCDateTime()),
+        sa.Column("history_from", UTCDateTime()),
     )
     op.create_index(
         "ix_device_assignments_device_id_started_at",
@@ -129,33 +132,35 @@ def downgrade() -> None:
 
 def _backfill_current_assignments() -> None:
     """One open period for every assigned device, from its last assignment or move recorded
-    in the audit log, or else from its creation."""
-    assigned_at = (
-        sa.select(sa.func.max(_audit.c.at))
-        .where(
-            _audit.c.object_type == "device",
-            _audit.c.object_id == _devices.c.id,
-            _audit.c.action.in_(("device.assign", "device.move")),
-        )
-        .scalar_subquery()
+    in the audit log, or else from its creation. A device whose log shows no earlier customer
+    is in its first period: its whole history is visible (`history_from` null)."""
+    bind = op.get_bind()
+    starts: dict[str, list[Any]] = {}  # device id -> times a customer got it
+    log = sa.select(_audit.c.object_id, _audit.c.action, _audit.c.changes, _audit.c.at).where(
+        _audit.c.object_type == "device",
+        _audit.c.action.in_(("device.create", "device.assign", "device.move")),
     )
-    statement = sa.select(
-        _devices.c.id,
-        _devices.c.customer_id,
-        _devices.c.provider_id,
-        sa.func.coalesce(assigned_at, _devices.c.created_at),
+    for device_id, action, changes, at in bind.execute(log):
+        if action != "device.create" or (changes or {}).get("customer_id"):
+            starts.setdefault(device_id, []).append(at)
+    assigned = sa.select(
+        _devices.c.id, _devices.c.customer_id, _devices.c.provider_id, _devices.c.created_at
     ).where(_devices.c.customer_id.is_not(None))
-    rows = [
-        {
-            "id": new_id("das"),
-            "device_id": device_id,
-            "customer_id": customer_id,
-            "provider_id": provider_id,
-            "started_at": started_at,
-            "ended_at": None,
-        }
-        for device_id, customer_id, provider_id, started_at in op.get_bind().execute(statement)
-    ]
+    rows = []
+    for device_id, customer_id, provider_id, created_at in bind.execute(assigned):
+        times = starts.get(device_id, [])
+        started_at = max([created_at, *times])
+        rows.append(
+            {
+                "id": new_id("das"),
+                "device_id": device_id,
+                "customer_id": customer_id,
+                "provider_id": provider_id,
+                "started_at": started_at,
+                "ended_at": None,
+                "history_from": None if len(times) <= 1 else started_at,
+            }
+        )
     if rows:
         op.bulk_insert(_assignments, rows)
 
