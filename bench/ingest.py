@@ -52,7 +52,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from fleetplane.cli import load_bench
 from fleetplane.config import Settings
 from fleetplane.core.db import (
-    create_engine,
+    create_system_engine,
     migrate,
     run_platform_work,
     session_factory,
@@ -522,7 +522,7 @@ async def _insert_raw(
 ) -> RawInsert:
     """`count` rows of the same shape through `messages.insert_rows`, each batch in its own
     committed transaction as the pipeline does, timed around the insert and the commit only."""
-    engine = create_engine(Settings(database_url=database_url))
+    engine = create_system_engine(Settings(database_url=database_url))
     sessions = session_factory(engine)
     templates = _row_templates()
     try:

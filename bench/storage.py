@@ -42,7 +42,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from fleetplane.cli import load_bench
 from fleetplane.config import Settings, normalise_database_url
-from fleetplane.core.db import create_engine, migrate, run_platform_work, system_session
+from fleetplane.core.db import (
+    create_engine,
+    create_system_engine,
+    migrate,
+    run_platform_work,
+    system_session,
+)
 from fleetplane.core.db import session_factory as make_sessions
 from fleetplane.devices import service as devices
 from fleetplane.ingest.message import Message
@@ -233,7 +239,7 @@ async def _store(
 ) -> None:
     await migrate(settings)
     device_ids = await run_platform_work(settings, lambda s: _seed(s, device_count, console))
-    engine = create_engine(settings)
+    engine = create_system_engine(settings)
     sessions = make_sessions(engine)
     try:
         async with system_session(sessions) as session:

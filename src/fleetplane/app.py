@@ -23,7 +23,12 @@ from fleetplane.core.auth import (
     PermissionRoute,
     public,
 )
-from fleetplane.core.db import create_engine, session_factory
+from fleetplane.core.db import (
+    create_engine,
+    create_system_engine,
+    session_factory,
+    warn_if_superuser,
+)
 from fleetplane.core.errors import ApiError, install_error_handlers
 from fleetplane.core.events import EventHub
 from fleetplane.core.files import FileStore
@@ -76,10 +81,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tasks = []
+        await warn_if_superuser(app.state.engine)
         if settings.gateway:
             await app.state.gateway.start()
             purge = retention.purge_forever(
-                app.state.sessions,
+                app.state.system_sessions,
                 settings.default_retention_days,
                 settings.retention_interval_seconds,
             )
@@ -94,6 +100,7 @@ def create_app(
             if settings.gateway:
                 await app.state.gateway.stop()
             await app.state.live_engine.dispose()
+            await app.state.system_engine.dispose()
             await app.state.engine.dispose()
 
     app = FastAPI(
@@ -107,6 +114,10 @@ def create_app(
     app.state.settings = settings
     app.state.engine = create_engine(settings)
     app.state.sessions = session_factory(app.state.engine)
+    # Cross-tenant work (device listeners, the pipeline, retention) runs on connections of
+    # its own role; requests' connections cannot see past their tenant.
+    app.state.system_engine = create_system_engine(settings, shared=app.state.engine)
+    app.state.system_sessions = session_factory(app.state.system_engine)
     app.state.auth_backend = DomainAuthBackend()
     app.state.identity_cache = IdentityCache(settings.api_key_cache_seconds)
     app.state.rate_limiter = RateLimiter(settings.rate_limit)
@@ -121,7 +132,7 @@ def create_app(
     app.state.device_rules = DeviceRulesCache()
     app.state.channel_policy = ChannelPolicy.of(settings)
     app.state.gateway = Gateway(
-        app.state.sessions,
+        app.state.system_sessions,
         app.state.events,
         app.state.files,
         app.state.channel_policy,

@@ -15,6 +15,11 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default a SQLite file in data_dir"
     )
+    request_database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL: the login requests connect as; default database_url. A login "
+        "that is a member of the app role only keeps requests from switching roles",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: str = "info"
@@ -108,6 +113,8 @@ class Settings(BaseSettings):
     )
     # PostgreSQL only: the role every request runs as, so row-level security applies to it.
     db_app_role: str = "fleetplane_app"
+    # PostgreSQL only: the role cross-tenant work (gateway, pipeline, jobs) runs as.
+    db_system_role: str = "fleetplane_system"
 
     @field_validator("device_ports")
     @classmethod
@@ -130,6 +137,12 @@ class Settings(BaseSettings):
         if self.database_url:
             return normalise_database_url(self.database_url)
         return f"sqlite+aiosqlite:///{(self.data_dir / 'fleetplane.db').resolve()}"
+
+    @cached_property
+    def resolved_request_database_url(self) -> str:
+        if self.request_database_url:
+            return normalise_database_url(self.request_database_url)
+        return self.resolved_database_url
 
     @property
     def is_postgres(self) -> bool:

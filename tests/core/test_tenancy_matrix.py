@@ -1,9 +1,22 @@
 """Tenants never see each other's data: every module endpoint, every Studio object."""
 
-import pytest
+from datetime import UTC, datetime
 
-from conftest import Tenant, assert_problem
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from conftest import RunningServer, Tenant, assert_problem, run_in_db
+from fleetplane.devices import service as devices
+from fleetplane.ingest.message import Message
+from fleetplane.messages import service as messages
 from operations import MODULE_OPERATIONS, STUDIO_OPERATIONS, Operation, call
+
+# Every list of what a device did: messages, commands, and whatever history joins them.
+HISTORY_OPERATIONS = [
+    op
+    for op in MODULE_OPERATIONS
+    if op.method == "GET" and op.path.startswith("/module/devices/{device_id}/")
+]
 
 
 @pytest.mark.parametrize("operation", MODULE_OPERATIONS, ids=str)
@@ -76,3 +89,45 @@ def test_module_list_holds_only_the_customers_devices(tenant: Tenant) -> None:
     for index, customer in enumerate(tenant.customers):
         items = tenant.module_api(index).get("/module/devices").json()["items"]
         assert {d["id"] for d in items} == {d["id"] for d in tenant.devices[customer["id"]]}
+
+
+def record_history(server: RunningServer, tenant: Tenant, device_id: str, mark: str) -> None:
+    """A message (stored as the gateway stores it, timed now) and a command of the device's
+    current customer, each carrying `mark`."""
+    now = datetime.now(UTC)
+
+    async def store(session: AsyncSession) -> None:
+        seq = (await devices.seqs_of(session, [device_id]))[device_id]
+        message = Message(device_time=now, received_at=now, lat=56.9, lon=24.1)
+        message.params["mark"] = mark
+        await messages.insert_rows(session, [messages.to_row(seq, message)])
+
+    run_in_db(server.settings, store)
+    owner = tenant.api.get(f"/api/devices/{device_id}").json()["customer_id"]
+    command = {"type": "driver_message", "text": mark}
+    response = tenant.api.as_customer(owner).post(
+        f"/module/devices/{device_id}/commands", json=command
+    )
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize("operation", HISTORY_OPERATIONS, ids=str)
+def test_a_moved_devices_history_stays_with_the_customer_it_happened_for(
+    server: RunningServer, tenant: Tenant, operation: Operation
+) -> None:
+    old, new = tenant.module_api(0), tenant.module_api(1)
+    device = tenant.devices[tenant.customers[0]["id"]][0]["id"]
+    path = operation.path.format(device_id=device)
+    record_history(server, tenant, device, "private to the first customer")
+    assert "private to the first customer" in old.get(path).text
+
+    moved = tenant.api.patch(f"/api/devices/{device}", json={"customer_id": new.customer_id})
+    assert moved.status_code == 200, moved.text
+    record_history(server, tenant, device, "after the move")
+
+    seen = new.get(path)
+    assert seen.status_code == 200, seen.text
+    assert "private to the first customer" not in seen.text
+    assert len(seen.json()["items"]) == 1 and "after the move" in seen.text
+    assert_problem(old.get(path), 404, "not_found")
+    assert device not in {d["id"] for d in old.get("/module/devices").json()["items"]}

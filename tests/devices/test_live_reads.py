@@ -21,7 +21,12 @@ from conftest import (
     start_server,
 )
 from fleetplane.config import Settings
-from fleetplane.core.db import create_engine, session_factory, set_tenant_scope, system_session
+from fleetplane.core.db import (
+    create_engine,
+    create_system_engine,
+    session_factory,
+    system_session,
+)
 from fleetplane.devices.live_cache import Changes, LiveDeviceCache
 from fleetplane.devices.models import Device, DeviceState
 from fleetplane.devices.processor import STATE_COLUMNS
@@ -189,10 +194,12 @@ def _held_lat(cache: LiveDeviceCache, tenant: Tenant, device_id: str) -> float |
 def _run(settings: Settings, work: Any) -> Any:
     async def main() -> Any:
         engine = create_engine(settings)
+        system_engine = create_system_engine(settings)
         try:
             cache = LiveDeviceCache(session_factory(engine), ttl_seconds=600)
-            return await work(cache, session_factory(engine))
+            return await work(cache, session_factory(system_engine))
         finally:
+            await system_engine.dispose()
             await engine.dispose()
 
     return asyncio.run(main())
@@ -207,7 +214,6 @@ def test_committed_states_apply_and_rolled_back_ones_do_not(server: RunningServe
     async def work(cache: LiveDeviceCache, sessions: Any) -> None:
         assert await cache.customer_devices(tenant.provider_id, customer_id) is not None
         async with sessions() as session:
-            await set_tenant_scope(session, system=True)
             await session.execute(insert(DeviceState), [_state(device_id, at, 56.0)])
             await session.rollback()
         assert _held_lat(cache, tenant, device_id) is None

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from conftest import RunningServer, Tenant
-from fleetplane.core.db import create_engine, run_platform_work, session_factory
+from fleetplane.core.db import create_system_engine, run_platform_work, session_factory
 from fleetplane.core.timeutil import utcnow
 from fleetplane.devices import service as devices
 from fleetplane.ingest.message import Message
@@ -27,7 +27,7 @@ def store(server: RunningServer, device_id: str, ages_in_days: list[int]) -> Non
 
 def purge(server: RunningServer, default_days: int) -> int:
     async def run() -> int:
-        engine = create_engine(server.settings)
+        engine = create_system_engine(server.settings)
         try:
             return await retention.purge_once(session_factory(engine), default_days)
         finally:

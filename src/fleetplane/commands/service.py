@@ -12,10 +12,21 @@ from fleetplane.commands.models import Command
 from fleetplane.commands.schemas import CommandCreate, CommandStatus
 from fleetplane.core.ids import new_id
 from fleetplane.core.timeutil import utcnow
+from fleetplane.devices.service import HistoryWindow
 
 
 def list_query(device_id: str) -> Select[tuple[Command]]:
     return select(Command).where(Command.device_id == device_id)
+
+
+def customer_history_query(window: HistoryWindow) -> Select[tuple[Command]]:
+    """The commands of a device its customer may see: their own, sent inside the window."""
+    device = window.device
+    return list_query(device.id).where(
+        Command.provider_id == device.provider_id,
+        Command.customer_id == device.customer_id,
+        window.covers(Command.created_at),
+    )
 
 
 async def create(

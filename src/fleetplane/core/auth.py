@@ -261,7 +261,7 @@ async def _authenticate(request: Request, session: AsyncSession, secret: str | N
     state = request.app.state
     secret_hash = hash_secret(secret)
     key = await state.identity_cache.get_or_read(
-        secret_hash, lambda: state.auth_backend.key_by_secret_hash(session, secret_hash)
+        secret_hash, lambda: _read_key(state.auth_backend, session, secret_hash)
     )
     _check_live(key)
     _apply_rate_limit(request, key)
@@ -278,6 +278,14 @@ def _check_live(key: KeyIdentity | None) -> KeyIdentity:
             401, "api_key_expired", f"This API key expired at {key.expires_at:%Y-%m-%dT%H:%M:%SZ}."
         )
     return key
+
+
+async def _read_key(
+    backend: AuthBackend, session: AsyncSession, secret_hash: str
+) -> KeyIdentity | None:
+    # Nobody knows whose key it is yet: the transaction may see the one key it names.
+    await set_tenant_scope(session, key_hash=secret_hash)
+    return await backend.key_by_secret_hash(session, secret_hash)
 
 
 def _apply_rate_limit(request: Request, key: KeyIdentity) -> None:

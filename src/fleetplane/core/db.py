@@ -3,6 +3,7 @@ and the per-transaction tenant scope that PostgreSQL row-level security reads.""
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -26,6 +27,8 @@ from fleetplane.config import Settings
 from fleetplane.core.timeutil import as_utc
 
 Result = TypeVar("Result")
+
+log = logging.getLogger("fleetplane.db")
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -88,21 +91,42 @@ def _prepare_sqlite(engine: AsyncEngine) -> None:
         cursor.close()
 
 
-def _prepare_postgres(engine: AsyncEngine, app_role: str) -> None:
-    # Every connection of the application runs as a role that row-level security applies to,
-    # even when the configured user owns the tables or is a superuser.
+def _prepare_postgres(engine: AsyncEngine, role: str) -> None:
+    # Every connection of the engine runs as `role` from the moment it opens: row-level
+    # security applies to it even when the configured user owns the tables or is a superuser.
     @event.listens_for(engine.sync_engine, "connect")
     def _set_role(dbapi_connection: Any, _: Any) -> None:
         cursor = dbapi_connection.cursor()
-        cursor.execute(f'SET ROLE "{app_role}"')
+        cursor.execute(f'SET ROLE "{role}"')
         cursor.close()
 
 
 def create_engine(
     settings: Settings, *, as_app_role: bool = True, pool_size: int = 20
 ) -> AsyncEngine:
-    """`pool_size` connections are kept open (PostgreSQL), as many more opened when needed."""
-    url = settings.resolved_database_url
+    """The engine requests use: on PostgreSQL its connections (as the request login,
+    `request_database_url`, by default the configured user) run as the app role, which sees
+    only the rows of the tenant scope each transaction sets (`set_tenant_scope`).
+    `as_app_role=False` is the configured user itself (migrations). `pool_size` connections
+    are kept open (PostgreSQL), as many more opened when needed."""
+    if not as_app_role:
+        return _engine(settings.resolved_database_url, None, pool_size)
+    return _engine(settings.resolved_request_database_url, settings.db_app_role, pool_size)
+
+
+def create_system_engine(
+    settings: Settings, *, shared: AsyncEngine | None = None, pool_size: int = 10
+) -> AsyncEngine:
+    """The engine of cross-tenant work (the gateway, the pipeline, retention, the command
+    line's platform work): on PostgreSQL its connections run as the system role, which
+    row-level security lets see every tenant's rows. SQLite has no roles: there `shared` (the
+    process's request engine), when given, is returned instead of a second engine."""
+    if shared is not None and not settings.is_postgres:
+        return shared
+    return _engine(settings.resolved_database_url, settings.db_system_role, pool_size)
+
+
+def _engine(url: str, role: str | None, pool_size: int) -> AsyncEngine:
     if url.startswith("sqlite"):
         Path(url.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(
@@ -117,9 +141,32 @@ def create_engine(
         pool_pre_ping=True,
         json_serializer=json_column_text,
     )
-    if as_app_role:
-        _prepare_postgres(engine, settings.db_app_role)
+    if role is not None:
+        _prepare_postgres(engine, role)
     return engine
+
+
+async def warn_if_superuser(engine: AsyncEngine) -> bool:
+    """Logs a loud warning when the configured PostgreSQL user is a superuser: any of its
+    connections can leave the app role (`RESET ROLE`) and then ignores row-level security.
+    True when it warned."""
+    if engine.dialect.name != "postgresql":
+        return False
+    async with engine.connect() as connection:
+        row = (
+            await connection.execute(
+                text("SELECT session_user, rolsuper FROM pg_roles WHERE rolname = session_user")
+            )
+        ).one()
+    if not row.rolsuper:
+        return False
+    log.warning(
+        "!!! The database user %r is a SUPERUSER. Row-level security holds only while a "
+        "connection stays in its role, and a superuser's connection can leave it (RESET ROLE). "
+        "Run Fleetplane as an ordinary user that owns the tables (see README, PostgreSQL). !!!",
+        row.session_user,
+    )
+    return True
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -131,12 +178,15 @@ async def set_tenant_scope(
     *,
     provider_id: str | None = None,
     customer_id: str | None = None,
-    system: bool = False,
+    key_hash: str | None = None,
 ) -> None:
-    """Tell PostgreSQL's row-level security whose rows this transaction may touch.
+    """Tell PostgreSQL's row-level security whose rows this transaction may touch: a
+    provider's, one customer of it, or (`key_hash`, at authentication) the one API key whose
+    secret has that hash.
 
     The application filters every query itself; this is the second wall behind it. The settings
     are transaction-local, so a pooled connection never carries one tenant into the next.
+    Seeing every tenant is not a scope: it is the system engine's role (`system_session`).
     """
     if session.bind.dialect.name != "postgresql":
         return
@@ -144,9 +194,9 @@ async def set_tenant_scope(
         text(
             "SELECT set_config('app.provider_id', :p, true),"
             " set_config('app.customer_id', :c, true),"
-            " set_config('app.system', :s, true)"
+            " set_config('app.key_hash', :k, true)"
         ),
-        {"p": provider_id or "", "c": customer_id or "", "s": "on" if system else ""},
+        {"p": provider_id or "", "c": customer_id or "", "k": key_hash or ""},
     )
 
 
@@ -180,9 +230,10 @@ async def count_under_lock(
 async def system_session(
     sessions: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[AsyncSession]:
-    """A transaction for platform-level work (bootstrap, maintenance jobs) across tenants."""
+    """A transaction for platform-level work across tenants (bootstrap, the gateway, jobs).
+    `sessions` must be made from `create_system_engine`: on PostgreSQL, a session of the
+    request engine sees nothing here (no tenant scope is set)."""
     async with sessions() as session, session.begin():
-        await set_tenant_scope(session, system=True)
         yield session
 
 
@@ -191,7 +242,7 @@ async def run_platform_work(
 ) -> Result:
     """Runs `work` in one platform-level transaction on a short-lived engine: the command
     line's bootstrap, test set-up and benchmark set-up all go through here."""
-    engine = create_engine(settings)
+    engine = create_system_engine(settings)
     try:
         async with system_session(session_factory(engine)) as session:
             return await work(session)

@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column
@@ -55,6 +56,36 @@ class Device(Base):
     @classmethod
     def _has_password_expression(cls) -> ColumnElement[bool]:
         return cls.password_hash.is_not(None).label("has_password")
+
+
+class DeviceAssignment(Base):
+    """A period in which a device belonged to a customer: open (no `ended_at`) while it still
+    does. Written by `devices.service` whenever a device is assigned, moved or released. The
+    customer of the open period sees the device's history from `history_from` on: the
+    period's start, or the beginning (null) when it is the device's first period, since no
+    other customer's history precedes it."""
+
+    __tablename__ = "device_assignments"
+    __table_args__ = (
+        Index("ix_device_assignments_device_id_started_at", "device_id", "started_at"),
+        # At most one open period per device; also what finds it.
+        Index(
+            "uq_device_assignments_open",
+            "device_id",
+            unique=True,
+            sqlite_where=text("ended_at IS NULL"),
+            postgresql_where=text("ended_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(id_column_type(), primary_key=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    # No foreign key: the periods of a deleted customer stay, as its audit entries do.
+    customer_id: Mapped[str] = mapped_column(id_column_type())
+    provider_id: Mapped[str] = mapped_column(ForeignKey("providers.id", ondelete="CASCADE"))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    history_from: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class DeviceState(Base):

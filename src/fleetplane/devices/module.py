@@ -178,13 +178,18 @@ async def list_messages(
     to: Annotated[UtcDateTime | None, Query(description="Exclusive.")] = None,
 ) -> Response:
     """Messages in device-time order (late black-box data in its place), as stored, each with
-    the values of the device's sensors in it."""
-    device = await service.get_for_customer(
-        ctx.session, ctx.provider_id, ctx.customer_id, device_id
-    )
+    the values of the device's sensors in it. Only messages from the time the device was
+    assigned to the customer on."""
+    window = await service.history_window(ctx.session, ctx.provider_id, ctx.customer_id, device_id)
+    device = window.device
     definitions = await sensors.values_for_devices(ctx.session, ctx.provider_id, [device.id])
     return await messages.page(
-        ctx.session, device.id, page, since=from_, until=to, sensors=definitions[device.id]
+        ctx.session,
+        device.id,
+        page,
+        since=window.clamp(from_),
+        until=to,
+        sensors=definitions[device.id],
     )
 
 
@@ -223,9 +228,8 @@ async def list_commands(
     ctx: CustomerContext = module.requires("read:commands"),
     page: PageParams = PageDep,
 ) -> Response:
-    """Oldest first, each `queued`, `sent`, `answered`, `failed` or `expired`."""
-    device = await service.get_for_customer(
-        ctx.session, ctx.provider_id, ctx.customer_id, device_id
-    )
-    statement = commands.list_query(device.id)
+    """Oldest first, each `queued`, `sent`, `answered`, `failed` or `expired`. Only the
+    customer's own commands, sent since the device was assigned to them."""
+    window = await service.history_window(ctx.session, ctx.provider_id, ctx.customer_id, device_id)
+    statement = commands.customer_history_query(window)
     return await paginate(ctx.session, statement, Command.id, page, CommandOut)

@@ -1,4 +1,8 @@
-"""Device inventory rules: unique ids per channel, assignment to customers, passwords hashed."""
+"""Device inventory rules: unique ids per channel, assignment to customers, passwords hashed.
+
+A device's history (messages, commands, files, chat) belongs to the customer it happened for:
+a customer sees it from the moment the device was assigned to them (`history_window`), and a
+device's former customer does not see the device at all."""
 
 import hashlib
 import hmac
@@ -7,9 +11,11 @@ import re
 import time
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, Select, func, select, true
 from sqlalchemy import update as update_rows
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,8 +25,9 @@ from fleetplane.audit.service import Actor
 from fleetplane.channels import service as channels
 from fleetplane.core.errors import conflict, not_found, validation_error
 from fleetplane.core.ids import looks_like_id, new_id
+from fleetplane.core.timeutil import as_utc, utcnow
 from fleetplane.customers import service as customers
-from fleetplane.devices.models import Device
+from fleetplane.devices.models import Device, DeviceAssignment
 from fleetplane.devices.schemas import UNIQUE_ID_PATTERN, DeviceCreate, DeviceUpdate
 
 # Device ids per `IN (...)` list.
@@ -82,6 +89,50 @@ async def get_for_customer(
     return await _one(session, customer_list_query(provider_id, customer_id), device_id)
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryWindow:
+    """The part of a device's history its customer may see: what happened from `since` on,
+    the start of the customer's current assignment of the device; everything (`since` None)
+    when that is the device's first assignment, as no other customer's history precedes it."""
+
+    device: Device
+    since: datetime | None
+
+    def covers(self, time_column: Any) -> ColumnElement[bool]:
+        """A condition on a history table's time column: the row is inside the window."""
+        return true() if self.since is None else time_column >= self.since
+
+    def clamp(self, start: datetime | None) -> datetime | None:
+        """The start of a requested range, moved up to the window's start when earlier."""
+        if self.since is None:
+            return start
+        return self.since if start is None else max(as_utc(start), self.since)
+
+
+async def history_window(
+    session: AsyncSession, provider_id: str, customer_id: str, device_id: str
+) -> HistoryWindow:
+    """The customer's device and the window of its history they may see: every read of a
+    device's history for a customer goes through here. `not_found` when the device is not
+    the customer's (now)."""
+    statement = (
+        select(Device, DeviceAssignment.history_from)
+        .join(DeviceAssignment, DeviceAssignment.device_id == Device.id)
+        .where(
+            Device.provider_id == provider_id,
+            Device.customer_id == customer_id,
+            DeviceAssignment.customer_id == customer_id,
+            DeviceAssignment.ended_at.is_(None),
+        )
+    )
+    row = None
+    if looks_like_id(device_id):
+        row = (await session.execute(statement.where(Device.id == device_id))).one_or_none()
+    if row is None:
+        raise not_found("device")
+    return HistoryWindow(row[0], None if row[1] is None else as_utc(row[1]))
+
+
 async def _one(session: AsyncSession, statement: Select[tuple[Device]], device_id: str) -> Device:
     device = None
     if looks_like_id(device_id):
@@ -110,6 +161,9 @@ async def create(
     changes = {**values, **({"password": True} if data.password else {})}
     await audit.record(session, actor, "device.create", "device", device.id, changes)
     await _flush_unique(session, data.unique_id)
+    if data.customer_id is not None:
+        _open_assignment(session, device, data.customer_id, first=True)
+        await session.flush()
     return device
 
 
@@ -134,6 +188,8 @@ async def update(session: AsyncSession, actor: Actor, device_id: str, data: Devi
     action = "device.update"
     if "customer_id" in changes:
         action = await _assignment_action(session, actor, device, changes["customer_id"])
+        if changes["customer_id"] != device.customer_id:
+            await _reassign(session, device, changes["customer_id"])
     for field, value in changes.items():
         if field != "password":
             setattr(device, field, value)
@@ -153,6 +209,45 @@ async def _assignment_action(
     return "device.move" if device.customer_id != customer_id else "device.update"
 
 
+def _open_assignment(
+    session: AsyncSession, device: Device, customer_id: str, *, first: bool
+) -> None:
+    now = utcnow()
+    session.add(
+        DeviceAssignment(
+            id=new_id("das"),
+            device_id=device.id,
+            customer_id=customer_id,
+            provider_id=device.provider_id,
+            started_at=now,
+            history_from=None if first else now,
+        )
+    )
+
+
+async def _reassign(session: AsyncSession, device: Device, customer_id: str | None) -> None:
+    """Ends the device's current assignment period and, for a customer, starts a new one."""
+    await _end_assignments(session, device.provider_id, DeviceAssignment.device_id == device.id)
+    if customer_id is not None:
+        had_one = select(DeviceAssignment.id).where(DeviceAssignment.device_id == device.id)
+        first = (await session.execute(had_one.limit(1))).first() is None
+        _open_assignment(session, device, customer_id, first=first)
+
+
+async def _end_assignments(
+    session: AsyncSession, provider_id: str, which: ColumnElement[bool]
+) -> None:
+    await session.execute(
+        update_rows(DeviceAssignment)
+        .where(
+            DeviceAssignment.provider_id == provider_id,
+            DeviceAssignment.ended_at.is_(None),
+            which,
+        )
+        .values(ended_at=utcnow())
+    )
+
+
 async def delete(session: AsyncSession, actor: Actor, device_id: str) -> None:
     device = await get(session, actor.provider_id, device_id)
     await session.delete(device)
@@ -164,6 +259,7 @@ async def delete(session: AsyncSession, actor: Actor, device_id: str) -> None:
 
 async def release_all(session: AsyncSession, actor: Actor, customer_id: str) -> int:
     """Returns every device of a customer to the unassigned inventory; how many there were."""
+    await _end_assignments(session, actor.provider_id, DeviceAssignment.customer_id == customer_id)
     result = await session.execute(
         update_rows(Device)
         .where(Device.provider_id == actor.provider_id, Device.customer_id == customer_id)

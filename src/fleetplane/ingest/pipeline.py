@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleetplane.commands import service as commands
-from fleetplane.core.db import set_tenant_scope
+from fleetplane.core.db import system_session
 from fleetplane.core.events import Audience, EventHub
 from fleetplane.core.files import FileStore
 from fleetplane.core.timeutil import utcnow
@@ -77,8 +77,7 @@ class MessageStore:
     ) -> None:
         """A driver's chat message or a whole file from a device, committed before it returns.
         They are rare and large, so they go straight to the database, not through batches."""
-        async with self._sessions() as session, session.begin():
-            await set_tenant_scope(session, system=True)
+        async with system_session(self._sessions) as session:
             provider_id = await devices.provider_of(session, device_id)
             if chat is not None:
                 await messages.store_chat(session, device_id, chat)
@@ -131,8 +130,7 @@ class MessageStore:
         for pending in batch:
             by_device.setdefault(pending.device_id, []).extend(pending.messages)
         device_ids = list(by_device)
-        async with self._sessions() as session, session.begin():
-            await set_tenant_scope(session, system=True)
+        async with system_session(self._sessions) as session:
             rules = await self._rules.rules_of(session, device_ids)
             states = await device_states.current_states(session, device_ids)
             device_states.apply_validity(by_device, states, rules, utcnow())
