@@ -2,9 +2,11 @@
 history each customer sees."""
 
 import asyncio
+import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -59,6 +61,38 @@ def test_assigning_moving_and_releasing_a_device_keep_its_periods(
     assign(short_lived)
     assert tenant.api.delete(f"/api/customers/{short_lived}").status_code == 204
     assert periods(server, device)[-1] == (short_lived, False)
+
+
+async def _move_at_once(
+    base_url: str, secret: str, device_id: str, customers: list[str]
+) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=len(customers))
+    headers = {"x-platform-api-key": secret}
+    async with httpx.AsyncClient(
+        base_url=base_url, timeout=60, limits=limits, headers=headers
+    ) as client:
+        return await asyncio.gather(
+            *(
+                client.patch(f"/api/devices/{device_id}", json={"customer_id": customer_id})
+                for customer_id in customers
+            )
+        )
+
+
+def test_concurrent_moves_of_a_device_each_end_the_period_before(
+    server: RunningServer, tenant: Tenant
+) -> None:
+    first, second = (c["id"] for c in tenant.customers)
+    device = tenant.api.post("/api/devices", json=tenant.device_body()).json()["id"]
+    moves = [first, second] * 6
+    answers = asyncio.run(_move_at_once(server.base_url, tenant.api.key, device, moves))
+    assert [answer.status_code for answer in answers] == [200] * len(moves), [
+        answer.text for answer in answers if answer.status_code != 200
+    ]
+    kept = periods(server, device)
+    now = tenant.api.get(f"/api/devices/{device}").json()["customer_id"]
+    assert [customer for customer, still_open in kept if still_open] == [now]
+    assert all(a != b for (a, _), (b, _) in itertools.pairwise(kept))
 
 
 def test_a_customer_getting_a_device_back_sees_only_its_current_period(

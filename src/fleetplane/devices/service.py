@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleetplane.audit import service as audit
 from fleetplane.audit.service import Actor
 from fleetplane.channels import service as channels
+from fleetplane.core.db import lock_writers
 from fleetplane.core.errors import conflict, not_found, validation_error
 from fleetplane.core.ids import looks_like_id, new_id
 from fleetplane.core.timeutil import as_utc, utcnow
@@ -168,6 +169,10 @@ async def create(
 
 
 async def update(session: AsyncSession, actor: Actor, device_id: str, data: DeviceUpdate) -> Device:
+    if "customer_id" in data.model_fields_set:
+        # Concurrent moves of one device go one after the other, each ending the assignment
+        # period the one before it opened; read the device only under that lock.
+        await lock_writers(session, select(Device.id).where(Device.id == device_id))
     device = await get(session, actor.provider_id, device_id)
     changes: dict[str, Any] = data.model_dump(exclude_unset=True)
     if data.validity is not None:  # stored whole, so it reads back with its defaults
