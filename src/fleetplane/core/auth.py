@@ -450,7 +450,7 @@ class ModuleAccessWatch:
                 self.key = _check_live(
                     await state.identity_cache.get_or_read(
                         self._secret_hash,
-                        lambda: state.auth_backend.key_by_secret_hash(session, self._secret_hash),
+                        lambda: _read_key(state.auth_backend, session, self._secret_hash),
                         self.interval,
                     )
                 )
