@@ -93,6 +93,14 @@ class _HeaderDeadline:
     _deadline: asyncio.TimerHandle | None = None
     _request_started = False  # some of them belong to a request (not just an idle connection)
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self._arm_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_deadline()
+        super().connection_lost(exc)  # type: ignore[misc]
+
     def _arm_deadline(self) -> None:
         if self._deadline is None:
             self._deadline = self.loop.call_later(self.limits.timeout_seconds, self._too_slow)
@@ -139,14 +147,6 @@ def _limited_httptools() -> type[Any]:
         _header_size = 0
         _header_count = 0
         _refused = False
-
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            super().connection_made(transport)  # type: ignore[arg-type]
-            self._arm_deadline()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm_deadline()
-            super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
             if self._awaiting_headers:
@@ -231,14 +231,6 @@ class _LimitedH11(_HeaderDeadline, H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.conn: _LimitedConnection = _LimitedConnection(self.limits)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)  # type: ignore[arg-type]
-        self._arm_deadline()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_deadline()
-        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
