@@ -179,11 +179,32 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
     return Settings(**{**values, **overrides})
 
 
+@contextmanager
+def server_with(database_url: str, data_dir: Path, **overrides: Any) -> Iterator[RunningServer]:
+    """A server of its own, with `make_settings`' settings changed by `overrides`."""
+    running = start_server(make_settings(database_url, data_dir, **overrides))
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
 @pytest.fixture(scope="session")
 def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_server(make_settings(database_url, tmp_path_factory.mktemp("data")))
-    yield running
-    running.stop()
+    with server_with(database_url, tmp_path_factory.mktemp("data")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def caching_server(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    """A server trusting the keys and customers it read for ten minutes: calls are answered
+    without the dependency chain, and what it does at once after a change can only come from
+    seeing the change itself."""
+    path = tmp_path_factory.mktemp("caching")
+    with server_with(database_url, path, api_key_cache_seconds=600) as running:
+        yield running
 
 
 def run_in_db(settings: Settings, work: Callable[[AsyncSession], Awaitable[Result]]) -> Result:

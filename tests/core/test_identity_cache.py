@@ -1,26 +1,11 @@
 """With keys and customers cached, changes made through the API still apply at once."""
 
 import asyncio
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
-
-from conftest import RunningServer, assert_problem, make_settings, make_tenant, start_server
+from conftest import RunningServer, assert_problem, make_tenant
 from fleetplane.core.auth import IdentityCache
-
-
-@pytest.fixture(scope="module")
-def caching_server(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningServer]:
-    settings = make_settings(
-        database_url, tmp_path_factory.mktemp("cached"), api_key_cache_seconds=600
-    )
-    running = start_server(settings)
-    yield running
-    running.stop()
 
 
 def test_revocation_applies_at_once(caching_server: RunningServer) -> None:

@@ -1,20 +1,17 @@
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from conftest import Api, RunningServer, assert_problem, make_settings, make_tenant, start_server
+from conftest import Api, RunningServer, assert_problem, make_tenant, server_with
 
 
 @pytest.fixture(scope="module")
 def limited_server(
     database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
-    data_dir: Path = tmp_path_factory.mktemp("limited")
-    running = start_server(make_settings(database_url, data_dir, rate_limit=2))
-    yield running
-    running.stop()
+    with server_with(database_url, tmp_path_factory.mktemp("limited"), rate_limit=2) as running:
+        yield running
 
 
 def test_every_authenticated_answer_carries_the_figures(limited_server: RunningServer) -> None:

@@ -60,19 +60,21 @@ def all_device_ids(tenant: Tenant) -> set[str]:
     return {d["id"] for devices in tenant.devices.values() for d in devices}
 
 
-def test_the_app_runs_as_a_role_that_cannot_bypass_rls(server: RunningServer) -> None:
-    async def work(session: AsyncSession) -> tuple[str, bool, bool]:
-        row = (
-            await session.execute(
-                text(
-                    "SELECT current_user, rolbypassrls, rolsuper FROM pg_roles"
-                    " WHERE rolname = current_user"
-                )
+async def current_role(session: AsyncSession) -> tuple[str, bool, bool]:
+    """(role, may it bypass row-level security, is it a superuser) of the session."""
+    row = (
+        await session.execute(
+            text(
+                "SELECT current_user, rolbypassrls, rolsuper FROM pg_roles"
+                " WHERE rolname = current_user"
             )
-        ).one()
-        return row[0], row[1], row[2]
+        )
+    ).one()
+    return row[0], row[1], row[2]
 
-    assert in_session(server, work) == ("fleetplane_app", False, False)
+
+def test_the_app_runs_as_a_role_that_cannot_bypass_rls(server: RunningServer) -> None:
+    assert in_session(server, current_role) == ("fleetplane_app", False, False)
 
 
 def test_without_a_scope_nothing_is_visible(server: RunningServer, tenant: Tenant) -> None:
@@ -162,18 +164,7 @@ def test_writing_messages_of_another_providers_device_is_refused(
 
 
 def test_cross_tenant_work_runs_as_its_own_role(server: RunningServer) -> None:
-    async def work(session: AsyncSession) -> tuple[str, bool, bool]:
-        row = (
-            await session.execute(
-                text(
-                    "SELECT current_user, rolbypassrls, rolsuper FROM pg_roles"
-                    " WHERE rolname = current_user"
-                )
-            )
-        ).one()
-        return row[0], row[1], row[2]
-
-    assert run_in_db(server.settings, work) == ("fleetplane_system", False, False)
+    assert run_in_db(server.settings, current_role) == ("fleetplane_system", False, False)
 
 
 @pytest.mark.parametrize(

@@ -138,20 +138,6 @@ class Fleet:
 
 
 @pytest.fixture(scope="module")
-def this_process(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningServer]:
-    """A server trusting the keys and customers it read for ten minutes: what it does at once
-    can only come from seeing the change itself."""
-    settings = make_settings(
-        database_url, tmp_path_factory.mktemp("this"), api_key_cache_seconds=600
-    )
-    running = start_server(settings)
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
 def other_process(
     database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
@@ -166,8 +152,8 @@ def other_process(
 
 
 @pytest.fixture
-def fleet(this_process: RunningServer) -> Iterator[Fleet]:
-    fleet = Fleet(make_tenant(this_process, "Streaming provider"))
+def fleet(caching_server: RunningServer) -> Iterator[Fleet]:
+    fleet = Fleet(make_tenant(caching_server, "Streaming provider"))
     yield fleet
     fleet.disable()
 

@@ -3,7 +3,6 @@ way it was made, and never to another customer."""
 
 import asyncio
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,9 +15,7 @@ from conftest import (
     Tenant,
     assert_problem,
     create_channel,
-    make_settings,
     make_tenant,
-    start_server,
 )
 from fleetplane.config import Settings
 from fleetplane.core.db import (
@@ -30,19 +27,6 @@ from fleetplane.core.db import (
 from fleetplane.devices.live_cache import Changes, LiveDeviceCache
 from fleetplane.devices.models import Device, DeviceState
 from fleetplane.devices.processor import STATE_COLUMNS
-
-
-@pytest.fixture(scope="module")
-def caching_server(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningServer]:
-    """Keys and customers cached too: calls are answered without the dependency chain."""
-    settings = make_settings(
-        database_url, tmp_path_factory.mktemp("live"), api_key_cache_seconds=600
-    )
-    running = start_server(settings)
-    yield running
-    running.stop()
 
 
 @pytest.fixture(params=["shared", "caching"])

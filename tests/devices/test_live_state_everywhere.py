@@ -15,9 +15,8 @@ from conftest import (
     Tenant,
     connect_when_listening,
     create_channel,
-    make_settings,
     make_tenant,
-    start_server,
+    server_with,
 )
 from fleetplane.ingest.protocols.wialon_ips import crc_text
 
@@ -29,12 +28,9 @@ def uncached_server(
     database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
     """Device reads from the database on every call (nothing held in memory)."""
-    settings = make_settings(
-        database_url, tmp_path_factory.mktemp("uncached"), live_cache_seconds=0
-    )
-    running = start_server(settings)
-    yield running
-    running.stop()
+    path = tmp_path_factory.mktemp("uncached")
+    with server_with(database_url, path, live_cache_seconds=0) as running:
+        yield running
 
 
 @pytest.fixture(params=["from memory", "from the database"])
