@@ -1,14 +1,14 @@
 """Devices remember whether their channel registered them by itself (#7: a channel adds at
 most a set number of them).
 
-Revision ID: 0015
-Revises: 0012
+Revision ID: 0014
+Revises: 0013
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0015"
+revision = "0014"
 down_revision = "0013"
 branch_labels = None
 depends_on = None
