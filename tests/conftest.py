@@ -107,7 +107,7 @@ def connect_when_listening(port: int, seconds: float = 5.0) -> socket.socket:
 # the test servers run with the default. Each port is picked at random (so concurrent runs
 # rarely try the same one), checked free on this machine as a listener would bind it (TCP and
 # UDP on every address), and given once per run (so no two channels of a run share one).
-CHANNEL_PORTS = (20_000, 29_999)
+CHANNEL_PORTS = (20_001, 29_998)  # the range's two ends are left to the test of the range
 _USUAL_PORTS = {20332, 5055}  # a running demo or `fleetplane init` server may hold them
 _given_ports: set[int] = set()
 _port_picker = random.Random()

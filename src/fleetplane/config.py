@@ -40,6 +40,12 @@ class Settings(BaseSettings):
         gt=0,
         description="time a client has to send a request's line and headers (408, closed)",
     )
+    body_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="time a client has, from the end of a request's headers, to send its body "
+        "(408, closed)",
+    )
     api_key_cache_seconds: float = Field(
         default=2.0, ge=0, description="how long a checked key is trusted before re-reading it"
     )

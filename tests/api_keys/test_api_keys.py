@@ -3,8 +3,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from conftest import RunningServer, Tenant, assert_problem
+from conftest import RunningServer, Tenant, assert_problem, run_in_db
+from fleetplane.api_keys.models import ApiKey
 
 
 def test_the_51st_live_key_is_refused(tenant: Tenant) -> None:
@@ -16,6 +19,32 @@ def test_the_51st_live_key_is_refused(tenant: Tenant) -> None:
     # revoking one makes room again
     assert tenant.api.delete(f"/api/api-keys/{created[0]['id']}").status_code == 204
     assert tenant.api.post("/api/api-keys", json={"name": "replacement"}).status_code == 201
+
+
+def test_an_expired_key_given_a_new_expiry_counts_against_the_limit(
+    tenant: Tenant, server: RunningServer
+) -> None:
+    later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    _, expired = tenant.api.new_key(name="expired", expires_at=later)
+    run_in_db(server.settings, lambda session: expire_now(session, expired["id"]))
+    live = len(tenant.api.get("/api/api-keys").json()["items"])
+    created = [tenant.api.new_key(name=f"key {n}")[1] for n in range(50 - live)]
+    for expiry in (None, later):
+        revived = tenant.api.patch(f"/api/api-keys/{expired['id']}", json={"expires_at": expiry})
+        assert_problem(revived, 409, "api_key_limit_reached")
+    assert len(tenant.api.get("/api/api-keys").json()["items"]) == 50
+    # other changes to the expired key, and its revival once there is room, are allowed
+    renamed = tenant.api.patch(f"/api/api-keys/{expired['id']}", json={"name": "still expired"})
+    assert renamed.status_code == 200, renamed.text
+    assert tenant.api.delete(f"/api/api-keys/{created[0]['id']}").status_code == 204
+    revived = tenant.api.patch(f"/api/api-keys/{expired['id']}", json={"expires_at": later})
+    assert revived.status_code == 200, revived.text
+
+
+async def expire_now(session: AsyncSession, key_id: str) -> None:
+    """Makes a key expired as time would (no call sets an expiry in the past)."""
+    past = datetime.now(UTC) - timedelta(minutes=1)
+    await session.execute(update(ApiKey).where(ApiKey.id == key_id).values(expires_at=past))
 
 
 class Collect(logging.Handler):

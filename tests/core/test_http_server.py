@@ -1,4 +1,5 @@
-"""Request headers are bounded in size, count and time, on both HTTP parsers uvicorn can use."""
+"""Request headers are bounded in size, count and time, and request bodies in time, on both
+HTTP parsers uvicorn can use."""
 
 import contextlib
 import re
@@ -12,20 +13,22 @@ from conftest import RunningServer, make_settings, start_server
 from fleetplane.core.http_server import Parser
 
 HEADER_TIMEOUT = 1.0
+BODY_TIMEOUT = 1.0
 
 
 @pytest.fixture(scope="module", params=["httptools", "h11"])
 def limited_server(
     request: pytest.FixtureRequest, database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
-    """A server as `fleetplane serve` runs it (default limits but a short header timeout),
-    on each parser."""
+    """A server as `fleetplane serve` runs it (default limits but short timeouts), on each
+    parser."""
     parser: Parser = request.param
     settings = make_settings(
         database_url,
         tmp_path_factory.mktemp("data"),
         gateway=False,
         header_timeout_seconds=HEADER_TIMEOUT,
+        body_timeout_seconds=BODY_TIMEOUT,
     )
     running = start_server(settings, parser=parser)
     yield running
@@ -116,6 +119,32 @@ def test_headers_that_never_end_time_out_with_408(limited_server: RunningServer)
         answer = read_until_closed(sock)
     assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
     assert b"request_timeout" in answer
+
+
+def post_head(path: str, length: int) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+def test_a_body_that_never_ends_times_out_with_408(limited_server: RunningServer) -> None:
+    """Before any key is checked: the body is read first, so anyone could hold a connection
+    by sending a byte of it now and then."""
+    with connect(limited_server) as sock:
+        send(sock, post_head("/api/customers", 1000) + b'{"name": ')
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert b"request_timeout" in answer
+
+
+def test_a_body_left_unread_after_the_answer_does_not_hold_the_connection(
+    limited_server: RunningServer,
+) -> None:
+    with connect(limited_server) as sock:
+        send(sock, post_head("/no-such-path", 1000) + b"{")
+        answer = read_until_closed(sock)
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"404"], answer[:300]
 
 
 def test_a_connection_that_sends_nothing_is_closed(limited_server: RunningServer) -> None:

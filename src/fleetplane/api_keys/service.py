@@ -108,14 +108,7 @@ async def create(
     must be within the granter's reach."""
     values = data.model_dump()
     values = await _checked_values(session, actor.provider_id, values, values, granter)
-    provider_lock = providers.lock_row(actor.provider_id)
-    live = await count_under_lock(session, provider_lock, live_count_query(actor.provider_id))
-    if live >= MAX_LIVE_KEYS:
-        raise ApiError(
-            409,
-            "api_key_limit_reached",
-            f"A provider can have at most {MAX_LIVE_KEYS} live API keys; revoke one first.",
-        )
+    await _refuse_past_the_limit(session, actor.provider_id)
     secret = new_secret()
     key = ApiKey(
         id=new_id("key"),
@@ -147,6 +140,8 @@ async def update(
             changes.pop(field)
     result = {field: getattr(key, field) for field in REACH_FIELDS} | changes
     changes = await _checked_values(session, actor.provider_id, changes, result, granter)
+    if _revives(key, changes):  # an expired key given a new expiry is one more live key
+        await _refuse_past_the_limit(session, actor.provider_id)
     for field, value in changes.items():
         setattr(key, field, value)
     await audit.record(session, actor, "api_key.update", "api_key", key.id, changes)
@@ -162,6 +157,25 @@ async def revoke(
         key.revoked_at = utcnow()
         await audit.record(session, actor, "api_key.revoke", "api_key", key.id)
     await session.flush()
+
+
+async def _refuse_past_the_limit(session: AsyncSession, provider_id: str) -> None:
+    """409 when the provider already has its most live keys, counted under its lock."""
+    provider_lock = providers.lock_row(provider_id)
+    live = await count_under_lock(session, provider_lock, live_count_query(provider_id))
+    if live >= MAX_LIVE_KEYS:
+        raise ApiError(
+            409,
+            "api_key_limit_reached",
+            f"A provider can have at most {MAX_LIVE_KEYS} live API keys; revoke one first.",
+        )
+
+
+def _revives(key: ApiKey, changes: dict[str, Any]) -> bool:
+    """Whether `changes` make an expired (not revoked) key live again: a new expiry is always
+    in the future, and none means never."""
+    expired = key.expires_at is not None and key.expires_at <= utcnow()
+    return "expires_at" in changes and expired and key.revoked_at is None
 
 
 async def create_bootstrap_key(session: AsyncSession, provider_id: str, name: str) -> str:

@@ -7,7 +7,8 @@ keeps an unfinished header in memory however long it grows, h11 limits only the 
 neither closes a connection whose headers never end. So the connection's protocol is a small
 subclass of uvicorn's that counts header bytes and headers as they arrive, refuses too much with
 `431` and closes, and gives a client `header_timeout_seconds` to finish its request line and
-headers (`408`, closed).
+headers and then `body_timeout_seconds` to finish its body (`408`, closed): a body sent a byte
+at a time would otherwise hold its connection, before any key is checked, for ever.
 """
 
 import asyncio
@@ -30,6 +31,7 @@ class HeaderLimits:
     max_bytes: int  # request line and headers together
     max_count: int
     timeout_seconds: float  # from the connection's (or request's) first byte to the headers' end
+    body_timeout_seconds: float  # from the headers' end to the body's end
 
 
 def server_config(
@@ -43,7 +45,10 @@ def server_config(
 ) -> uvicorn.Config:
     """The uvicorn configuration every server of the platform runs with."""
     limits = HeaderLimits(
-        settings.max_header_bytes, settings.max_headers, settings.header_timeout_seconds
+        settings.max_header_bytes,
+        settings.max_headers,
+        settings.header_timeout_seconds,
+        settings.body_timeout_seconds,
     )
     return uvicorn.Config(
         app,
@@ -84,13 +89,16 @@ _PHRASES = {408: "Request Timeout", 431: "Request Header Fields Too Large"}
 
 
 class _HeaderDeadline:
-    """The timeout shared by both parsers: a request's line and headers must be complete
-    within `limits.timeout_seconds` of the first byte of the connection or of the request."""
+    """The timeouts shared by both parsers: a request's line and headers must be complete
+    within `limits.timeout_seconds` of the first byte of the connection or of the request, and
+    its body within `limits.body_timeout_seconds` of the headers' end."""
 
     limits: ClassVar[HeaderLimits]
     loop: asyncio.AbstractEventLoop
     transport: asyncio.Transport
+    cycle: Any  # uvicorn's request-response cycle of the current request, or None
     _deadline: asyncio.TimerHandle | None = None
+    _body_deadline: asyncio.TimerHandle | None = None
     _request_started = False  # some of them belong to a request (not just an idle connection)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -99,7 +107,27 @@ class _HeaderDeadline:
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_deadline()
+        self._disarm_body_deadline()
         super().connection_lost(exc)  # type: ignore[misc]
+
+    def _arm_body_deadline(self) -> None:
+        if self._body_deadline is None:
+            seconds = self.limits.body_timeout_seconds
+            self._body_deadline = self.loop.call_later(seconds, self._body_too_slow)
+
+    def _disarm_body_deadline(self) -> None:
+        if self._body_deadline is not None:
+            self._body_deadline.cancel()
+            self._body_deadline = None
+
+    def _body_too_slow(self) -> None:
+        self._body_deadline = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or not self.cycle.response_started:  # else: answered already
+            detail = f"The request body did not arrive within {self.limits.body_timeout_seconds} s."
+            self.transport.write(_refusal(408, "request_timeout", detail))
+        self.transport.close()
 
     def _arm_deadline(self) -> None:
         if self._deadline is None:
@@ -183,9 +211,11 @@ def _limited_httptools() -> type[Any]:
         def on_headers_complete(self) -> None:
             self._awaiting_headers = self._request_started = False
             self._disarm_deadline()
+            self._arm_body_deadline()  # a request without a body completes at once
             super().on_headers_complete()
 
         def on_message_complete(self) -> None:
+            self._disarm_body_deadline()
             super().on_message_complete()
             self._awaiting_headers = True  # the next request on this connection
             self._request_bytes = 0
@@ -241,7 +271,12 @@ class _LimitedH11(_HeaderDeadline, H11Protocol):
         self._follow_request()
 
     def _follow_request(self) -> None:
-        """Arms the deadline while part of a request's headers waits in h11's buffer."""
+        """Arms the header deadline while part of a request's headers waits in h11's buffer,
+        and the body deadline while its body is awaited."""
+        if self.conn.their_state is h11.SEND_BODY:
+            self._arm_body_deadline()
+        else:
+            self._disarm_body_deadline()
         if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
             self._request_started = True
             self._arm_deadline()

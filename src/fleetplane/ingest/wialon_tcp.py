@@ -2,7 +2,8 @@
 
 A connection beyond the channel's limits is closed as soon as it is accepted; one that has not
 logged in within the login timeout, or has sent nothing for the idle timeout, is closed too
-(checked by one sweep per listener, so reading costs nothing extra). Image and tachograph
+(checked by one sweep per listener, so reading costs nothing extra). Before its login a
+connection holds only a login's worth of bytes (`LOGIN_LIMITS`). Image and tachograph
 blocks wait on disk until their file is complete (see `limits.UnfinishedFiles`)."""
 
 import asyncio
@@ -14,6 +15,8 @@ from fleetplane.core.timeutil import utcnow
 from fleetplane.ingest.limits import DeviceSpool
 from fleetplane.ingest.listener import ChannelListener
 from fleetplane.ingest.protocols.wialon_ips import (
+    DEFAULT_LIMITS,
+    LOGIN_LIMITS,
     LoginRequest,
     LoginResult,
     Outcome,
@@ -113,7 +116,7 @@ class _Connection:
         self.listener = listener
         self.reader = reader
         self.writer = writer
-        self.framer = WialonFramer()
+        self.framer = WialonFramer(LOGIN_LIMITS)
         self.session = WialonSession(spools=self._new_spool)
         self.device_id: str | None = None
         self._clock = asyncio.get_running_loop().time
@@ -137,6 +140,7 @@ class _Connection:
             self.last_received = self._clock()
             counters.bytes_received += len(data)
             received_at = utcnow()
+            self.framer.limits = DEFAULT_LIMITS if self.session.logged_in else LOGIN_LIMITS
             for frame in self.framer.feed(data):
                 outcome = self.session.handle(frame, received_at)
                 if outcome.login is not None:

@@ -132,6 +132,12 @@ class WialonLimits:
 
 DEFAULT_LIMITS = WialonLimits()
 
+# Until a connection has logged in, it is anyone's: it may hold only what a login needs (a
+# login packet is an IMEI, a password and a CRC, well under 1 KiB), not a 2 MiB line each.
+LOGIN_LIMITS = WialonLimits(
+    max_line=4096, max_compressed=4096, max_inflated=4096, max_block=0, max_file=0, max_blocks=0
+)
+
 # --------------------------------------------------------------------------------------------
 # CRC-16/ARC
 # --------------------------------------------------------------------------------------------
@@ -819,7 +825,7 @@ class WialonFramer:
     """
 
     def __init__(self, limits: WialonLimits = DEFAULT_LIMITS) -> None:
-        self._limits = limits
+        self.limits = limits  # may change between feeds (a connection's, once it logs in)
         self._buffer = bytearray()
         self._binary_header: bytes | None = None
         self._binary_size = 0
@@ -872,7 +878,7 @@ class WialonFramer:
         end = buffer.find(b"\n", position + self._scanned)
         if end < 0:
             pending = len(buffer) - position
-            if pending > self._limits.max_line:
+            if pending > self.limits.max_line:
                 frames.append(self._too_long(position))
                 self._skipping_line = True
                 self._scanned = 0
@@ -881,7 +887,7 @@ class WialonFramer:
             return 0
         self._scanned = 0
         consumed = end + 1 - position
-        if end - position > self._limits.max_line:
+        if end - position > self.limits.max_line:
             frames.append(self._too_long(position))
             return consumed
         line = bytes(buffer[position : end - 1 if buffer[end - 1 : end] == b"\r" else end])
@@ -891,14 +897,14 @@ class WialonFramer:
 
     def _too_long(self, position: int) -> FrameError:
         prefix = bytes(self._buffer[position : position + _ERROR_PREFIX_BYTES])
-        return FrameError(f"line longer than {self._limits.max_line} bytes", prefix)
+        return FrameError(f"line longer than {self.limits.max_line} bytes", prefix)
 
     def _line_frame(self, line: bytes, frames: list[Frame], inline: bytes | None = None) -> None:
         if not line.startswith(_BINARY_PREFIXES):
             frames.append(TextFrame(line))
             return
         size = _binary_size(line)
-        if size is None or size > self._limits.max_block:
+        if size is None or size > self.limits.max_block:
             reason = "unreadable block size" if size is None else "block over the size limit"
             frames.append(FrameError(reason, line[:_ERROR_PREFIX_BYTES], fatal=True))
             return
@@ -920,13 +926,13 @@ class WialonFramer:
         if len(buffer) - position < 3:
             return 0
         length = buffer[position + 1] | buffer[position + 2] << 8
-        if length > self._limits.max_compressed:
+        if length > self.limits.max_compressed:
             frames.append(FrameError("compressed packet over the size limit", fatal=True))
             return 3
         if len(buffer) - position < 3 + length:
             return 0
         compressed = bytes(buffer[position + 3 : position + 3 + length])
-        packet = inflate_packet(compressed, self._limits.max_inflated)
+        packet = inflate_packet(compressed, self.limits.max_inflated)
         if isinstance(packet, FrameError):
             frames.append(packet)
         else:
