@@ -1,6 +1,7 @@
 """Settings, read from FLEETPLANE_* environment variables; command-line options win."""
 
 import ipaddress
+import resource
 from functools import cached_property
 from pathlib import Path
 
@@ -39,6 +40,12 @@ class Settings(BaseSettings):
         default=10.0,
         gt=0,
         description="time a client has to send a request's line and headers (408, closed)",
+    )
+    max_http_connections: int | None = Field(
+        default=None,
+        ge=1,
+        description="open HTTP connections (event streams included); more are closed at once. "
+        "Default: an eighth of the open-file limit, half of what device connections leave",
     )
     body_timeout_seconds: float = Field(
         default=60.0,
@@ -190,3 +197,9 @@ def parse_port_ranges(text: str) -> tuple[tuple[int, int], ...]:
             raise ValueError(f"{part.strip()!r}: ports go from 1 to 65535, the lower one first")
         ranges.append((low, high))
     return tuple(ranges)
+
+
+def open_file_limit() -> int:
+    """The process's open-file limit (`ulimit -n`): every connection holds one."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20

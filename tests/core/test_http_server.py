@@ -186,3 +186,26 @@ def test_limits_come_from_settings(database_url: str, tmp_path: Path) -> None:
             assert read_until_closed(sock).startswith(b"HTTP/1.1 200 ")
     finally:
         running.stop()
+
+
+def test_connections_past_the_cap_are_closed_at_once(database_url: str, tmp_path: Path) -> None:
+    """Idle connections cannot take every file handle: past the cap, one is closed as soon as
+    it is accepted, and the others (and new ones once some close) are served."""
+    settings = make_settings(database_url, tmp_path, gateway=False, max_http_connections=3)
+    running = start_server(settings)
+    try:
+        held = [connect(running) for _ in range(3)]
+        refused = connect(running)
+        refused.settimeout(5)
+        assert refused.recv(100) == b"", "a connection past the cap was kept"
+        refused.close()
+        send(held[0], request(close=True))
+        assert b" 200 " in read_until_closed(held[0]).split(b"\r\n", 1)[0]
+        held[0].close()
+        fresh = connect(running)
+        send(fresh, request(close=True))
+        assert b" 200 " in read_until_closed(fresh).split(b"\r\n", 1)[0]
+        for sock in [*held[1:], fresh]:
+            sock.close()
+    finally:
+        running.stop()

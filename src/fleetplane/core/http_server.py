@@ -20,7 +20,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from fleetplane.config import Settings
+from fleetplane.config import Settings, open_file_limit
 from fleetplane.core.errors import problem_response
 
 Parser = Literal["auto", "httptools", "h11"]
@@ -32,6 +32,7 @@ class HeaderLimits:
     max_count: int
     timeout_seconds: float  # from the connection's (or request's) first byte to the headers' end
     body_timeout_seconds: float  # from the headers' end to the body's end
+    max_connections: int  # open at once; one more is closed as soon as it is accepted
 
 
 def server_config(
@@ -49,6 +50,7 @@ def server_config(
         settings.max_headers,
         settings.header_timeout_seconds,
         settings.body_timeout_seconds,
+        settings.max_http_connections or max(64, open_file_limit() // 8),
     )
     return uvicorn.Config(
         app,
@@ -103,6 +105,11 @@ class _HeaderDeadline:
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
+        if len(self.connections) > self.limits.max_connections:  # type: ignore[attr-defined]
+            # Each connection holds a file handle, whether it sends anything or not: past the
+            # cap it goes back at once, so idle sockets cannot starve the process of handles.
+            transport.abort()
+            return
         self._arm_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:

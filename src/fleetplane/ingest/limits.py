@@ -7,21 +7,15 @@ open-file limit so the API, the database and the file store always have handles 
 """
 
 import ipaddress
-import resource
 from dataclasses import dataclass
 from typing import Any
 
-from fleetplane.config import IPNetwork, Settings, parse_networks
+from fleetplane.config import IPNetwork, Settings, open_file_limit, parse_networks
 from fleetplane.core.files import FileStore, SpoolFile
 
 # Open files kept for everything but device connections: at least this many, and at least a
 # quarter of the limit (API clients, database connections, the log, stored files, spools).
 MIN_RESERVED_FILES = 256
-
-
-def open_file_limit() -> int:
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return soft if soft != resource.RLIM_INFINITY else 1 << 20
 
 
 def connection_budget(open_files: int) -> int:
