@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleetplane.audit import service as audit
 from fleetplane.audit.service import Actor
 from fleetplane.channels import service as channels
-from fleetplane.core.db import lock_writers
+from fleetplane.core.db import count_under_lock, lock_writers
 from fleetplane.core.errors import conflict, not_found, validation_error
 from fleetplane.core.ids import looks_like_id, new_id
 from fleetplane.core.timeutil import as_utc, utcnow
@@ -342,9 +342,11 @@ async def find_or_register_on_channel(
     if channel is None or not channel.auto_register or not _registrable(unique_id):
         return None
     if registrations is not None:
-        if await count_auto_registered(session, channel_id) >= registrations.max_devices:
-            return None
-        if not registrations.take_turn(channel_id):
+        # Counted under the channel's lock, so logins racing in cannot pass the total together.
+        registered = await count_under_lock(
+            session, channels.lock_row(channel_id), _auto_registered_count(channel_id)
+        )
+        if registered >= registrations.max_devices or not registrations.take_turn(channel_id):
             return None
     actor = Actor(provider_id=channel.provider_id, system="gateway")
     data = DeviceCreate(channel_id=channel_id, unique_id=unique_id, name=unique_id)
@@ -352,11 +354,10 @@ async def find_or_register_on_channel(
     return device.id, None
 
 
-async def count_auto_registered(session: AsyncSession, channel_id: str) -> int:
-    statement = select(func.count()).where(
+def _auto_registered_count(channel_id: str) -> Select[tuple[int]]:
+    return select(func.count()).where(
         Device.channel_id == channel_id, Device.auto_registered.is_(True)
     )
-    return (await session.execute(statement)).scalar_one()
 
 
 def _registrable(unique_id: str) -> bool:
