@@ -172,7 +172,10 @@ async def update(session: AsyncSession, actor: Actor, device_id: str, data: Devi
     if "customer_id" in data.model_fields_set:
         # Concurrent moves of one device go one after the other, each ending the assignment
         # period the one before it opened; read the device only under that lock.
-        await lock_writers(session, select(Device.id).where(Device.id == device_id))
+        device_row = select(Device.id).where(
+            Device.provider_id == actor.provider_id, Device.id == device_id
+        )
+        await lock_writers(session, device_row)
     device = await get(session, actor.provider_id, device_id)
     changes: dict[str, Any] = data.model_dump(exclude_unset=True)
     if data.validity is not None:  # stored whole, so it reads back with its defaults
@@ -234,7 +237,10 @@ async def _reassign(session: AsyncSession, device: Device, customer_id: str | No
     """Ends the device's current assignment period and, for a customer, starts a new one."""
     await _end_assignments(session, device.provider_id, DeviceAssignment.device_id == device.id)
     if customer_id is not None:
-        had_one = select(DeviceAssignment.id).where(DeviceAssignment.device_id == device.id)
+        had_one = select(DeviceAssignment.id).where(
+            DeviceAssignment.provider_id == device.provider_id,
+            DeviceAssignment.device_id == device.id,
+        )
         first = (await session.execute(had_one.limit(1))).first() is None
         _open_assignment(session, device, customer_id, first=first)
 
