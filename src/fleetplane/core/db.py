@@ -169,6 +169,13 @@ async def warn_if_superuser(engine: AsyncEngine) -> bool:
     return True
 
 
+def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Calls `callback` once `session` commits (not if it rolls back): for forgetting what a
+    cache holds of an object being changed. Forgotten before the commit, the old object could
+    be read again meanwhile, and kept."""
+    event.listen(session.sync_session, "after_commit", lambda _: callback(), once=True)
+
+
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
