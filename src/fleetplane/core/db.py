@@ -147,9 +147,9 @@ def _engine(url: str, role: str | None, pool_size: int) -> AsyncEngine:
 
 
 async def warn_if_superuser(engine: AsyncEngine) -> bool:
-    """Logs a loud warning when the configured PostgreSQL user is a superuser: any of its
-    connections can leave the app role (`RESET ROLE`) and then ignores row-level security.
-    True when it warned."""
+    """Logs a loud warning when `engine`'s PostgreSQL login (requests': the request login) is
+    a superuser: any of its connections can leave the app role (`RESET ROLE`) and then
+    ignores row-level security. True when it warned."""
     if engine.dialect.name != "postgresql":
         return False
     async with engine.connect() as connection:
@@ -227,8 +227,9 @@ async def count_under_lock(
     session: AsyncSession, lock_row: Select[Any], count_statement: Select[tuple[int]]
 ) -> int:
     """`count_statement`'s count, read under `lock_writers(lock_row)`: a count-then-insert
-    limit (live keys per provider) stays exact when requests race, as long as every insert
-    of what is counted takes the same lock first (this function does)."""
+    limit (live keys or channels per provider, devices a channel registers) stays exact when
+    requests race, as long as every insert of what is counted is preceded by this call with
+    the same `lock_row`."""
     await lock_writers(session, lock_row)
     return (await session.execute(count_statement)).scalar_one()
 

@@ -29,7 +29,8 @@ Parser = Literal["auto", "httptools", "h11"]
 class HeaderLimits:
     max_bytes: int  # request line and headers together
     max_count: int
-    timeout_seconds: float  # from the connection's (or request's) first byte to the headers' end
+    # from the connection's start (or a later request's first byte) to the headers' end
+    timeout_seconds: float
 
 
 def server_config(
@@ -85,7 +86,8 @@ _PHRASES = {408: "Request Timeout", 431: "Request Header Fields Too Large"}
 
 class _HeaderDeadline:
     """The timeout shared by both parsers: a request's line and headers must be complete
-    within `limits.timeout_seconds` of the first byte of the connection or of the request."""
+    within `limits.timeout_seconds` of the connection's start (its first request) or of a
+    later request's first byte."""
 
     limits: ClassVar[HeaderLimits]
     loop: asyncio.AbstractEventLoop
