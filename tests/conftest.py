@@ -197,13 +197,17 @@ def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 @pytest.fixture(scope="session")
 def caching_server(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory
+    backend: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
     """A server trusting the keys and customers it read for ten minutes: calls are answered
     without the dependency chain, and what it does at once after a change can only come from
-    seeing the change itself."""
+    seeing the change itself. It has a database of its own: its device listeners would
+    otherwise compete with the shared server's for the ports of the same channels."""
     path = tmp_path_factory.mktemp("caching")
-    with server_with(database_url, path, api_key_cache_seconds=600) as running:
+    with (
+        fresh_database(backend, path) as url,
+        server_with(url, path, api_key_cache_seconds=600) as running,
+    ):
         yield running
 
 

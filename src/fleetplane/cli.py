@@ -6,7 +6,6 @@ import gc
 import importlib.util
 import json
 import logging
-import os
 import socket
 import sys
 from collections.abc import Awaitable, Callable
@@ -168,13 +167,14 @@ def _server_class() -> type:
 def _listen_http(settings: Settings) -> socket.socket:
     """The HTTP API's socket, bound and listening (connections wait in its backlog until the
     server accepts them); a clear message and exit when the port cannot be had."""
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    from fleetplane.ingest.gateway import address_family, why_unbound
+
+    family = address_family(settings.host)
     try:
         return socket.create_server((settings.host, settings.port), family=family, backlog=2048)
     except OSError as error:
-        reason = os.strerror(error.errno) if error.errno else str(error)
         console.print(
-            f"[bold red]Cannot listen on {settings.host}:{settings.port}:[/] {reason}. "
+            f"[bold red]Cannot listen on {settings.host}:{settings.port}:[/] {why_unbound(error)}. "
             "Choose another port with --port or FLEETPLANE_PORT.",
             soft_wrap=True,
         )

@@ -64,7 +64,8 @@ class Settings(BaseSettings):
         "0 reads the database on every call",
     )
     gateway: bool = Field(
-        default=True, description="Run the device listeners (channels) in this process."
+        default=True,
+        description="Run the device listeners (channels) and the retention job in this process.",
     )
     default_retention_days: int = Field(
         default=365, ge=1, description="How long messages of devices of no customer are kept."

@@ -3,6 +3,7 @@ history each customer sees."""
 
 import asyncio
 import itertools
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,9 +14,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from conftest import RunningServer, Tenant, run_in_db
 from fleetplane import bootstrap
+from fleetplane.audit.service import Actor
 from fleetplane.config import Settings
-from fleetplane.core.db import migrate, run_platform_work
+from fleetplane.core.db import (
+    create_system_engine,
+    migrate,
+    run_platform_work,
+    session_factory,
+    system_session,
+)
+from fleetplane.devices import service as devices
 from fleetplane.devices.models import DeviceAssignment
+from fleetplane.devices.schemas import DeviceUpdate
 from messages.test_compact_migration import run_alembic
 
 T0 = datetime(2024, 3, 1, 8, 0, 0, tzinfo=UTC)
@@ -93,6 +103,42 @@ def test_concurrent_moves_of_a_device_each_end_the_period_before(
     now = tenant.api.get(f"/api/devices/{device}").json()["customer_id"]
     assert [customer for customer, still_open in kept if still_open] == [now]
     assert all(a != b for (a, _), (b, _) in itertools.pairwise(kept))
+
+
+def test_a_move_reads_and_locks_the_device_and_its_periods_by_provider(
+    server: RunningServer, tenant: Tenant
+) -> None:
+    """The tenancy filter is in the code itself, not left to row-level security: every
+    statement of a move that reads or locks the device or its periods names the provider."""
+    first, second = (c["id"] for c in tenant.customers)
+    device = tenant.api.post("/api/devices", json=tenant.device_body()).json()["id"]
+    statements: list[str] = []
+
+    async def move_twice() -> None:
+        engine = create_system_engine(server.settings)
+        sa.event.listen(
+            engine.sync_engine,
+            "before_cursor_execute",
+            lambda _conn, _cursor, sql, *_: statements.append(" ".join(sql.split())),
+        )
+        actor = Actor(provider_id=tenant.provider_id)
+        try:
+            for customer_id in (first, second):
+                async with system_session(session_factory(engine)) as session:
+                    change = DeviceUpdate(customer_id=customer_id)
+                    await devices.update(session, actor, device, change)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(move_twice())
+    reads = [
+        sql
+        for sql in statements
+        if sql.startswith("SELECT") and re.search(r"FROM (devices|device_assignments)\b", sql)
+    ]
+    assert reads, statements
+    unfiltered = [sql for sql in reads if "provider_id = " not in sql.partition(" WHERE ")[2]]
+    assert unfiltered == []
 
 
 def test_a_customer_getting_a_device_back_sees_only_its_current_period(

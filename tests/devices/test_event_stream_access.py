@@ -139,12 +139,15 @@ class Fleet:
 
 @pytest.fixture(scope="module")
 def other_process(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory
+    caching_server: RunningServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
-    """A second server on the same database, with its own caches and no device listeners:
-    another process of the platform."""
+    """A second server on the streaming server's database, with its own caches and no device
+    listeners: another process of the platform."""
     settings = make_settings(
-        database_url, tmp_path_factory.mktemp("other"), api_key_cache_seconds=1, gateway=False
+        caching_server.settings.resolved_database_url,
+        tmp_path_factory.mktemp("other"),
+        api_key_cache_seconds=1,
+        gateway=False,
     )
     running = start_server(settings)
     yield running

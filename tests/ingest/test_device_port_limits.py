@@ -5,6 +5,7 @@ These tests run servers of their own, with small limits, on databases of their o
 server's gateway would otherwise start their channels too). Connections come from several
 loopback addresses (127.0.0.x), which Linux routes to this machine like any other."""
 
+import asyncio
 import contextlib
 import socket
 import time
@@ -27,6 +28,7 @@ from conftest import (
     start_server,
 )
 from fleetplane.config import Settings
+from fleetplane.core.db import create_system_engine, session_factory, system_session
 from fleetplane.devices import service as devices
 
 SOCKET_SECONDS = 10  # far beyond any limit's reaction: reaching it means no reaction at all
@@ -449,3 +451,35 @@ def test_a_channel_registers_only_so_many_devices_in_all(
     assert find("AUTO3") is None  # two were registered by the channel: no more
     assert find("ADDEDBYHAND") == (known["id"], None)  # devices added by hand do not count
     assert find("AUTO1") is not None  # and the registered ones stay known
+
+
+RACING_LOGINS = 8
+
+
+def test_racing_logins_never_pass_the_channel_total(
+    guarded: tuple[RunningServer, Tenant],
+) -> None:
+    server, tenant = guarded
+    channel = create_channel(tenant.api, auto_register=True)
+    registrations = devices.RegistrationLimit(per_minute=100, max_devices=2)
+
+    async def log_in_at_once() -> list[Any]:
+        engine = create_system_engine(server.settings, pool_size=RACING_LOGINS)
+        sessions = session_factory(engine)
+
+        async def log_in(unique_id: str) -> Any:
+            async with system_session(sessions) as session:
+                return await devices.find_or_register_on_channel(
+                    session, channel["id"], unique_id, registrations
+                )
+
+        try:
+            logins = (log_in(f"RACER{n}") for n in range(RACING_LOGINS))
+            return await asyncio.gather(*logins)
+        finally:
+            await engine.dispose()
+
+    found = asyncio.run(log_in_at_once())
+    assert sum(device is not None for device in found) == 2, found
+    listed = tenant.api.get("/api/devices", params={"channel_id": channel["id"]}).json()
+    assert len(listed["items"]) == 2

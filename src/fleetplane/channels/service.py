@@ -74,6 +74,12 @@ async def by_id(session: AsyncSession, channel_id: str) -> Channel | None:
     return await session.get(Channel, channel_id)
 
 
+def lock_row(channel_id: str) -> Select[tuple[str]]:
+    """The channel's row: the lock under which the devices it registers by itself are
+    counted and added (`core.db.count_under_lock`)."""
+    return select(Channel.id).where(Channel.id == channel_id)
+
+
 async def find(session: AsyncSession, provider_id: str, channel_id: str) -> Channel | None:
     if not looks_like_id(channel_id):
         return None

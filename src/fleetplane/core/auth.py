@@ -18,11 +18,10 @@ from typing import Any, NamedTuple, Protocol
 from fastapi import Depends, Request, Response, Security
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import Receive, Scope, Send
 
-from fleetplane.core.db import set_tenant_scope
+from fleetplane.core.db import after_commit, set_tenant_scope
 from fleetplane.core.errors import ApiError
 from fleetplane.core.permissions import expand, missing
 from fleetplane.core.timeutil import utcnow
@@ -183,11 +182,8 @@ class IdentityCache:
 
     def forget_after_commit(self, session: AsyncSession, object_id: str) -> None:
         """`forget` once `session` commits the change being made to the object (a key, a
-        customer, or a device whose customer access depends on): forgotten earlier, the old
-        object could be read again before the commit, and kept."""
-        event.listen(
-            session.sync_session, "after_commit", lambda _: self.forget(object_id), once=True
-        )
+        customer, or a device whose customer access depends on)."""
+        after_commit(session, lambda: self.forget(object_id))
 
     def watch(self, on_change: Callable[[str], None]) -> Callable[[], None]:
         """Calls `on_change(object_id)` for every object forgotten from now on; returns the

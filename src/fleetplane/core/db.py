@@ -147,9 +147,9 @@ def _engine(url: str, role: str | None, pool_size: int) -> AsyncEngine:
 
 
 async def warn_if_superuser(engine: AsyncEngine) -> bool:
-    """Logs a loud warning when the configured PostgreSQL user is a superuser: any of its
-    connections can leave the app role (`RESET ROLE`) and then ignores row-level security.
-    True when it warned."""
+    """Logs a loud warning when `engine`'s PostgreSQL login (requests': the request login) is
+    a superuser: any of its connections can leave the app role (`RESET ROLE`) and then
+    ignores row-level security. True when it warned."""
     if engine.dialect.name != "postgresql":
         return False
     async with engine.connect() as connection:
@@ -167,6 +167,13 @@ async def warn_if_superuser(engine: AsyncEngine) -> bool:
         row.session_user,
     )
     return True
+
+
+def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Calls `callback` once `session` commits (not if it rolls back): for forgetting what a
+    cache holds of an object being changed. Forgotten before the commit, the old object could
+    be read again meanwhile, and kept."""
+    event.listen(session.sync_session, "after_commit", lambda _: callback(), once=True)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -220,8 +227,9 @@ async def count_under_lock(
     session: AsyncSession, lock_row: Select[Any], count_statement: Select[tuple[int]]
 ) -> int:
     """`count_statement`'s count, read under `lock_writers(lock_row)`: a count-then-insert
-    limit (live keys per provider) stays exact when requests race, as long as every insert
-    of what is counted takes the same lock first (this function does)."""
+    limit (live keys or channels per provider, devices a channel registers) stays exact when
+    requests race, as long as every insert of what is counted is preceded by this call with
+    the same `lock_row`."""
     await lock_writers(session, lock_row)
     return (await session.execute(count_statement)).scalar_one()
 

@@ -30,7 +30,8 @@ Parser = Literal["auto", "httptools", "h11"]
 class HeaderLimits:
     max_bytes: int  # request line and headers together
     max_count: int
-    timeout_seconds: float  # from the connection's (or request's) first byte to the headers' end
+    # from the connection's start (or a later request's first byte) to the headers' end
+    timeout_seconds: float
     body_timeout_seconds: float  # from the headers' end to the body's end
     max_connections: int  # open at once; one more is closed as soon as it is accepted
 
@@ -92,8 +93,9 @@ _PHRASES = {408: "Request Timeout", 431: "Request Header Fields Too Large"}
 
 class _HeaderDeadline:
     """The timeouts shared by both parsers: a request's line and headers must be complete
-    within `limits.timeout_seconds` of the first byte of the connection or of the request, and
-    its body within `limits.body_timeout_seconds` of the headers' end."""
+    within `limits.timeout_seconds` of the connection's start (its first request) or of a
+    later request's first byte, and its body within `limits.body_timeout_seconds` of the
+    headers' end."""
 
     limits: ClassVar[HeaderLimits]
     loop: asyncio.AbstractEventLoop

@@ -82,11 +82,11 @@ with `type` (`state`) and `device_id`; a comment line every 15 s when idle.
 
 The stream keeps to the access a new call would have. A change to its key, its customer or one
 of its devices made through this server process applies at once; a change to its key or
-customer made through another process, within `FLEETPLANE_API_KEY_CACHE_SECONDS` (checked at
-least every half second); a device moved through another process, at its next report. Events
-of a device that is no longer the customer's are never sent. When the access is gone, the
-stream ends with a last event,
-`event: closed`, whose data is `{{"type": "closed", "reason": ..., "detail": ...}}` (and
+customer made through another process, within `FLEETPLANE_API_KEY_CACHE_SECONDS` (the stream
+checks every half of it, at most twice a second); a device moved through another process, at
+its next report. Events of a device that is no longer the customer's are never sent. When the
+access is gone, the stream ends with a last event, `event: closed`, whose data is
+`{{"type": "closed", "reason": ..., "detail": ...}}` (and
 `device_id` for `device_moved`); `reason` is the `code` a new call would now be refused with,
 or `device_moved`:
 

@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane.core import bulk
+from fleetplane.core.db import after_commit
 from fleetplane.core.geo import distance_m
 from fleetplane.devices import live_cache
 from fleetplane.devices.models import Device, DeviceState
@@ -77,11 +78,8 @@ class DeviceRulesCache:
         self._entries.pop(device_id, None)
 
     def forget_after_commit(self, session: AsyncSession, device_id: str) -> None:
-        """Forgets the device's rules when `session` commits the change being made: forgotten
-        earlier, the old rules could be read again before the commit and kept."""
-        event.listen(
-            session.sync_session, "after_commit", lambda _: self.forget(device_id), once=True
-        )
+        """Forgets the device's rules when `session` commits the change being made."""
+        after_commit(session, lambda: self.forget(device_id))
 
     def _keep(self, loaded: dict[str, DeviceRules], now: float) -> None:
         if len(self._entries) + len(loaded) > self.max_devices:

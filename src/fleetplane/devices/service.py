@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleetplane.audit import service as audit
 from fleetplane.audit.service import Actor
 from fleetplane.channels import service as channels
-from fleetplane.core.db import lock_writers
+from fleetplane.core.db import count_under_lock, lock_writers
 from fleetplane.core.errors import conflict, not_found, validation_error
 from fleetplane.core.ids import looks_like_id, new_id
 from fleetplane.core.timeutil import as_utc, utcnow
@@ -172,7 +172,10 @@ async def update(session: AsyncSession, actor: Actor, device_id: str, data: Devi
     if "customer_id" in data.model_fields_set:
         # Concurrent moves of one device go one after the other, each ending the assignment
         # period the one before it opened; read the device only under that lock.
-        await lock_writers(session, select(Device.id).where(Device.id == device_id))
+        device_row = select(Device.id).where(
+            Device.provider_id == actor.provider_id, Device.id == device_id
+        )
+        await lock_writers(session, device_row)
     device = await get(session, actor.provider_id, device_id)
     changes: dict[str, Any] = data.model_dump(exclude_unset=True)
     if data.validity is not None:  # stored whole, so it reads back with its defaults
@@ -234,7 +237,10 @@ async def _reassign(session: AsyncSession, device: Device, customer_id: str | No
     """Ends the device's current assignment period and, for a customer, starts a new one."""
     await _end_assignments(session, device.provider_id, DeviceAssignment.device_id == device.id)
     if customer_id is not None:
-        had_one = select(DeviceAssignment.id).where(DeviceAssignment.device_id == device.id)
+        had_one = select(DeviceAssignment.id).where(
+            DeviceAssignment.provider_id == device.provider_id,
+            DeviceAssignment.device_id == device.id,
+        )
         first = (await session.execute(had_one.limit(1))).first() is None
         _open_assignment(session, device, customer_id, first=first)
 
@@ -342,9 +348,11 @@ async def find_or_register_on_channel(
     if channel is None or not channel.auto_register or not _registrable(unique_id):
         return None
     if registrations is not None:
-        if await count_auto_registered(session, channel_id) >= registrations.max_devices:
-            return None
-        if not registrations.take_turn(channel_id):
+        # Counted under the channel's lock, so logins racing in cannot pass the total together.
+        registered = await count_under_lock(
+            session, channels.lock_row(channel_id), _auto_registered_count(channel_id)
+        )
+        if registered >= registrations.max_devices or not registrations.take_turn(channel_id):
             return None
     actor = Actor(provider_id=channel.provider_id, system="gateway")
     data = DeviceCreate(channel_id=channel_id, unique_id=unique_id, name=unique_id)
@@ -352,11 +360,10 @@ async def find_or_register_on_channel(
     return device.id, None
 
 
-async def count_auto_registered(session: AsyncSession, channel_id: str) -> int:
-    statement = select(func.count()).where(
+def _auto_registered_count(channel_id: str) -> Select[tuple[int]]:
+    return select(func.count()).where(
         Device.channel_id == channel_id, Device.auto_registered.is_(True)
     )
-    return (await session.execute(statement)).scalar_one()
 
 
 def _registrable(unique_id: str) -> bool:

@@ -185,7 +185,7 @@ class Gateway:
                 listener = self._make_listener(config, counters)
                 await listener.start()
             except OSError as error:
-                reason = f"cannot listen on port {config.port}: {_why(error)}"
+                reason = f"cannot listen on port {config.port}: {why_unbound(error)}"
             except LookupError as error:
                 reason = str(error)
             except Exception as error:  # whatever it is, the other channels and the API go on
@@ -287,7 +287,7 @@ def cannot_bind(host: str, port: int, transport: str) -> str | None:
     binding it, as the listener would), or None when it could."""
     kinds = {"tcp": [socket.SOCK_STREAM], "http": [socket.SOCK_STREAM], "udp": [socket.SOCK_DGRAM]}
     kinds["tcp_udp"] = kinds["tcp"] + kinds["udp"]
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    family = address_family(host)
     for kind in kinds[transport]:
         with socket.socket(family, kind) as probe:
             if kind == socket.SOCK_STREAM:  # as asyncio's servers do
@@ -295,10 +295,15 @@ def cannot_bind(host: str, port: int, transport: str) -> str | None:
             try:
                 probe.bind((host, port))
             except OSError as error:
-                return _why(error)
+                return why_unbound(error)
     return None
 
 
-def _why(error: OSError) -> str:
-    # The system's words ("Address already in use"), not asyncio's longer wrapping of them.
+def address_family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def why_unbound(error: OSError) -> str:
+    """Why a socket could not be bound, in the system's words ("Address already in use"), not
+    asyncio's longer wrapping of them."""
     return os.strerror(error.errno) if error.errno else str(error)
