@@ -22,9 +22,9 @@ from collections.abc import Callable
 from typing import Any
 
 from fleetplane.cli import load_bench
-from fleetplane.ingest.message import Message
 from fleetplane.messages import codec, service
 from fleetplane.messages.models import FLAG_BLACK_BOX, FLAG_FILTERED, FLAG_TIME_MISSING
+from fleetplane.telemetry import Message
 
 # The messages `fleetplane bench storage` stores: the same trackers, packets and decoder.
 storage = load_bench("storage")

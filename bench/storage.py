@@ -51,12 +51,12 @@ from fleetplane.core.db import (
 )
 from fleetplane.core.db import session_factory as make_sessions
 from fleetplane.devices import service as devices
-from fleetplane.ingest.message import Message
 from fleetplane.ingest.protocols.wialon_ips import decode_black_box, decode_extended_data
 from fleetplane.messages import service as messages
 from fleetplane.simulator.encoding import encode_black_box, encode_data
 from fleetplane.simulator.route import vehicle_fixes
 from fleetplane.simulator.runner import device_imeis
+from fleetplane.telemetry import Message
 
 support = load_bench("support")
 

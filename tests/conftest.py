@@ -30,6 +30,7 @@ from fleetplane.core.db import migrate, run_platform_work
 from fleetplane.core.http_server import Parser, server_config
 from fleetplane.core.permissions import Level, full_set
 from fleetplane.ingest.gateway import cannot_bind
+from fleetplane.module_catalog import module_names
 
 PG_URL_ENV = "FLEETPLANE_TEST_DATABASE_URL"
 Result = TypeVar("Result")
@@ -342,8 +343,6 @@ def make_tenant(server: RunningServer, name: str = "Test provider", customers: i
 
 
 def all_module_names() -> list[str]:
-    from fleetplane.registry import module_names
-
     return sorted(module_names())
 
 

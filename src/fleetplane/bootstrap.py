@@ -16,8 +16,8 @@ from fleetplane.customers import service as customers
 from fleetplane.customers.schemas import Contact, CustomerCreate
 from fleetplane.devices import service as devices
 from fleetplane.devices.schemas import DeviceCreate
+from fleetplane.module_catalog import module_names
 from fleetplane.providers import service as providers
-from fleetplane.registry import module_names
 from fleetplane.sensors import service as sensors
 from fleetplane.sensors.calculation import SensorType
 from fleetplane.sensors.schemas import SensorCreate

@@ -1,4 +1,5 @@
-"""The one list of routers and modules; adding a module is adding its folder and one line."""
+"""The one list of routers and modules. Adding a module is adding its folder, its entry in
+`module_catalog` and its line here."""
 
 from fastapi import APIRouter
 
@@ -23,7 +24,3 @@ STUDIO_ROUTERS: list[APIRouter] = [
 MODULES: list[Module] = [
     devices_module.module,
 ]
-
-
-def module_names() -> set[str]:
-    return {module.name for module in MODULES}

@@ -22,11 +22,11 @@ from fleetplane.core.auth import hash_secret
 from fleetplane.core.db import create_engine, session_factory, set_tenant_scope
 from fleetplane.core.ids import new_id
 from fleetplane.devices import service as devices
-from fleetplane.ingest.message import Message
 from fleetplane.messages import codec
 from fleetplane.messages import service as messages
 from fleetplane.messages.models import DriverChatMessage
 from fleetplane.tachograph.models import TachographFile
+from fleetplane.telemetry import Message
 from fleetplane.video.models import MediaFile
 
 

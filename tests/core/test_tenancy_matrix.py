@@ -7,8 +7,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from conftest import RunningServer, Tenant, assert_problem, run_in_db
 from fleetplane.devices import service as devices
-from fleetplane.ingest.message import Message
 from fleetplane.messages import service as messages
+from fleetplane.telemetry import Message
 from operations import MODULE_OPERATIONS, STUDIO_OPERATIONS, Operation, call
 
 # Every list of what a device did: messages, commands, and whatever history joins them.

@@ -1,94 +1,133 @@
-"""The pipeline's cache of validity rules and ignition sensors: when it reads again."""
+"""The pipeline's cache of validity rules and ignition sensors: when it reads again.
 
-from pathlib import Path
-from typing import Any
+The cache reads the real database. Whether it read again shows in what it answers: the
+rules are changed in the database behind its back, so kept rules are the old ones and rules
+read again are the new ones."""
 
-import pytest
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+import asyncio
+import contextlib
 
-from fleetplane.devices import processor
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from conftest import RunningServer, Tenant, run_in_db
+from fleetplane.audit.service import Actor
+from fleetplane.core.db import create_system_engine, session_factory, system_session
+from fleetplane.devices import service as devices
 from fleetplane.devices.processor import DeviceRules, DeviceRulesCache
-from fleetplane.devices.validity import ValidityRules
+from fleetplane.devices.schemas import DeviceUpdate
 
 
-class CountingLoader:
-    """Stands in for the database: each device's rules carry the number of the read."""
-
-    def __init__(self) -> None:
-        self.reads: list[list[str]] = []
-        self.during_read: Any = None
-
-    async def __call__(self, session: Any, device_ids: list[str]) -> dict[str, DeviceRules]:
-        self.reads.append(list(device_ids))
-        if self.during_read is not None:
-            self.during_read()
-        rules = ValidityRules(min_satellites=len(self.reads))
-        return {device_id: DeviceRules(rules) for device_id in device_ids}
+def device_ids(tenant: Tenant, count: int) -> list[str]:
+    created = [tenant.api.post("/api/devices", json=tenant.device_body()) for _ in range(count)]
+    assert all(response.status_code == 201 for response in created)
+    return [response.json()["id"] for response in created]
 
 
-@pytest.fixture
-def loader(monkeypatch: pytest.MonkeyPatch) -> CountingLoader:
-    counting = CountingLoader()
-    monkeypatch.setattr(processor, "_load_rules", counting)
-    return counting
+def set_min_satellites(tenant: Tenant, value: int, *device_ids: str) -> None:
+    for device_id in device_ids:
+        body = {"validity": {"min_satellites": value}}
+        response = tenant.api.patch(f"/api/devices/{device_id}", json=body)
+        assert response.status_code == 200, response.text
 
 
-async def test_rules_are_read_once_per_device(loader: CountingLoader) -> None:
+def read(server: RunningServer, cache: DeviceRulesCache, ids: list[str]) -> dict[str, int | None]:
+    """Each device's `min_satellites` as the cache answers it, read in a pipeline session."""
+
+    async def rules(session: AsyncSession) -> dict[str, DeviceRules]:
+        return await cache.rules_of(session, ids)
+
+    found = run_in_db(server.settings, rules)
+    return {device_id: found[device_id].validity.min_satellites for device_id in ids}
+
+
+def test_rules_are_read_once_per_device(server: RunningServer, tenant: Tenant) -> None:
+    a, b, c = device_ids(tenant, 3)
+    set_min_satellites(tenant, 4, a, b, c)
+    ignition = tenant.api.post(
+        "/api/sensors",
+        json={"device_id": a, "name": "Ignition", "type": "ignition", "parameter": "in1"},
+    ).json()
     cache = DeviceRulesCache(ttl_seconds=600)
-    await cache.rules_of(None, ["a", "b"])  # type: ignore[arg-type]
-    found = await cache.rules_of(None, ["a", "b", "c"])  # type: ignore[arg-type]
-    assert loader.reads == [["a", "b"], ["c"]]
-    assert found["a"].validity.min_satellites == 1
-    assert found["c"].validity.min_satellites == 2
+    assert read(server, cache, [a, b]) == {a: 4, b: 4}
+    set_min_satellites(tenant, 7, a, b, c)
+    assert read(server, cache, [a, b, c]) == {a: 4, b: 4, c: 7}
+
+    async def rules_of_a(session: AsyncSession) -> DeviceRules:
+        return (await cache.rules_of(session, [a]))[a]
+
+    kept = run_in_db(server.settings, rules_of_a)
+    assert kept.ignition is not None and kept.ignition.id == ignition["id"]
 
 
-async def test_forgotten_and_expired_rules_are_read_again(loader: CountingLoader) -> None:
+def test_forgotten_and_expired_rules_are_read_again(server: RunningServer, tenant: Tenant) -> None:
+    a, b = device_ids(tenant, 2)
+    set_min_satellites(tenant, 4, a, b)
     cache = DeviceRulesCache(ttl_seconds=600)
-    await cache.rules_of(None, ["a", "b"])  # type: ignore[arg-type]
-    cache.forget("a")
-    await cache.rules_of(None, ["a", "b"])  # type: ignore[arg-type]
-    assert loader.reads == [["a", "b"], ["a"]]
+    read(server, cache, [a, b])
+    set_min_satellites(tenant, 7, a, b)
+    cache.forget(a)
+    assert read(server, cache, [a, b]) == {a: 7, b: 4}
+
     expiring = DeviceRulesCache(ttl_seconds=0)
-    await expiring.rules_of(None, ["a"])  # type: ignore[arg-type]
-    await expiring.rules_of(None, ["a"])  # type: ignore[arg-type]
-    assert len(loader.reads) == 4
+    assert read(server, expiring, [a]) == {a: 7}
+    set_min_satellites(tenant, 9, a)
+    assert read(server, expiring, [a]) == {a: 9}
 
 
-async def test_rules_read_while_a_change_is_forgotten_are_not_kept(
-    loader: CountingLoader,
+def test_rules_read_while_a_change_is_forgotten_are_not_kept(
+    server: RunningServer, tenant: Tenant
 ) -> None:
     """The read may have seen the rules from before the change: used once, never kept."""
+    [a] = device_ids(tenant, 1)
+    set_min_satellites(tenant, 4, a)
     cache = DeviceRulesCache(ttl_seconds=600)
-    loader.during_read = lambda: cache.forget("a")
-    await cache.rules_of(None, ["a"])  # type: ignore[arg-type]
-    loader.during_read = None
-    await cache.rules_of(None, ["a"])  # type: ignore[arg-type]
-    await cache.rules_of(None, ["a"])  # type: ignore[arg-type]
-    assert loader.reads == [["a"], ["a"]]
+
+    async def read_while_forgotten(session: AsyncSession) -> dict[str, DeviceRules]:
+        # The change is forgotten while the cache's query runs.
+        event.listen(session.sync_session, "do_orm_execute", lambda _: cache.forget(a), once=True)
+        return await cache.rules_of(session, [a])
+
+    found = run_in_db(server.settings, read_while_forgotten)
+    assert found[a].validity.min_satellites == 4
+    set_min_satellites(tenant, 7, a)
+    assert read(server, cache, [a]) == {a: 7}
 
 
-async def test_a_change_is_forgotten_when_it_commits(
-    loader: CountingLoader, tmp_path: Path
-) -> None:
-    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'cache.db'}")
-    sessions = async_sessionmaker(engine)
+def test_a_change_is_forgotten_when_it_commits(server: RunningServer, tenant: Tenant) -> None:
+    [a] = device_ids(tenant, 1)
+    set_min_satellites(tenant, 4, a)
     cache = DeviceRulesCache(ttl_seconds=600)
-    try:
-        await cache.rules_of(None, ["a"])  # type: ignore[arg-type]
-        session: AsyncSession
-        async with sessions() as session:
-            async with session.begin():
-                cache.forget_after_commit(session, "a")
-                await cache.rules_of(None, ["a"])  # type: ignore[arg-type]
-                assert len(loader.reads) == 1  # not yet committed: still the kept rules
-            await cache.rules_of(None, ["a"])  # type: ignore[arg-type]
-            assert len(loader.reads) == 2
-        async with sessions() as session:
-            with pytest.raises(RuntimeError):
-                async with session.begin():
-                    cache.forget_after_commit(session, "a")
+    actor = Actor(tenant.provider_id, system="test")
+
+    def new_rules(value: int) -> DeviceUpdate:
+        return DeviceUpdate.model_validate({"validity": {"min_satellites": value}})
+
+    async def scenario() -> list[int | None]:
+        engine = create_system_engine(server.settings)
+        sessions = session_factory(engine)
+        seen: list[int | None] = []
+
+        async def look() -> None:
+            async with system_session(sessions) as session:
+                seen.append((await cache.rules_of(session, [a]))[a].validity.min_satellites)
+
+        try:
+            await look()
+            async with system_session(sessions) as session:  # a change made as a service call
+                await devices.update(session, actor, a, new_rules(7))
+                cache.forget_after_commit(session, a)
+                await look()  # not yet committed: still the kept rules
+            await look()
+            with contextlib.suppress(RuntimeError):
+                async with system_session(sessions) as session:
+                    await devices.update(session, actor, a, new_rules(9))
+                    cache.forget_after_commit(session, a)
                     raise RuntimeError("the change fails")
-        await cache.rules_of(None, ["a"])  # type: ignore[arg-type]
-        assert len(loader.reads) == 2  # nothing changed: nothing forgotten
-    finally:
-        await engine.dispose()
+            set_min_satellites(tenant, 11, a)  # behind the cache's back
+            await look()  # nothing was forgotten: the kept rules
+        finally:
+            await engine.dispose()
+        return seen
+
+    assert asyncio.run(scenario()) == [4, 4, 7, 7]

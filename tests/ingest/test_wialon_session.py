@@ -17,7 +17,6 @@ from wialon_packets import (
     v2,
 )
 
-from fleetplane.ingest.message import ImageFile, TachographFile
 from fleetplane.ingest.protocols.wialon_ips import (
     FrameError,
     LoginResult,
@@ -26,6 +25,7 @@ from fleetplane.ingest.protocols.wialon_ips import (
     WialonSession,
     crc_text,
 )
+from fleetplane.telemetry import ImageFile, TachographFile
 
 # -- login -----------------------------------------------------------------------------------
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetplane.ingest.message import Message
 from fleetplane.messages import codec, service
+from fleetplane.telemetry import Message
 
 DEVICE_TIME = datetime(2024, 5, 1, 12, 0, 0, 250_000, tzinfo=UTC)
 FIELDS = ("altitude", "speed", "course", "satellites", "hdop", "inputs", "outputs")

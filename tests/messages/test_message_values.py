@@ -10,8 +10,8 @@ import pytest
 from conftest import RunningServer, Tenant
 from fleetplane.core.db import run_platform_work
 from fleetplane.devices import service as devices
-from fleetplane.ingest.message import Message
 from fleetplane.messages import service as messages
+from fleetplane.telemetry import Message
 
 START = datetime(2024, 5, 1, 6, 30, 15, 500_000, tzinfo=UTC)
 

@@ -8,9 +8,9 @@ from conftest import RunningServer, Tenant
 from fleetplane.core.db import create_system_engine, run_platform_work, session_factory
 from fleetplane.core.timeutil import utcnow
 from fleetplane.devices import service as devices
-from fleetplane.ingest.message import Message
 from fleetplane.messages import retention
 from fleetplane.messages import service as messages
+from fleetplane.telemetry import Message
 
 
 def store(server: RunningServer, device_id: str, ages_in_days: list[int]) -> None:

@@ -6,7 +6,6 @@ import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from fleetplane.ingest.message import Message
 from fleetplane.ingest.protocols.wialon_ips import (
     LoginResult,
     TextFrame,
@@ -14,6 +13,7 @@ from fleetplane.ingest.protocols.wialon_ips import (
     WialonSession,
     encode_driver_message,
 )
+from fleetplane.telemetry import Message
 
 
 @dataclass

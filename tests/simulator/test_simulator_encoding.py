@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 
 import pytest
 
-from fleetplane.ingest.message import Message
 from fleetplane.ingest.protocols.wialon_ips import (
     LoginResult,
     WialonFramer,
@@ -26,6 +25,7 @@ from fleetplane.simulator.encoding import (
     parse_answer,
 )
 from fleetplane.simulator.route import Fix, VehicleProfile, vehicle_fixes
+from fleetplane.telemetry import Message
 
 RECEIVED = datetime(2024, 5, 2, tzinfo=UTC)
 START = datetime(2024, 5, 1, 6, 0, tzinfo=UTC)

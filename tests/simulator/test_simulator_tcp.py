@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from simulated_fleet_server import DRIVER_MESSAGE, WialonTestServer
 
-from fleetplane.ingest.message import Message
 from fleetplane.ingest.protocols.wialon_ips import LoginResult
 from fleetplane.simulator.route import Fix
 from fleetplane.simulator.runner import (
@@ -20,6 +19,7 @@ from fleetplane.simulator.runner import (
     schedule,
 )
 from fleetplane.simulator.stats import LatencyHistogram, SimulationStats
+from fleetplane.telemetry import Message
 
 START = datetime(2024, 5, 1, 6, 0, tzinfo=UTC)
 SEED = 11

@@ -15,7 +15,7 @@ from fleetplane.core.db import count_under_lock
 from fleetplane.core.errors import ApiError, not_found, validation_error
 from fleetplane.core.ids import looks_like_id, new_id
 from fleetplane.core.pagination import PageParams, encode_cursor
-from fleetplane.core.permissions import Level, validate
+from fleetplane.core.permissions import Level, full_set, validate
 from fleetplane.core.timeutil import utcnow
 from fleetplane.customers import service as customers
 from fleetplane.providers import service as providers
@@ -180,8 +180,6 @@ def _revives(key: ApiKey, changes: dict[str, Any]) -> bool:
 
 async def create_bootstrap_key(session: AsyncSession, provider_id: str, name: str) -> str:
     """The first key of a provider, with every permission (command line and demo)."""
-    from fleetplane.core.permissions import full_set
-
     data = ApiKeyCreate(
         name=name,
         provider_permissions=full_set(Level.PROVIDER),

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Self
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, Subquery, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -62,6 +62,12 @@ class ChannelPolicy:
 
 def list_query(provider_id: str) -> Select[tuple[Channel]]:
     return select(Channel).where(Channel.provider_id == provider_id)
+
+
+def online_timeouts() -> Subquery:
+    """Each channel's `id` and `online_timeout_seconds`, for a query of devices to join on
+    their channel and tell whether they are online."""
+    return select(Channel.id, Channel.online_timeout_seconds).subquery("channel_timeouts")
 
 
 async def all_channels(session: AsyncSession) -> list[Channel]:
@@ -135,15 +141,15 @@ async def update(
 
 
 async def delete(session: AsyncSession, actor: Actor, channel_id: str) -> None:
-    from fleetplane.devices import service as devices  # devices refer to channels
-
     channel = await get(session, actor.provider_id, channel_id)
-    count = await devices.count_on_channel(session, channel.id)
-    if count:
-        raise conflict(f"The channel still has {count} devices; move or delete them first.")
     await session.delete(channel)
     await audit.record(session, actor, "channel.delete", "channel", channel.id)
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError as error:
+        # Devices refer to their channel by a foreign key without a delete action: the
+        # database refuses while any device is on it, even one added a moment ago.
+        raise conflict("The channel still has devices; move or delete them first.") from error
 
 
 async def first_free_port(session: AsyncSession, policy: ChannelPolicy, wanted: int) -> int:

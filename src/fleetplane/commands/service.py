@@ -3,14 +3,16 @@ to the device's connection (sent); one not sent before it expires is expired."""
 
 from datetime import timedelta
 
+from fastapi import Response
 from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane.audit import service as audit
 from fleetplane.audit.service import Actor
-from fleetplane.commands.models import Command
-from fleetplane.commands.schemas import CommandCreate, CommandStatus
+from fleetplane.commands.models import Command as Command  # also the type callers hold
+from fleetplane.commands.schemas import CommandCreate, CommandOut, CommandStatus
 from fleetplane.core.ids import new_id
+from fleetplane.core.pagination import PageParams, paginate
 from fleetplane.core.timeutil import utcnow
 from fleetplane.devices.service import HistoryWindow
 
@@ -27,6 +29,13 @@ def customer_history_query(window: HistoryWindow) -> Select[tuple[Command]]:
         Command.customer_id == device.customer_id,
         window.covers(Command.created_at),
     )
+
+
+async def customer_history_page(
+    session: AsyncSession, window: HistoryWindow, page: PageParams
+) -> Response:
+    """One page of `customer_history_query`, oldest first, as a ready answer."""
+    return await paginate(session, customer_history_query(window), Command.id, page, CommandOut)
 
 
 async def create(

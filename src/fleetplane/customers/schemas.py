@@ -5,6 +5,7 @@ from zoneinfo import available_timezones
 from pydantic import EmailStr, Field, field_validator
 
 from fleetplane.core.schemas import RequestBody, ResponseBody, line_field, name_field
+from fleetplane.module_catalog import module_names
 
 
 class CustomerStatus(StrEnum):
@@ -37,8 +38,6 @@ _TIMEZONES: set[str] = set()
 def _check_modules(value: list[str] | None) -> list[str] | None:
     if value is None:
         return None
-    from fleetplane.registry import module_names  # the registry imports every module domain
-
     known = module_names()
     unknown = [name for name in value if name not in known]
     if unknown:

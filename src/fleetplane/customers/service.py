@@ -1,5 +1,6 @@
 """Customer rules. Every function takes the provider it acts for and filters by it."""
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import Select, select
@@ -12,6 +13,9 @@ from fleetplane.core.errors import not_found
 from fleetplane.core.ids import looks_like_id, new_id
 from fleetplane.customers.models import Customer
 from fleetplane.customers.schemas import CustomerCreate, CustomerUpdate
+
+# Returns a customer's devices to the provider's inventory; how many there were.
+ReleaseDevices = Callable[[AsyncSession, Actor, str], Awaitable[int]]
 
 
 def list_query(provider_id: str, status: str | None = None) -> Select[tuple[Customer]]:
@@ -82,12 +86,14 @@ async def update(
     return customer
 
 
-async def delete(session: AsyncSession, actor: Actor, customer_id: str) -> None:
-    """Deletes the customer; its devices go back to the provider's unassigned inventory."""
-    from fleetplane.devices import service as devices  # devices refer to customers
-
+async def delete(
+    session: AsyncSession, actor: Actor, customer_id: str, release_devices: ReleaseDevices
+) -> None:
+    """Deletes the customer; `release_devices` (the devices domain's `release_all`, handed in
+    by the caller, as devices build on customers and not the other way round) first returns
+    its devices to the provider's unassigned inventory and ends their assignment periods."""
     customer = await get(session, actor.provider_id, customer_id)
-    released = await devices.release_all(session, actor, customer.id)
+    released = await release_devices(session, actor, customer.id)
     await session.delete(customer)
     await audit.record(
         session, actor, "customer.delete", "customer", customer.id, {"released_devices": released}

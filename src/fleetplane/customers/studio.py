@@ -8,6 +8,7 @@ from fleetplane.core.pagination import Page, PageDep, PageParams, paginate
 from fleetplane.customers import service
 from fleetplane.customers.models import Customer
 from fleetplane.customers.schemas import CustomerCreate, CustomerOut, CustomerStatus, CustomerUpdate
+from fleetplane.devices import service as devices
 
 router = APIRouter(prefix="/api/customers", tags=["Customers"], route_class=PermissionRoute)
 
@@ -57,6 +58,6 @@ async def delete_customer(
     customer_id: str, ctx: StudioContext = provider_permission("delete:customers")
 ) -> Response:
     """Deletes the customer; its devices return to the provider's unassigned inventory."""
-    await service.delete(ctx.session, Actor.of(ctx), customer_id)
+    await service.delete(ctx.session, Actor.of(ctx), customer_id, devices.release_all)
     ctx.request.app.state.identity_cache.forget_after_commit(ctx.session, customer_id)
     return Response(status_code=204)

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Float, Integer, Row, Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fleetplane.channels.models import Channel
+from fleetplane.channels import service as channels
 from fleetplane.core.db import UTCDateTime
 from fleetplane.core.timeutil import as_utc, utcnow
 from fleetplane.devices.models import Device, DeviceState
@@ -55,10 +55,11 @@ _STATE_CASTS = _state_casts()
 
 
 def customer_devices_query(provider_id: str, customer_id: str) -> Select[Any]:
+    channel = channels.online_timeouts()
     return (
-        select(*_DEVICE, *_STATE, Channel.online_timeout_seconds)
+        select(*_DEVICE, *_STATE, channel.c.online_timeout_seconds)
         .outerjoin(DeviceState, DeviceState.device_id == Device.id)
-        .outerjoin(Channel, Channel.id == Device.channel_id)
+        .outerjoin(channel, channel.c.id == Device.channel_id)
         .where(Device.provider_id == provider_id, Device.customer_id == customer_id)
     )
 

@@ -7,9 +7,9 @@ from fastapi import Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from fleetplane import module_catalog
 from fleetplane.audit.service import Actor
 from fleetplane.commands import service as commands
-from fleetplane.commands.models import Command
 from fleetplane.commands.schemas import CommandCreate, CommandOut
 from fleetplane.core.auth import CustomerContext, ModuleAccess, answers_from_memory
 from fleetplane.core.db import set_tenant_scope
@@ -22,7 +22,6 @@ from fleetplane.core.pagination import (
     PageParams,
     fetch_page,
     json_response,
-    paginate,
     plain_page_params,
 )
 from fleetplane.core.schemas import UtcDateTime
@@ -35,11 +34,7 @@ from fleetplane.messages import service as messages
 from fleetplane.messages.schemas import MessageOut
 from fleetplane.sensors import service as sensors
 
-module = Module(
-    "devices",
-    "Devices",
-    "The customer's devices: what they are, where they are now, and what they reported.",
-)
+module = Module(module_catalog.DEVICES)
 router = module.router
 
 
@@ -231,5 +226,4 @@ async def list_commands(
     """Oldest first, each `queued`, `sent`, `answered`, `failed` or `expired`. Only the
     customer's own commands, sent since the device was assigned to them."""
     window = await service.history_window(ctx.session, ctx.provider_id, ctx.customer_id, device_id)
-    statement = commands.customer_history_query(window)
-    return await paginate(ctx.session, statement, Command.id, page, CommandOut)
+    return await commands.customer_history_page(ctx.session, window, page)

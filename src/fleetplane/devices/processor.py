@@ -18,9 +18,9 @@ from fleetplane.core.geo import distance_m
 from fleetplane.devices import live_cache
 from fleetplane.devices.models import Device, DeviceState
 from fleetplane.devices.validity import ValidityRules, mark_filtered
-from fleetplane.ingest.message import Message
 from fleetplane.sensors import service as sensors
 from fleetplane.sensors.calculation import SensorDefinition, compute_value
+from fleetplane.telemetry import Message
 
 STATE_COLUMNS = [column.name for column in DeviceState.__table__.columns]
 # Devices send a few parameters per message; the state keeps the last value of each, bounded.

@@ -420,11 +420,6 @@ async def seqs_of(session: AsyncSession, device_ids: Iterable[str]) -> dict[str,
     return seqs
 
 
-async def count_on_channel(session: AsyncSession, channel_id: str) -> int:
-    statement = select(func.count()).where(Device.channel_id == channel_id)
-    return (await session.execute(statement)).scalar_one()
-
-
 async def _flush_unique(session: AsyncSession, unique_id: str) -> None:
     """Flushes; a concurrent twin that slipped past the check still gets a clean 409."""
     try:

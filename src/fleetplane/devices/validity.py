@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from fleetplane.core.geo import distance_m
-from fleetplane.ingest.message import Message
+from fleetplane.telemetry import Message
 
 DEFAULT_MAX_FUTURE_SECONDS = 86_400
 

@@ -6,7 +6,6 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleetplane.commands import service as commands
-from fleetplane.commands.models import Command
 from fleetplane.core.db import system_session
 
 log = logging.getLogger("fleetplane.ingest")
@@ -35,7 +34,7 @@ class ConnectedDevices:
     def is_connected(self, device_id: str) -> bool:
         return device_id in self._sinks
 
-    def send_now(self, command: Command) -> None:
+    def send_now(self, command: commands.Command) -> None:
         """Writes the command to its device's connection if there is one, and marks it."""
         sink = self._sinks.get(command.device_id)
         if sink is None:

@@ -21,9 +21,9 @@ from fleetplane.core.files import FileStore
 from fleetplane.core.timeutil import utcnow
 from fleetplane.devices import processor as device_states
 from fleetplane.devices import service as devices
-from fleetplane.ingest.message import DriverMessage, ImageFile, Message, TachographFile
 from fleetplane.messages import service as messages
 from fleetplane.tachograph import service as tachograph
+from fleetplane.telemetry import DriverMessage, ImageFile, Message, TachographFile
 from fleetplane.video import service as video
 
 log = logging.getLogger("fleetplane.ingest")

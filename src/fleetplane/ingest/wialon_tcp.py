@@ -12,6 +12,7 @@ from typing import Any
 
 from fleetplane.core.db import system_session
 from fleetplane.core.timeutil import utcnow
+from fleetplane.devices.service import password_matches
 from fleetplane.ingest.limits import DeviceSpool
 from fleetplane.ingest.listener import ChannelListener
 from fleetplane.ingest.protocols.wialon_ips import (
@@ -96,8 +97,6 @@ class WialonTcpListener(ChannelListener):
             return LoginResult.REFUSED, None
         device_id, password_hash = found
         if password_hash is not None:
-            from fleetplane.devices.service import password_matches
-
             matches = login.password is not None and await asyncio.to_thread(
                 password_matches, login.password, password_hash
             )

@@ -14,7 +14,6 @@ from fleetplane.core.ids import new_id
 from fleetplane.core.pagination import PageParams, encode_cursor, json_response
 from fleetplane.core.timeutil import checked_utc
 from fleetplane.devices import service as devices
-from fleetplane.ingest.message import DriverMessage, Message
 from fleetplane.messages import codec
 from fleetplane.messages.models import (
     FLAG_BLACK_BOX,
@@ -24,6 +23,7 @@ from fleetplane.messages.models import (
     StoredMessage,
 )
 from fleetplane.sensors.calculation import SensorDefinition, SensorValue, compute_value
+from fleetplane.telemetry import DriverMessage, Message
 
 
 def to_row(device_seq: int, message: Message) -> dict[str, Any]:

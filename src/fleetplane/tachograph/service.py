@@ -4,8 +4,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane.core.files import FileStore
 from fleetplane.core.ids import new_id
-from fleetplane.ingest.message import TachographFile as DownloadedFile
 from fleetplane.tachograph.models import TachographFile
+from fleetplane.telemetry import TachographFile as DownloadedFile
 
 
 async def store_device_file(

@@ -4,7 +4,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane.core.files import FileStore
 from fleetplane.core.ids import new_id
-from fleetplane.ingest.message import ImageFile
+from fleetplane.telemetry import ImageFile
 from fleetplane.video.models import MediaFile
 
 

@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 
 from fleetplane.core.timeutil import checked_utc
-from fleetplane.ingest.message import Message, ParamValue
+from fleetplane.telemetry import Message, ParamValue
 
 KNOTS_TO_KMH = 1.852
 METRES_PER_SECOND_TO_KMH = 3.6

@@ -98,7 +98,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Literal, Protocol
 
-from fleetplane.ingest.message import (
+from fleetplane.telemetry import (
     DriverMessage,
     ImageFile,
     Message,

@@ -3,6 +3,10 @@
 The types are plain slotted dataclasses: they are created once per decoded message on the
 hottest path of the platform, so they carry no validation of their own (the decoders validate)
 and no per-instance dictionary.
+
+They sit beside the domains rather than in `ingest/`: the protocol decoders make them and the
+domains that store and derive data (devices, messages, video, tachograph) read them, so no
+domain imports the intake to know what a message is.
 """
 
 from dataclasses import dataclass, field

@@ -1,0 +1,21 @@
+"""The customer-facing modules a provider can enable for a customer, as plain data.
+
+The customers domain validates a customer's `modules` against these names, and each module's
+router takes its name, title and description from here, so knowing which modules exist imports
+no router. `registry.MODULES` binds each entry to its router, in the same order (a test checks
+that they match).
+"""
+
+from fleetplane.core.modules import ModuleInfo
+
+DEVICES = ModuleInfo(
+    "devices",
+    "Devices",
+    "The customer's devices: what they are, where they are now, and what they reported.",
+)
+
+MODULE_INFOS: tuple[ModuleInfo, ...] = (DEVICES,)
+
+
+def module_names() -> set[str]:
+    return {info.name for info in MODULE_INFOS}
