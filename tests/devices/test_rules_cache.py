@@ -4,10 +4,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
+from fleetplane.core.changes import Change, ChangeHub, note
+from fleetplane.core.db import session_factory
 from fleetplane.devices import processor
 from fleetplane.devices.processor import DeviceRules, DeviceRulesCache
+from fleetplane.devices.service import DEVICE_CHANGE
 from fleetplane.devices.validity import ValidityRules
 
 
@@ -71,14 +74,16 @@ async def test_a_change_is_forgotten_when_it_commits(
     loader: CountingLoader, tmp_path: Path
 ) -> None:
     engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'cache.db'}")
-    sessions = async_sessionmaker(engine)
-    cache = DeviceRulesCache(ttl_seconds=600)
+    changes = ChangeHub()
+    sessions = session_factory(engine, changes)
+    cache = DeviceRulesCache(ttl_seconds=600, changes=changes)
+    validity_changed = Change(DEVICE_CHANGE, ("a",), "prv_1", (), device_ids=("a",))
     try:
         await cache.rules_of(None, ["a"])  # type: ignore[arg-type]
         session: AsyncSession
         async with sessions() as session:
             async with session.begin():
-                cache.forget_after_commit(session, "a")
+                note(session, validity_changed)
                 await cache.rules_of(None, ["a"])  # type: ignore[arg-type]
                 assert len(loader.reads) == 1  # not yet committed: still the kept rules
             await cache.rules_of(None, ["a"])  # type: ignore[arg-type]
@@ -86,7 +91,7 @@ async def test_a_change_is_forgotten_when_it_commits(
         async with sessions() as session:
             with pytest.raises(RuntimeError):
                 async with session.begin():
-                    cache.forget_after_commit(session, "a")
+                    note(session, validity_changed)
                     raise RuntimeError("the change fails")
         await cache.rules_of(None, ["a"])  # type: ignore[arg-type]
         assert len(loader.reads) == 2  # nothing changed: nothing forgotten

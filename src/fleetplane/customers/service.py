@@ -8,10 +8,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleetplane.audit import service as audit
 from fleetplane.audit.service import Actor
 from fleetplane.core.auth import CustomerIdentity
+from fleetplane.core.changes import Change, note
 from fleetplane.core.errors import not_found
 from fleetplane.core.ids import looks_like_id, new_id
 from fleetplane.customers.models import Customer
 from fleetplane.customers.schemas import CustomerCreate, CustomerUpdate
+
+# The kind of change notice (core.changes) raised when a customer changes.
+CUSTOMER_CHANGE = "customer"
+
+
+def _note_changed(session: AsyncSession, customer: Customer) -> None:
+    note(session, Change(CUSTOMER_CHANGE, (customer.id,), customer.provider_id, (customer.id,)))
 
 
 def list_query(provider_id: str, status: str | None = None) -> Select[tuple[Customer]]:
@@ -64,6 +72,7 @@ async def create(session: AsyncSession, actor: Actor, data: CustomerCreate) -> C
     session.add(customer)
     await audit.record(session, actor, "customer.create", "customer", customer.id, values)
     await session.flush()
+    _note_changed(session, customer)
     return customer
 
 
@@ -79,6 +88,7 @@ async def update(
         setattr(customer, field, value)
     await audit.record(session, actor, "customer.update", "customer", customer.id, changes)
     await session.flush()
+    _note_changed(session, customer)
     return customer
 
 
@@ -93,3 +103,4 @@ async def delete(session: AsyncSession, actor: Actor, customer_id: str) -> None:
         session, actor, "customer.delete", "customer", customer.id, {"released_devices": released}
     )
     await session.flush()
+    _note_changed(session, customer)
