@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
@@ -31,6 +32,7 @@ from fleetplane.core.http_server import Parser, server_config
 from fleetplane.core.permissions import Level, full_set
 from fleetplane.ingest.gateway import cannot_bind
 from fleetplane.module_catalog import module_names
+from fleetplane.runtime import Runtime, runtime_of
 
 PG_URL_ENV = "FLEETPLANE_TEST_DATABASE_URL"
 Result = TypeVar("Result")
@@ -138,6 +140,7 @@ class RunningServer:
     base_url: str
     server: uvicorn.Server
     thread: threading.Thread
+    app: FastAPI
 
     def stop(self) -> None:
         self.server.should_exit = True
@@ -150,8 +153,9 @@ def start_server(settings: Settings, parser: Parser = "auto") -> RunningServer:
     asyncio.run(migrate(settings))
     port = free_port()
     settings = settings.model_copy(update={"port": port})  # what channels may not take
+    app = create_app(settings)
     config = server_config(
-        create_app(settings),
+        app,
         settings,
         host="127.0.0.1",
         port=port,
@@ -167,7 +171,7 @@ def start_server(settings: Settings, parser: Parser = "auto") -> RunningServer:
         if not thread.is_alive():
             raise RuntimeError("the test server did not start")
         threading.Event().wait(0.01)
-    return RunningServer(settings, f"http://127.0.0.1:{port}", server, thread)
+    return RunningServer(settings, f"http://127.0.0.1:{port}", server, thread, app)
 
 
 def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settings:
@@ -215,6 +219,16 @@ def caching_server(
 def run_in_db(settings: Settings, work: Callable[[AsyncSession], Awaitable[Result]]) -> Result:
     """Runs platform-level database work (as the command line does) outside the server."""
     return asyncio.run(run_platform_work(settings, work))
+
+
+def run_in_server(
+    running: RunningServer, work: Callable[[Runtime], Awaitable[Result]], seconds: float = 30
+) -> Result:
+    """Runs `work(runtime)` inside the server: on its event loop, with its runtime, as a
+    background job of the server process would (no HTTP)."""
+    loop = running.server.servers[0].get_loop()
+    work_done = asyncio.run_coroutine_threadsafe(work(runtime_of(running.app)), loop)
+    return work_done.result(timeout=seconds)
 
 
 _clients: dict[str, httpx.Client] = {}

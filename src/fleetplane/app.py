@@ -10,38 +10,17 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane import __version__
-from fleetplane.api_keys import service as api_keys
-from fleetplane.channels.service import ChannelPolicy
 from fleetplane.config import Settings
-from fleetplane.core.auth import (
-    CustomerIdentity,
-    IdentityCache,
-    KeyIdentity,
-    PermissionRoute,
-    public,
-)
-from fleetplane.core.db import (
-    create_engine,
-    create_system_engine,
-    session_factory,
-    warn_if_superuser,
-)
+from fleetplane.core.auth import PermissionRoute, public
+from fleetplane.core.db import warn_if_superuser
 from fleetplane.core.errors import ApiError, install_error_handlers
-from fleetplane.core.events import EventHub
-from fleetplane.core.files import FileStore
 from fleetplane.core.middleware import BodyLimitMiddleware, RateLimitHeadersMiddleware
 from fleetplane.core.openapi import build_document
-from fleetplane.core.ratelimit import RateLimiter
-from fleetplane.customers import service as customers
-from fleetplane.devices.live_cache import LiveDeviceCache
-from fleetplane.devices.processor import DeviceRulesCache
-from fleetplane.ingest.gateway import Gateway
-from fleetplane.ingest.limits import DeviceLimits
 from fleetplane.messages import retention
 from fleetplane.registry import MODULES, STUDIO_ROUTERS
+from fleetplane.runtime import Runtime
 from fleetplane.web import playground
 
 log = logging.getLogger("fleetplane")
@@ -52,24 +31,6 @@ Send your key in `x-platform-api-key`. Each operation lists the provider permiss
 under `x-permissions`. Errors are `application/problem+json` with a stable `code`."""
 
 
-class DomainAuthBackend:
-    """Reads keys and customers for core's auth through the domains that own them."""
-
-    async def key_by_secret_hash(
-        self, session: AsyncSession, secret_hash: str
-    ) -> KeyIdentity | None:
-        return await api_keys.identity_by_secret_hash(session, secret_hash)
-
-    async def customer(
-        self, session: AsyncSession, provider_id: str, customer_id: str
-    ) -> CustomerIdentity | None:
-        return await customers.identity(session, provider_id, customer_id)
-
-
-# Connections kept for reading customers' devices into memory (one read per customer at a time).
-LIVE_READ_CONNECTIONS = 2
-
-
 def create_app(
     settings: Settings | None = None,
     companions: Sequence[Callable[[], Coroutine[Any, Any, Any]]] = (),
@@ -77,15 +38,16 @@ def create_app(
     """The platform. `companions` run alongside it for its lifetime (the demo's simulated
     fleet), started after the listeners and cancelled before they stop."""
     settings = settings or Settings()
+    runtime = Runtime.build(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tasks = []
-        await warn_if_superuser(app.state.engine)
+        await warn_if_superuser(runtime.engine)
         if settings.gateway:
-            await app.state.gateway.start()
+            await runtime.gateway.start()
             purge = retention.purge_forever(
-                app.state.system_sessions,
+                runtime.system_sessions,
                 settings.default_retention_days,
                 settings.retention_interval_seconds,
             )
@@ -98,10 +60,8 @@ def create_app(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             if settings.gateway:
-                await app.state.gateway.stop()
-            await app.state.live_engine.dispose()
-            await app.state.system_engine.dispose()
-            await app.state.engine.dispose()
+                await runtime.gateway.stop()
+            await runtime.close()
 
     app = FastAPI(
         title="Fleetplane",
@@ -111,35 +71,7 @@ def create_app(
         redoc_url=None,
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.engine = create_engine(settings)
-    app.state.sessions = session_factory(app.state.engine)
-    # Cross-tenant work (device listeners, the pipeline, retention) runs on connections of
-    # its own role; requests' connections cannot see past their tenant.
-    app.state.system_engine = create_system_engine(settings, shared=app.state.engine)
-    app.state.system_sessions = session_factory(app.state.system_engine)
-    app.state.auth_backend = DomainAuthBackend()
-    app.state.identity_cache = IdentityCache(settings.api_key_cache_seconds)
-    app.state.rate_limiter = RateLimiter(settings.rate_limit)
-    # Its own connections: callers waiting for a customer's devices hold theirs, and a read
-    # from the shared pool could wait behind them for good.
-    app.state.live_engine = create_engine(settings, pool_size=LIVE_READ_CONNECTIONS)
-    app.state.live_devices = LiveDeviceCache(
-        session_factory(app.state.live_engine), settings.live_cache_seconds
-    )
-    app.state.events = EventHub()
-    app.state.files = FileStore(settings.data_dir / "files")
-    app.state.device_rules = DeviceRulesCache()
-    app.state.channel_policy = ChannelPolicy.of(settings)
-    app.state.gateway = Gateway(
-        app.state.system_sessions,
-        app.state.events,
-        app.state.files,
-        app.state.channel_policy,
-        host=settings.device_host,
-        rules=app.state.device_rules,
-        limits=DeviceLimits.from_settings(settings),
-    )
+    runtime.install(app)
 
     install_error_handlers(app)
     # Documents first: `/module/devices/openapi.json` must not be taken for a device id.
@@ -150,7 +82,7 @@ def create_app(
         app.include_router(module.router)
     for router in STUDIO_ROUTERS:
         app.include_router(router)
-    app.include_router(_health_router(app))
+    app.include_router(_health_router(runtime))
     app.include_router(playground.router)
 
     app.add_middleware(RateLimitHeadersMiddleware)
@@ -196,7 +128,7 @@ def _documents_router(app: FastAPI) -> APIRouter:
     return router
 
 
-def _health_router(app: FastAPI) -> APIRouter:
+def _health_router(runtime: Runtime) -> APIRouter:
     router = APIRouter(route_class=PermissionRoute, include_in_schema=False)
 
     @router.get("/healthz", dependencies=[public()])
@@ -208,7 +140,7 @@ def _health_router(app: FastAPI) -> APIRouter:
     async def readyz() -> JSONResponse:
         """The process can reach its database."""
         try:
-            async with app.state.engine.connect() as connection:
+            async with runtime.engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
         except Exception as error:  # any failure to reach the database means "not ready"
             log.warning("readiness check failed: %s", error)

@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import insert, update
 
 from conftest import (
     RunningServer,
@@ -17,16 +16,20 @@ from conftest import (
     create_channel,
     make_tenant,
 )
+from fleetplane.audit.service import Actor
 from fleetplane.config import Settings
+from fleetplane.core.changes import Change, ChangeHub
 from fleetplane.core.db import (
     create_engine,
     create_system_engine,
     session_factory,
     system_session,
 )
-from fleetplane.devices.live_cache import Changes, LiveDeviceCache
-from fleetplane.devices.models import Device, DeviceState
-from fleetplane.devices.processor import STATE_COLUMNS
+from fleetplane.devices import service as devices
+from fleetplane.devices.live_cache import LiveDeviceCache
+from fleetplane.devices.processor import STATE_COLUMNS, write_states
+from fleetplane.devices.schemas import DeviceUpdate
+from fleetplane.devices.service import DEVICE_CHANGE, DEVICE_STATE_CHANGE
 
 
 @pytest.fixture(params=["shared", "caching"])
@@ -175,13 +178,23 @@ def _held_lat(cache: LiveDeviceCache, tenant: Tenant, device_id: str) -> float |
     return held.rows[device_id]["lat"]
 
 
+def _states_written(*states: dict[str, Any]) -> Change:
+    ids = tuple(state["device_id"] for state in states)
+    return Change(DEVICE_STATE_CHANGE, ids, device_ids=ids, values=states)
+
+
 def _run(settings: Settings, work: Any) -> Any:
+    """`work(cache, sessions)`: a cache kept to the changes committed through `sessions`
+    (system sessions, as the pipeline's and jobs' are)."""
+
     async def main() -> Any:
         engine = create_engine(settings)
         system_engine = create_system_engine(settings)
+        changes = ChangeHub()
         try:
             cache = LiveDeviceCache(session_factory(engine), ttl_seconds=600)
-            return await work(cache, session_factory(system_engine))
+            cache.follow(changes)
+            return await work(cache, session_factory(system_engine, changes))
         finally:
             await system_engine.dispose()
             await engine.dispose()
@@ -198,31 +211,42 @@ def test_committed_states_apply_and_rolled_back_ones_do_not(server: RunningServe
     async def work(cache: LiveDeviceCache, sessions: Any) -> None:
         assert await cache.customer_devices(tenant.provider_id, customer_id) is not None
         async with sessions() as session:
-            await session.execute(insert(DeviceState), [_state(device_id, at, 56.0)])
+            await write_states(session, [_state(device_id, at, 56.0)])
             await session.rollback()
         assert _held_lat(cache, tenant, device_id) is None
+        async with sessions() as session, session.begin():
+            await write_states(session, [_state(device_id, at, 56.2)])
+            assert _held_lat(cache, tenant, device_id) is None  # not committed yet
+        assert _held_lat(cache, tenant, device_id) == 56.2
         async with system_session(sessions) as session:
-            await session.execute(insert(DeviceState), [_state(device_id, at, 56.5)])
+            await write_states(session, [_state(device_id, at + timedelta(seconds=1), 56.5)])
         assert _held_lat(cache, tenant, device_id) == 56.5
         older = _state(device_id, at - timedelta(hours=1), 1.0)
-        cache.apply(Changes(states=[older]))  # a state only moves forward
+        cache.apply(_states_written(older))  # a state only moves forward
         assert _held_lat(cache, tenant, device_id) == 56.5
 
     _run(server.settings, work)
 
 
-def test_any_other_write_drops_what_is_held(server: RunningServer) -> None:
+def test_a_change_drops_the_devices_of_the_customers_it_names(server: RunningServer) -> None:
     tenant = make_tenant(server, "Live writes")
-    customer_id = tenant.customers[0]["id"]
+    customer_id, other_customer = (customer["id"] for customer in tenant.customers)
     device_id = tenant.devices[customer_id][0]["id"]
+    actor = Actor(provider_id=tenant.provider_id, system="test")
 
     async def work(cache: LiveDeviceCache, sessions: Any) -> None:
         assert await cache.customer_devices(tenant.provider_id, customer_id) is not None
+        assert await cache.customer_devices(tenant.provider_id, other_customer) is not None
         async with system_session(sessions) as session:
-            await session.execute(update(Device).where(Device.id == device_id).values(name="X"))
+            await devices.update(session, actor, device_id, DeviceUpdate(name="X"))
         assert cache.fresh(tenant.provider_id, customer_id) is None
+        assert cache.fresh(tenant.provider_id, other_customer) is not None
         held = await cache.customer_devices(tenant.provider_id, customer_id)
         assert held is not None and held.rows[device_id]["name"] == "X"
+        # A change naming no customer in particular drops all of the provider's.
+        cache.apply(Change(DEVICE_CHANGE, (), tenant.provider_id, None))
+        assert cache.fresh(tenant.provider_id, customer_id) is None
+        assert cache.fresh(tenant.provider_id, other_customer) is None
 
     _run(server.settings, work)
 
@@ -236,16 +260,16 @@ def test_a_read_overlapping_a_change_is_not_kept(server: RunningServer) -> None:
     async def work(cache: LiveDeviceCache, sessions: Any) -> None:
         reading = asyncio.create_task(cache.customer_devices(tenant.provider_id, customer_id))
         await asyncio.sleep(0)  # the read has started
-        cache.apply(Changes(states=[_state(device_id, at, 57.0)]))
+        cache.apply(_states_written(_state(device_id, at, 57.0)))
         held = await reading
         assert held is not None and held.rows[device_id]["lat"] == 57.0  # applied meanwhile
 
         reading = asyncio.create_task(cache.customer_devices(tenant.provider_id, "cus_other"))
         await asyncio.sleep(0)
-        cache.apply(Changes(everything=True))
+        cache.apply(Change(DEVICE_CHANGE, (), tenant.provider_id, ("cus_other",)))
         await reading
-        assert cache.fresh(tenant.provider_id, "cus_other") is None
-        assert cache.fresh(tenant.provider_id, customer_id) is None
+        assert cache.fresh(tenant.provider_id, "cus_other") is None  # read before the change
+        assert cache.fresh(tenant.provider_id, customer_id) is not None  # not named by it
 
     _run(server.settings, work)
 

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from conftest import RunningServer, Tenant, run_in_db
 from fleetplane.audit.service import Actor
+from fleetplane.core.changes import ChangeHub
 from fleetplane.core.db import create_system_engine, session_factory, system_session
 from fleetplane.devices import service as devices
 from fleetplane.devices.processor import DeviceRules, DeviceRulesCache
@@ -95,9 +96,12 @@ def test_rules_read_while_a_change_is_forgotten_are_not_kept(
 
 
 def test_a_change_is_forgotten_when_it_commits(server: RunningServer, tenant: Tenant) -> None:
+    """The service raises the device's change notice; the cache, subscribed to the hub of its
+    sessions, forgets the device's rules once the change commits, not when it rolls back."""
     [a] = device_ids(tenant, 1)
     set_min_satellites(tenant, 4, a)
-    cache = DeviceRulesCache(ttl_seconds=600)
+    changes = ChangeHub()
+    cache = DeviceRulesCache(ttl_seconds=600, changes=changes)
     actor = Actor(tenant.provider_id, system="test")
 
     def new_rules(value: int) -> DeviceUpdate:
@@ -105,7 +109,7 @@ def test_a_change_is_forgotten_when_it_commits(server: RunningServer, tenant: Te
 
     async def scenario() -> list[int | None]:
         engine = create_system_engine(server.settings)
-        sessions = session_factory(engine)
+        sessions = session_factory(engine, changes)
         seen: list[int | None] = []
 
         async def look() -> None:
@@ -116,15 +120,13 @@ def test_a_change_is_forgotten_when_it_commits(server: RunningServer, tenant: Te
             await look()
             async with system_session(sessions) as session:  # a change made as a service call
                 await devices.update(session, actor, a, new_rules(7))
-                cache.forget_after_commit(session, a)
                 await look()  # not yet committed: still the kept rules
             await look()
             with contextlib.suppress(RuntimeError):
                 async with system_session(sessions) as session:
                     await devices.update(session, actor, a, new_rules(9))
-                    cache.forget_after_commit(session, a)
                     raise RuntimeError("the change fails")
-            set_min_satellites(tenant, 11, a)  # behind the cache's back
+            set_min_satellites(tenant, 11, a)  # through another hub: behind the cache's back
             await look()  # nothing was forgotten: the kept rules
         finally:
             await engine.dispose()

@@ -11,6 +11,7 @@ from fleetplane.api_keys.schemas import ApiKeyCreate, ApiKeyUpdate
 from fleetplane.audit import service as audit
 from fleetplane.audit.service import Actor
 from fleetplane.core.auth import KeyIdentity, beyond_reach, hash_secret, new_secret
+from fleetplane.core.changes import Change, note
 from fleetplane.core.db import count_under_lock
 from fleetplane.core.errors import ApiError, not_found, validation_error
 from fleetplane.core.ids import looks_like_id, new_id
@@ -25,6 +26,13 @@ MAX_LIVE_KEYS = 50
 REACH_FIELDS = ("provider_permissions", "customer_permissions", "customer_ids", "expires_at")
 # Keys read at a time while listing those within a key's reach.
 KEYS_PER_READ = 200
+# The kind of change notice (core.changes) raised when a key changes.
+API_KEY_CHANGE = "api_key"
+
+
+def _note_changed(session: AsyncSession, key: ApiKey) -> None:
+    # A key reaches data of customers, but changes none: customer_ids is ().
+    note(session, Change(API_KEY_CHANGE, (key.id,), key.provider_id, ()))
 
 
 def _live() -> Any:
@@ -121,6 +129,7 @@ async def create(
     session.add(key)
     await audit.record(session, actor, "api_key.create", "api_key", key.id, values)
     await session.flush()
+    _note_changed(session, key)
     return key, secret
 
 
@@ -146,6 +155,7 @@ async def update(
         setattr(key, field, value)
     await audit.record(session, actor, "api_key.update", "api_key", key.id, changes)
     await session.flush()
+    _note_changed(session, key)
     return key
 
 
@@ -157,6 +167,7 @@ async def revoke(
         key.revoked_at = utcnow()
         await audit.record(session, actor, "api_key.revoke", "api_key", key.id)
     await session.flush()
+    _note_changed(session, key)
 
 
 async def _refuse_past_the_limit(session: AsyncSession, provider_id: str) -> None:

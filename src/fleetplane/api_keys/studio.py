@@ -61,7 +61,6 @@ async def update_key(
 ) -> ApiKeyOut:
     """The key must be within this key's reach and stay within it (see `POST`)."""
     key = await service.update(ctx.session, Actor.of(ctx), key_id, body, granter=ctx.key)
-    ctx.request.app.state.identity_cache.forget_after_commit(ctx.session, key.id)
     return ApiKeyOut.model_validate(key)
 
 
@@ -72,5 +71,4 @@ async def revoke_key(
     """The key stops working at once; later calls with it get `401 api_key_revoked`. Only
     keys within this key's reach (see `POST`)."""
     await service.revoke(ctx.session, Actor.of(ctx), key_id, ctx.key)
-    ctx.request.app.state.identity_cache.forget_after_commit(ctx.session, key_id)
     return Response(status_code=204)

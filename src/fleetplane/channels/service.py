@@ -14,6 +14,7 @@ from fleetplane.audit.service import Actor
 from fleetplane.channels.models import Channel
 from fleetplane.channels.schemas import TRANSPORTS, ChannelCreate, ChannelUpdate, Protocol
 from fleetplane.config import Settings
+from fleetplane.core.changes import Change, note
 from fleetplane.core.db import count_under_lock
 from fleetplane.core.errors import ApiError, conflict, not_found, validation_error
 from fleetplane.core.ids import looks_like_id, new_id
@@ -21,6 +22,15 @@ from fleetplane.providers import service as providers
 
 # Binding below this needs root; a provider's channel must never take a system service's port.
 FIRST_UNPRIVILEGED_PORT = 1024
+# The kind of change notice (core.changes) raised when a channel changes.
+CHANNEL_CHANGE = "channel"
+
+
+def _note_changed(session: AsyncSession, channel: Channel, *, has_devices: bool) -> None:
+    # A channel's online timeout shows in the reads of its devices, of any of the provider's
+    # customers; a channel without devices changes no customer's.
+    customers = None if has_devices else ()
+    note(session, Change(CHANNEL_CHANGE, (channel.id,), channel.provider_id, customers))
 
 
 @dataclass(frozen=True)
@@ -110,6 +120,7 @@ async def create(
     session.add(channel)
     await audit.record(session, actor, "channel.create", "channel", channel.id, values)
     await _flush_port(session, data.port, policy)
+    _note_changed(session, channel, has_devices=False)
     return channel
 
 
@@ -137,6 +148,7 @@ async def update(
         setattr(channel, field, value)
     await audit.record(session, actor, "channel.update", "channel", channel.id, changes)
     await _flush_port(session, channel.port, policy)
+    _note_changed(session, channel, has_devices=True)
     return channel
 
 
@@ -150,6 +162,7 @@ async def delete(session: AsyncSession, actor: Actor, channel_id: str) -> None:
         # Devices refer to their channel by a foreign key without a delete action: the
         # database refuses while any device is on it, even one added a moment ago.
         raise conflict("The channel still has devices; move or delete them first.") from error
+    _note_changed(session, channel, has_devices=False)  # refused above when it has any
 
 
 async def first_free_port(session: AsyncSession, policy: ChannelPolicy, wanted: int) -> int:

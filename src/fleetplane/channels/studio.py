@@ -1,6 +1,6 @@
 from typing import Any
 
-from fastapi import APIRouter, BackgroundTasks, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Response
 from sqlalchemy import Row
 
 from fleetplane.audit.service import Actor
@@ -14,15 +14,15 @@ from fleetplane.channels.schemas import (
     ChannelSummary,
     ChannelUpdate,
 )
-from fleetplane.channels.service import ChannelPolicy
 from fleetplane.core.auth import PermissionRoute, StudioContext, provider_permission
 from fleetplane.core.pagination import Page, PageDep, PageParams, paginate_rows
+from fleetplane.runtime import Runtime, RuntimeDep
 
 router = APIRouter(prefix="/api/channels", tags=["Channels"], route_class=PermissionRoute)
 
 
-def _out(request: Request, channel: Channel) -> ChannelOut:
-    gateway = request.app.state.gateway
+def _out(runtime: Runtime, channel: Channel) -> ChannelOut:
+    gateway = runtime.gateway
     out = ChannelOut.model_validate(channel)
     counters = gateway.counters(channel.id)
     out.counters = ChannelCounters.model_validate(counters) if counters else None
@@ -31,25 +31,23 @@ def _out(request: Request, channel: Channel) -> ChannelOut:
     return out
 
 
-def _policy(request: Request) -> ChannelPolicy:
-    return request.app.state.channel_policy
-
-
-def _apply_after_commit(request: Request, tasks: BackgroundTasks) -> None:
+def _apply_after_commit(runtime: Runtime, tasks: BackgroundTasks) -> None:
     # Background tasks run once the answer is sent, so after the commit: the gateway reads
     # the committed channels and starts, moves or stops listeners to match.
     # A process that runs no listeners (FLEETPLANE_GATEWAY=false) leaves them to one that does.
-    if request.app.state.settings.gateway:
-        tasks.add_task(request.app.state.gateway.reload)
+    if runtime.settings.gateway:
+        tasks.add_task(runtime.gateway.reload)
 
 
 @router.get("", response_model=Page[ChannelSummary], summary="List channels")
 async def list_channels(
-    ctx: StudioContext = provider_permission("read:channels"), page: PageParams = PageDep
+    ctx: StudioContext = provider_permission("read:channels"),
+    page: PageParams = PageDep,
+    runtime: Runtime = RuntimeDep,
 ) -> Response:
     """Channels with the state of their listener, without their live counters; read one
     channel for its counters."""
-    gateway = ctx.request.app.state.gateway
+    gateway = runtime.gateway
     columns = tuple(name for name in ChannelSummary.model_fields if name != "listener")
     statement = service.list_query(ctx.provider_id).with_only_columns(
         *(getattr(Channel, name) for name in columns)
@@ -67,22 +65,25 @@ async def create_channel(
     response: Response,
     tasks: BackgroundTasks,
     ctx: StudioContext = provider_permission("create:channels"),
+    runtime: Runtime = RuntimeDep,
 ) -> ChannelOut:
     """Starts a listener for the protocol on the port at once. The port must be one of the
     platform's device ports that no channel uses, or the answer is `422 validation_failed` on
     `port` (the same for every reason). A provider has at most a configured number of channels
     (`409 channel_limit_reached`). A port the machine cannot bind shows in `listener`."""
-    channel = await service.create(ctx.session, Actor.of(ctx), body, _policy(ctx.request))
+    channel = await service.create(ctx.session, Actor.of(ctx), body, runtime.channel_policy)
     response.headers["Location"] = f"/api/channels/{channel.id}"
-    _apply_after_commit(ctx.request, tasks)
-    return _out(ctx.request, channel)
+    _apply_after_commit(runtime, tasks)
+    return _out(runtime, channel)
 
 
 @router.get("/{channel_id}", response_model=ChannelOut, summary="Get a channel and its counters")
 async def get_channel(
-    channel_id: str, ctx: StudioContext = provider_permission("read:channels")
+    channel_id: str,
+    ctx: StudioContext = provider_permission("read:channels"),
+    runtime: Runtime = RuntimeDep,
 ) -> ChannelOut:
-    return _out(ctx.request, await service.get(ctx.session, ctx.provider_id, channel_id))
+    return _out(runtime, await service.get(ctx.session, ctx.provider_id, channel_id))
 
 
 @router.patch("/{channel_id}", response_model=ChannelOut, summary="Update a channel")
@@ -91,14 +92,15 @@ async def update_channel(
     body: ChannelUpdate,
     tasks: BackgroundTasks,
     ctx: StudioContext = provider_permission("update:channels"),
+    runtime: Runtime = RuntimeDep,
 ) -> ChannelOut:
     """`enabled: false` stops the listener; a new `port` moves it; both without a restart. A
     new port follows the rules of `POST /api/channels`."""
     channel = await service.update(
-        ctx.session, Actor.of(ctx), channel_id, body, _policy(ctx.request)
+        ctx.session, Actor.of(ctx), channel_id, body, runtime.channel_policy
     )
-    _apply_after_commit(ctx.request, tasks)
-    return _out(ctx.request, channel)
+    _apply_after_commit(runtime, tasks)
+    return _out(runtime, channel)
 
 
 @router.delete("/{channel_id}", status_code=204, summary="Delete a channel")
@@ -106,8 +108,9 @@ async def delete_channel(
     channel_id: str,
     tasks: BackgroundTasks,
     ctx: StudioContext = provider_permission("delete:channels"),
+    runtime: Runtime = RuntimeDep,
 ) -> Response:
     """Stops the listener. A channel that still has devices answers `409 conflict`."""
     await service.delete(ctx.session, Actor.of(ctx), channel_id)
-    _apply_after_commit(ctx.request, tasks)
+    _apply_after_commit(runtime, tasks)
     return Response(status_code=204)

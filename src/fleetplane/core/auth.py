@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
@@ -18,12 +18,14 @@ from typing import Any, NamedTuple, Protocol
 from fastapi import Depends, Request, Response, Security
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import Receive, Scope, Send
 
-from fleetplane.core.db import after_commit, set_tenant_scope
+from fleetplane.core.changes import Change, ChangeHub
+from fleetplane.core.db import set_tenant_scope
 from fleetplane.core.errors import ApiError
 from fleetplane.core.permissions import expand, missing
+from fleetplane.core.ratelimit import RateLimiter
 from fleetplane.core.timeutil import utcnow
 
 API_KEY_HEADER = "x-platform-api-key"
@@ -120,8 +122,8 @@ _READ_FAILED = object()
 
 class IdentityCache:
     """Keys and customers already checked, trusted for a few seconds, so a busy client costs
-    no key or customer query per call. Changing one through the API in this process forgets
-    it at once; other processes notice within the time to live."""
+    no key or customer query per call. A change committed in this process forgets it at once
+    (`follow`); other processes notice within the time to live."""
 
     def __init__(self, ttl_seconds: float, max_entries: int = 10_000) -> None:
         self.ttl = ttl_seconds
@@ -180,16 +182,46 @@ class IdentityCache:
         for on_change in list(self._watchers):
             on_change(object_id)
 
-    def forget_after_commit(self, session: AsyncSession, object_id: str) -> None:
-        """`forget` once `session` commits the change being made to the object (a key, a
-        customer, or a device whose customer access depends on)."""
-        after_commit(session, lambda: self.forget(object_id))
+    def follow(self, changes: ChangeHub, kinds: Iterable[str]) -> Callable[[], None]:
+        """Forgets the objects of every committed change of these kinds (keys, customers, and
+        devices, whose customer an open stream's access depends on) as it is delivered: after
+        the commit, as forgotten earlier the old object could be read again and kept."""
+        return changes.subscribe(kinds, self._on_change)
+
+    def _on_change(self, change: Change) -> None:
+        for object_id in change.ids:
+            self.forget(object_id)
 
     def watch(self, on_change: Callable[[str], None]) -> Callable[[], None]:
         """Calls `on_change(object_id)` for every object forgotten from now on; returns the
         function that stops it."""
         self._watchers.add(on_change)
         return lambda: self._watchers.discard(on_change)
+
+
+# The attribute of `app.state` holding the process's runtime (`fleetplane.runtime.Runtime`).
+RUNTIME_STATE_KEY = "runtime"
+
+
+class AuthRuntime(Protocol):
+    """What core's dependencies need of the process's runtime."""
+
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]: ...
+
+    @property
+    def auth_backend(self) -> AuthBackend: ...
+
+    @property
+    def identity_cache(self) -> IdentityCache: ...
+
+    @property
+    def rate_limiter(self) -> RateLimiter: ...
+
+
+def auth_runtime(request: Request) -> AuthRuntime:
+    runtime: AuthRuntime = getattr(request.app.state, RUNTIME_STATE_KEY)
+    return runtime
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +272,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
     Reads have nothing to commit, so they skip the explicit transaction and its commit round
     trip; the database still runs their statements in one (auto-begun) transaction."""
-    async with request.app.state.sessions() as session:
+    async with auth_runtime(request).sessions() as session:
         if request.method in READ_METHODS:
             yield session
         else:
@@ -254,10 +286,10 @@ SessionDep = Depends(get_session, scope="function")
 async def _authenticate(request: Request, session: AsyncSession, secret: str | None) -> KeyIdentity:
     if not secret:
         raise ApiError(401, "api_key_missing", f"Send your API key in the {API_KEY_HEADER} header.")
-    state = request.app.state
+    runtime = auth_runtime(request)
     secret_hash = hash_secret(secret)
-    key = await state.identity_cache.get_or_read(
-        secret_hash, lambda: _read_key(state.auth_backend, session, secret_hash)
+    key = await runtime.identity_cache.get_or_read(
+        secret_hash, lambda: _read_key(runtime.auth_backend, session, secret_hash)
     )
     _check_live(key)
     _apply_rate_limit(request, key)
@@ -285,7 +317,7 @@ async def _read_key(
 
 
 def _apply_rate_limit(request: Request, key: KeyIdentity) -> None:
-    limiter = request.app.state.rate_limiter
+    limiter = auth_runtime(request).rate_limiter
     if not limiter.enabled:
         return
     verdict = limiter.take(key.id)
@@ -345,7 +377,7 @@ def customer_permission(module_name: str, *needed: str) -> Any:
             raise ApiError(
                 400, "customer_header_missing", f"Module calls need the {CUSTOMER_HEADER} header."
             )
-        customer = await _customer_of_key(request.app.state, session, key, customer_id)
+        customer = await _customer_of_key(auth_runtime(request), session, key, customer_id)
         _check_module(key, customer, module_name, needed)
         return CustomerContext(session=session, key=key, request=request, customer=customer)
 
@@ -353,7 +385,7 @@ def customer_permission(module_name: str, *needed: str) -> Any:
 
 
 async def _customer_of_key(
-    state: Any,
+    runtime: AuthRuntime,
     session: AsyncSession,
     key: KeyIdentity,
     customer_id: str,
@@ -374,12 +406,14 @@ async def _customer_of_key(
     async def read() -> CustomerIdentity | None:
         if not scope_now:
             await set_tenant_scope(session, **scope)
-        customer: CustomerIdentity | None = await state.auth_backend.customer(
+        customer: CustomerIdentity | None = await runtime.auth_backend.customer(
             session, key.provider_id, customer_id
         )
         return customer
 
-    customer = await state.identity_cache.get_or_read((key.provider_id, customer_id), read, max_age)
+    customer = await runtime.identity_cache.get_or_read(
+        (key.provider_id, customer_id), read, max_age
+    )
     if customer is None:
         raise not_found
     if customer.status != "active":
@@ -409,14 +443,13 @@ class ModuleAccessWatch:
     periodically for changes made in other processes."""
 
     def __init__(self, ctx: "CustomerContext", module_name: str, needed: tuple[str, ...]) -> None:
-        self._state = ctx.request.app.state
+        self._runtime = auth_runtime(ctx.request)
         self._secret_hash = hash_secret(ctx.request.headers.get(API_KEY_HEADER, ""))
         self.key = ctx.key
         self.customer = ctx.customer
         self.module_name = module_name
         self.needed = needed
-        cache: IdentityCache = self._state.identity_cache
-        self.interval = max(cache.ttl / 2, STREAM_CHECK_MIN_SECONDS)
+        self.interval = max(self._runtime.identity_cache.ttl / 2, STREAM_CHECK_MIN_SECONDS)
 
     @property
     def provider_id(self) -> str:
@@ -428,9 +461,8 @@ class ModuleAccessWatch:
 
     def watch(self, on_change: Callable[[str], None]) -> Callable[[], None]:
         """Calls `on_change(object_id)` after every change committed in this process to a
-        key, customer or device (see `IdentityCache.forget_after_commit`)."""
-        cache: IdentityCache = self._state.identity_cache
-        return cache.watch(on_change)
+        key, customer or device (see `IdentityCache.follow`)."""
+        return self._runtime.identity_cache.watch(on_change)
 
     def seconds_to_next_check(self) -> float:
         """The check interval, shorter when the key expires sooner."""
@@ -440,18 +472,18 @@ class ModuleAccessWatch:
 
     async def refusal(self) -> ApiError | None:
         """The error a new call with the key, for the customer, would get now; None if none."""
-        state = self._state
-        async with state.sessions() as session:
+        runtime = self._runtime
+        async with runtime.sessions() as session:
             try:
                 self.key = _check_live(
-                    await state.identity_cache.get_or_read(
+                    await runtime.identity_cache.get_or_read(
                         self._secret_hash,
-                        lambda: _read_key(state.auth_backend, session, self._secret_hash),
+                        lambda: _read_key(runtime.auth_backend, session, self._secret_hash),
                         self.interval,
                     )
                 )
                 self.customer = await _customer_of_key(
-                    state, session, self.key, self.customer.id, self.interval, scope_now=False
+                    runtime, session, self.key, self.customer.id, self.interval, scope_now=False
                 )
                 _check_module(self.key, self.customer, self.module_name, self.needed)
             except ApiError as refused:
@@ -470,7 +502,7 @@ def cached_module_access(
     customer_id = request.headers.get(CUSTOMER_HEADER)
     if not secret or not customer_id:
         return None
-    cache: IdentityCache = request.app.state.identity_cache
+    cache = auth_runtime(request).identity_cache
     key: KeyIdentity | None = cache.get(hash_secret(secret))
     if key is None or key.revoked or (key.expires_at is not None and key.expires_at <= utcnow()):
         return None

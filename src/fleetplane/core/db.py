@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase
 
 from fleetplane.config import Settings
+from fleetplane.core.changes import ChangeHub, sessions_info
 from fleetplane.core.timeutil import as_utc
 
 Result = TypeVar("Result")
@@ -169,15 +170,13 @@ async def warn_if_superuser(engine: AsyncEngine) -> bool:
     return True
 
 
-def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
-    """Calls `callback` once `session` commits (not if it rolls back): for forgetting what a
-    cache holds of an object being changed. Forgotten before the commit, the old object could
-    be read again meanwhile, and kept."""
-    event.listen(session.sync_session, "after_commit", lambda _: callback(), once=True)
-
-
-def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+def session_factory(
+    engine: AsyncEngine, changes: ChangeHub | None = None
+) -> async_sessionmaker[AsyncSession]:
+    """Sessions on `engine`; the change notices they raise reach `changes` once committed."""
+    return async_sessionmaker(
+        engine, expire_on_commit=False, autoflush=False, info=sessions_info(changes)
+    )
 
 
 async def set_tenant_scope(

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleetplane.audit import service as audit
 from fleetplane.audit.service import Actor
 from fleetplane.core.auth import CustomerIdentity
+from fleetplane.core.changes import Change, note
 from fleetplane.core.errors import not_found
 from fleetplane.core.ids import looks_like_id, new_id
 from fleetplane.customers.models import Customer
@@ -16,6 +17,12 @@ from fleetplane.customers.schemas import CustomerCreate, CustomerUpdate
 
 # Returns a customer's devices to the provider's inventory; how many there were.
 ReleaseDevices = Callable[[AsyncSession, Actor, str], Awaitable[int]]
+# The kind of change notice (core.changes) raised when a customer changes.
+CUSTOMER_CHANGE = "customer"
+
+
+def _note_changed(session: AsyncSession, customer: Customer) -> None:
+    note(session, Change(CUSTOMER_CHANGE, (customer.id,), customer.provider_id, (customer.id,)))
 
 
 def list_query(provider_id: str, status: str | None = None) -> Select[tuple[Customer]]:
@@ -68,6 +75,7 @@ async def create(session: AsyncSession, actor: Actor, data: CustomerCreate) -> C
     session.add(customer)
     await audit.record(session, actor, "customer.create", "customer", customer.id, values)
     await session.flush()
+    _note_changed(session, customer)
     return customer
 
 
@@ -83,6 +91,7 @@ async def update(
         setattr(customer, field, value)
     await audit.record(session, actor, "customer.update", "customer", customer.id, changes)
     await session.flush()
+    _note_changed(session, customer)
     return customer
 
 
@@ -99,3 +108,4 @@ async def delete(
         session, actor, "customer.delete", "customer", customer.id, {"released_devices": released}
     )
     await session.flush()
+    _note_changed(session, customer)

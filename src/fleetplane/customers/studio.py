@@ -49,7 +49,6 @@ async def update_customer(
 ) -> CustomerOut:
     """Changes only the fields sent. `status: suspended` stops all module access at once."""
     customer = await service.update(ctx.session, Actor.of(ctx), customer_id, body)
-    ctx.request.app.state.identity_cache.forget_after_commit(ctx.session, customer.id)
     return CustomerOut.model_validate(customer)
 
 
@@ -59,5 +58,4 @@ async def delete_customer(
 ) -> Response:
     """Deletes the customer; its devices return to the provider's unassigned inventory."""
     await service.delete(ctx.session, Actor.of(ctx), customer_id, devices.release_all)
-    ctx.request.app.state.identity_cache.forget_after_commit(ctx.session, customer_id)
     return Response(status_code=204)

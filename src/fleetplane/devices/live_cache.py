@@ -4,64 +4,54 @@ ready JSON text.
 
 How it stays correct (docs/decisions.md, "Device reads are served from memory"):
 
-- Every change committed in this process reaches it, from SQLAlchemy session events after the
-  commit, so no write path has to remember to call it: new live states written by the telemetry
-  pipeline are applied in place (a state only moves forward), and any other write to providers,
-  customers, channels, devices, sensors or live states drops every customer's devices, read
-  again at the next call.
+- Every change committed in this process reaches it as a change notice (`core.changes`, raised
+  by the domain services, delivered after the commit): new live states written by the
+  telemetry pipeline are applied in place (a state only moves forward), and a change of a
+  device, sensor, channel or customer drops the devices of the customers it names, read again
+  at their next call.
 - Writes by other processes to the same database show once a customer's devices are older than
   `ttl_seconds`: they are read again then, so no read is staler than that.
 - A read from the database that overlaps a change: live states committed meanwhile are applied
-  to it when it completes; after any other change it is not kept.
+  to it when it completes; after any other change of its customer it is not kept.
 - Memory is bounded: at most `max_devices` devices over all customers (the customers read least
   recently go first); a customer with more than `max_devices_per_customer` devices is not kept
   at all, and its reads go to the database.
 """
 
 import asyncio
-import threading
 import time
-import weakref
 from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import TextClause, event, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
+from fleetplane.channels.service import CHANNEL_CHANGE
+from fleetplane.core.changes import Change, ChangeHub
 from fleetplane.core.db import set_tenant_scope
 from fleetplane.core.ids import looks_like_id
 from fleetplane.core.pagination import encode_cursor
 from fleetplane.core.timeutil import as_utc, utcnow
+from fleetplane.customers.service import CUSTOMER_CHANGE
 from fleetplane.devices import live
-from fleetplane.devices.models import Device, DeviceState
+from fleetplane.devices.models import Device
+from fleetplane.devices.service import DEVICE_CHANGE, DEVICE_STATE_CHANGE
 from fleetplane.sensors import service as sensors
 from fleetplane.sensors.calculation import SensorDefinition
 
 CustomerKey = tuple[str, str]  # (provider id, customer id)
 
-# A write to one of these tables may change what a customer's device reads answer.
-WATCHED_TABLES = frozenset(
-    {"providers", "customers", "channels", "devices", "sensors", DeviceState.__tablename__}
-)
-_DML_WORDS = ("insert", "update", "delete", "replace", "merge", "truncate", "alter", "drop")
-_PENDING_KEY = "fleetplane.live_cache.pending"
+# The change notices that may change what a customer's device reads answer: each drops the
+# devices of the customers it names. Live states are applied in place instead.
+READ_CHANGES = (DEVICE_CHANGE, sensors.SENSOR_CHANGE, CHANNEL_CHANGE, CUSTOMER_CHANGE)
 DEVICE_ID_PREFIX = "dev_"
 # List answers held per customer (one per page and page size asked for).
 MAX_PAGES_HELD = 64
-
-
-@dataclass(slots=True)
-class Changes:
-    """What a transaction changed that the device reads care about."""
-
-    states: list[Mapping[str, Any]] = field(default_factory=list)
-    everything: bool = False  # something other than live states: forget every customer
 
 
 _Ready = tuple[bytes, datetime | None]  # a JSON text and until when it holds (None: no end)
@@ -173,6 +163,7 @@ class _Load:
     generation: int
     missed: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # states meanwhile
     task: "asyncio.Task[CustomerDevices | None] | None" = None
+    stale: bool = False  # the customer's devices changed meanwhile: answer, do not keep
 
 
 class LiveDeviceCache:
@@ -193,9 +184,10 @@ class LiveDeviceCache:
         self._customer_of: dict[str, CustomerKey] = {}  # device id -> its customer's entry
         self._kept_devices = 0
         self._loads: dict[CustomerKey, _Load] = {}
-        # Changes can be committed on another thread (a command run beside the server).
-        self._lock = threading.Lock()
-        _caches.add(self)
+
+    def follow(self, changes: ChangeHub) -> Callable[[], None]:
+        """Keeps to every change committed through `changes`' sessions from now on."""
+        return changes.subscribe((*READ_CHANGES, DEVICE_STATE_CHANGE), self.apply)
 
     @property
     def enabled(self) -> bool:
@@ -229,21 +221,26 @@ class LiveDeviceCache:
         """The read of the customer's devices under way, or a new one. A read that began
         before the last change may not answer a call made after it: then a new one starts."""
         load = self._loads.get(key)
-        if load is None or load.generation != self._generation:
-            with self._lock:
-                load = _Load(self._generation)
-                load.task = asyncio.create_task(self._load(key, load))
-                self._loads[key] = load
+        if load is None or load.stale or load.generation != self._generation:
+            load = _Load(self._generation)
+            load.task = asyncio.create_task(self._load(key, load))
+            self._loads[key] = load
         return load
 
-    def apply(self, changes: Changes) -> None:
-        """Takes in what a committed transaction changed."""
-        with self._lock:
-            if changes.everything:
-                self._forget_everything()
-                return
-            for state in changes.states:
+    def apply(self, change: Change) -> None:
+        """Takes in a committed change: live states are applied in place; any other change
+        drops the devices of the customers it names (of the provider, when it names none in
+        particular; of everyone, when not even a provider)."""
+        if change.kind == DEVICE_STATE_CHANGE:
+            for state in change.values:
                 self._apply_state(state)
+        elif change.provider_id is None:
+            self._forget_everything()
+        elif change.customer_ids is None:
+            self._forget_where(lambda key: key[0] == change.provider_id)
+        elif change.customer_ids:
+            keys = {(change.provider_id, customer_id) for customer_id in change.customer_ids}
+            self._forget_where(keys.__contains__)
 
     def _apply_state(self, state: Mapping[str, Any]) -> None:
         device_id = state["device_id"]
@@ -262,6 +259,13 @@ class LiveDeviceCache:
         self._customer_of = {}
         self._kept_devices = 0
 
+    def _forget_where(self, affected: Callable[[CustomerKey], bool]) -> None:
+        for key in [key for key in self._entries if affected(key)]:
+            self._drop(key)
+        for key, load in self._loads.items():
+            if affected(key):
+                load.stale = True
+
     def _is_fresh(self, entry: CustomerDevices | _TooMany) -> bool:
         return (
             entry.generation == self._generation and time.monotonic() - entry.loaded_at <= self.ttl
@@ -271,20 +275,18 @@ class LiveDeviceCache:
         try:
             loaded_at = time.monotonic()
             devices = await self._read(key, load.generation, loaded_at)
-            with self._lock:
-                if devices is not None:
-                    for state in load.missed.values():
-                        devices.apply_state(state)
-                    previous = self._entries.get(key)
-                    if isinstance(previous, CustomerDevices):
-                        devices.reuse_encoded(previous)
-                if load.generation == self._generation:
-                    self._keep(key, devices or _TooMany(load.generation, loaded_at))
+            if devices is not None:
+                for state in load.missed.values():
+                    devices.apply_state(state)
+                previous = self._entries.get(key)
+                if isinstance(previous, CustomerDevices):
+                    devices.reuse_encoded(previous)
+            if load.generation == self._generation and not load.stale:
+                self._keep(key, devices or _TooMany(load.generation, loaded_at))
             return devices
         finally:
-            with self._lock:
-                if self._loads.get(key) is load:
-                    del self._loads[key]
+            if self._loads.get(key) is load:
+                del self._loads[key]
 
     async def _read(
         self, key: CustomerKey, generation: int, loaded_at: float
@@ -332,93 +334,3 @@ def cursor_fits(after: str | None) -> bool:
 def _newer(state: Mapping[str, Any], than: Mapping[str, Any]) -> bool:
     held = than["last_message_at"]
     return held is None or as_utc(state["last_message_at"]) > as_utc(held)
-
-
-# --- change intake: SQLAlchemy session events, for every session of the process ------------
-
-_caches: "weakref.WeakSet[LiveDeviceCache]" = weakref.WeakSet()
-
-
-def _pending(session: Session) -> Changes:
-    changes: Changes | None = session.info.get(_PENDING_KEY)
-    if changes is None:
-        changes = session.info[_PENDING_KEY] = Changes()
-    return changes
-
-
-def _table_name(instance: object) -> str | None:
-    return getattr(type(instance), "__tablename__", None)
-
-
-@event.listens_for(Session, "after_flush")
-def _note_flush(session: Session, flush_context: UOWTransaction) -> None:
-    touched: Iterator[object] = (
-        instance
-        for objects in (session.new, session.dirty, session.deleted)
-        for instance in objects
-    )
-    if any(_table_name(instance) in WATCHED_TABLES for instance in touched):
-        _pending(session).everything = True
-
-
-@event.listens_for(Session, "do_orm_execute")
-def _note_statement(execute_state: ORMExecuteState) -> None:
-    statement = execute_state.statement
-    if isinstance(statement, TextClause):
-        if statement.text.lstrip()[:8].lower().startswith(_DML_WORDS):
-            _pending(execute_state.session).everything = True
-        return
-    if not (execute_state.is_insert or execute_state.is_update or execute_state.is_delete):
-        return
-    table = getattr(getattr(statement, "table", None), "name", None)
-    if table not in WATCHED_TABLES:
-        return
-    changes = _pending(execute_state.session)
-    states = _written_states(execute_state) if table == DeviceState.__tablename__ else None
-    if states is None:
-        changes.everything = True
-    else:
-        changes.states.extend(states)
-
-
-def _written_states(execute_state: ORMExecuteState) -> list[Mapping[str, Any]] | None:
-    """The whole states an insert or upsert of live states wrote, as written (they are taken
-    as read back only for the devices held); None for any other write (its effect is not known
-    here, so every customer is read again)."""
-    parameters = execute_state.parameters
-    rows: list[Any] = parameters if isinstance(parameters, list) else [parameters]
-    if not execute_state.is_insert or not rows:
-        return None
-    # The rows of one statement share their keys (SQLAlchemy requires it): the first tells.
-    if not (isinstance(rows[0], Mapping) and rows[0].keys() >= live.STATE_FIELDS):
-        return None
-    return rows
-
-
-def note_written_states(session: Session, states: list[Mapping[str, Any]]) -> None:
-    """Live states written below the ORM (the pipeline's bulk upsert through the driver, which
-    no session event sees): they reach the caches when the session commits, like the others."""
-    _pending(session).states.extend(states)
-
-
-@event.listens_for(Session, "after_commit")
-def _deliver(session: Session) -> None:
-    changes: Changes | None = session.info.pop(_PENDING_KEY, None)
-    if changes is None or not (changes.everything or changes.states):
-        return
-    for cache in list(_caches):
-        cache.apply(changes)
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _forget_rolled_back(session: Session, previous_transaction: Any) -> None:
-    changes: Changes | None = session.info.get(_PENDING_KEY)
-    if changes is None:
-        return
-    if previous_transaction.nested:
-        # A savepoint undone: what it wrote is not known apart from the rest, so when the
-        # outer transaction commits every customer is read again.
-        changes.states.clear()
-        changes.everything = True
-    else:
-        session.info.pop(_PENDING_KEY, None)

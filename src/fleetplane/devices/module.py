@@ -5,7 +5,6 @@ from typing import Annotated
 
 from fastapi import Query, Request, Response
 from fastapi.responses import StreamingResponse
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleetplane import module_catalog
 from fleetplane.audit.service import Actor
@@ -26,12 +25,13 @@ from fleetplane.core.pagination import (
 )
 from fleetplane.core.schemas import UtcDateTime
 from fleetplane.devices import live, service
-from fleetplane.devices.live_cache import LiveDeviceCache, cursor_fits
+from fleetplane.devices.live_cache import cursor_fits
 from fleetplane.devices.live_stream import CustomerDeviceStream, close_reasons_text
 from fleetplane.devices.models import Device
 from fleetplane.devices.schemas import CustomerDeviceOut
 from fleetplane.messages import service as messages
 from fleetplane.messages.schemas import MessageOut
+from fleetplane.runtime import Runtime, RuntimeDep, get_runtime
 from fleetplane.sensors import service as sensors
 
 module = Module(module_catalog.DEVICES)
@@ -42,18 +42,20 @@ async def _page_from_memory(request: Request, access: ModuleAccess) -> Response 
     params = plain_page_params(request.query_params)
     if params is None or not cursor_fits(params.after):
         return None
-    held = _cache(request).fresh(access.provider_id, access.customer_id)
+    held = get_runtime(request).live_devices.fresh(access.provider_id, access.customer_id)
     return None if held is None else _json_answer(held.page(params.after, params.limit))
 
 
 @router.get("", response_model=Page[CustomerDeviceOut], summary="List the customer's devices")
 @answers_from_memory(_page_from_memory)
 async def list_devices(
-    ctx: CustomerContext = module.requires("read:devices"), page: PageParams = PageDep
+    ctx: CustomerContext = module.requires("read:devices"),
+    page: PageParams = PageDep,
+    runtime: Runtime = RuntimeDep,
 ) -> Response:
     """Each device with its live state: last message, online, position, odometer, ignition,
     sensor values, inputs, outputs and the last value of every parameter."""
-    held = await _live_devices(ctx).customer_devices(ctx.provider_id, ctx.customer_id)
+    held = await runtime.live_devices.customer_devices(ctx.provider_id, ctx.customer_id)
     if held is not None and cursor_fits(page.after):
         return _json_answer(held.page(page.after, page.limit))
     statement = live.customer_devices_query(ctx.provider_id, ctx.customer_id)
@@ -87,14 +89,16 @@ or `device_moved`:
 
 {close_reasons_text()}""",
 )
-async def device_events(ctx: CustomerContext = module.requires(EVENTS_PERMISSION)) -> Response:
+async def device_events(
+    ctx: CustomerContext = module.requires(EVENTS_PERMISSION), runtime: Runtime = RuntimeDep
+) -> Response:
     device_ids = await service.customer_device_ids(ctx.session, ctx.provider_id, ctx.customer_id)
-    stream = CustomerDeviceStream(ctx, module.name, (EVENTS_PERMISSION,), set(device_ids))
+    stream = CustomerDeviceStream(ctx, runtime, module.name, (EVENTS_PERMISSION,), set(device_ids))
     return StreamingResponse(
         server_sent_events(
             stream.subscription,
             stream,
-            shape=_state_events_for(ctx.request, ctx.provider_id, ctx.customer_id),
+            shape=_state_events_for(runtime, ctx.provider_id, ctx.customer_id),
         ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
@@ -102,12 +106,11 @@ async def device_events(ctx: CustomerContext = module.requires(EVENTS_PERMISSION
 
 
 def _state_events_for(
-    request: Request, provider_id: str, customer_id: str
+    runtime: Runtime, provider_id: str, customer_id: str
 ) -> Callable[[Event], Awaitable[Event | None]]:
     """Shapes the changed states the pipeline announces for the customer's stream, as the
     device reads shape them: from the devices held in memory, else from the database."""
-    cache = _cache(request)
-    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    cache, sessions = runtime.live_devices, runtime.sessions
 
     async def shape(event: Event) -> Event | None:
         held = await cache.customer_devices(provider_id, customer_id)
@@ -121,7 +124,7 @@ def _state_events_for(
 
 
 async def _device_from_memory(request: Request, access: ModuleAccess) -> Response | None:
-    held = _cache(request).fresh(access.provider_id, access.customer_id)
+    held = get_runtime(request).live_devices.fresh(access.provider_id, access.customer_id)
     answer = None if held is None else held.one(request.path_params["device_id"])
     return None if answer is None else _json_answer(answer)  # not found: the endpoint says so
 
@@ -131,9 +134,11 @@ async def _device_from_memory(request: Request, access: ModuleAccess) -> Respons
 )
 @answers_from_memory(_device_from_memory)
 async def get_device(
-    device_id: str, ctx: CustomerContext = module.requires("read:devices")
+    device_id: str,
+    ctx: CustomerContext = module.requires("read:devices"),
+    runtime: Runtime = RuntimeDep,
 ) -> Response:
-    held = await _live_devices(ctx).customer_devices(ctx.provider_id, ctx.customer_id)
+    held = await runtime.live_devices.customer_devices(ctx.provider_id, ctx.customer_id)
     if held is not None:
         answer = held.one(device_id)
         if answer is None:
@@ -145,15 +150,6 @@ async def get_device(
         raise not_found("device")
     [item] = await live.shape_with_sensors(ctx.session, ctx.provider_id, [row])
     return json_response(item)
-
-
-def _live_devices(ctx: CustomerContext) -> LiveDeviceCache:
-    return _cache(ctx.request)
-
-
-def _cache(request: Request) -> LiveDeviceCache:
-    cache: LiveDeviceCache = request.app.state.live_devices
-    return cache
 
 
 def _json_answer(body: bytes) -> Response:
@@ -199,6 +195,7 @@ async def send_command(
     body: CommandCreate,
     response: Response,
     ctx: CustomerContext = module.requires("create:commands"),
+    runtime: Runtime = RuntimeDep,
 ) -> CommandOut:
     """Written to the device at once when it is connected (`sent`); otherwise `queued` and
     sent at its next login, unless it expires first. Types: `driver_message` (text to the
@@ -208,7 +205,7 @@ async def send_command(
         ctx.session, ctx.provider_id, ctx.customer_id, device_id
     )
     command = await commands.create(ctx.session, Actor.of(ctx), ctx.customer_id, device.id, body)
-    ctx.request.app.state.gateway.connected.send_now(command)
+    runtime.gateway.connected.send_now(command)
     response.headers["Location"] = f"/module/devices/{device.id}/commands/{command.id}"
     return CommandOut.model_validate(command)
 

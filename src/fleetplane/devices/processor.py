@@ -13,10 +13,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane.core import bulk
-from fleetplane.core.db import after_commit
+from fleetplane.core.changes import Change, ChangeHub, note
 from fleetplane.core.geo import distance_m
-from fleetplane.devices import live_cache
 from fleetplane.devices.models import Device, DeviceState
+from fleetplane.devices.service import DEVICE_CHANGE, DEVICE_STATE_CHANGE
 from fleetplane.devices.validity import ValidityRules, mark_filtered
 from fleetplane.sensors import service as sensors
 from fleetplane.sensors.calculation import SensorDefinition, compute_value
@@ -30,6 +30,9 @@ MAX_GAP_SECONDS = 3600.0
 # How long a process trusts the validity rules and ignition sensor it read for a device, when
 # another process changed them (its own changes it forgets at once).
 RULES_TTL_SECONDS = 10.0
+# The change notices (core.changes) that may change a device's rules: the device's own
+# (validity), its sensors' (ignition).
+RULES_CHANGES = (DEVICE_CHANGE, sensors.SENSOR_CHANGE)
 DEVICES_PER_QUERY = 1000
 
 
@@ -43,15 +46,24 @@ class DeviceRules:
 
 class DeviceRulesCache:
     """Each device's rules, read from the database and kept for a while, so a batch costs no
-    query for them. Changing them through the API in this process forgets them once the change
-    is committed; other processes notice within the time to live."""
+    query for them. A change committed in this process (by any session of `changes`' hub: a
+    request, a job, the command line run beside the server) forgets them at once; other
+    processes notice within the time to live."""
 
-    def __init__(self, ttl_seconds: float = RULES_TTL_SECONDS, max_devices: int = 100_000) -> None:
+    def __init__(
+        self,
+        ttl_seconds: float = RULES_TTL_SECONDS,
+        max_devices: int = 100_000,
+        *,
+        changes: ChangeHub | None = None,
+    ) -> None:
         self.ttl = ttl_seconds
         self.max_devices = max_devices
         self._entries: dict[str, tuple[DeviceRules, float]] = {}
         # Counts forgets: rules read while one happened may be older than it, so are not kept.
         self._forgets = 0
+        if changes is not None:
+            changes.subscribe(RULES_CHANGES, self._on_change)
 
     async def rules_of(
         self, session: AsyncSession, device_ids: list[str]
@@ -77,9 +89,9 @@ class DeviceRulesCache:
         self._forgets += 1
         self._entries.pop(device_id, None)
 
-    def forget_after_commit(self, session: AsyncSession, device_id: str) -> None:
-        """Forgets the device's rules when `session` commits the change being made."""
-        after_commit(session, lambda: self.forget(device_id))
+    def _on_change(self, change: Change) -> None:
+        for device_id in change.device_ids:
+            self.forget(device_id)
 
     def _keep(self, loaded: dict[str, DeviceRules], now: float) -> None:
         if len(self._entries) + len(loaded) > self.max_devices:
@@ -147,10 +159,17 @@ async def advance_states(
         if state is not None and state is not current:
             changed.append(state)
     if changed:
-        connection = await session.connection()
-        await bulk.write_rows(connection, DeviceState.__table__, changed, update_on=("device_id",))
-        live_cache.note_written_states(session.sync_session, changed)
+        await write_states(session, changed)
     return changed
+
+
+async def write_states(session: AsyncSession, states: list[dict[str, Any]]) -> None:
+    """Stores whole live states (one upsert), and raises their notice: the states as written,
+    which the device reads apply in place once committed."""
+    connection = await session.connection()
+    await bulk.write_rows(connection, DeviceState.__table__, states, update_on=("device_id",))
+    ids = tuple(state["device_id"] for state in states)
+    note(session, Change(DEVICE_STATE_CHANGE, ids, device_ids=ids, values=tuple(states)))
 
 
 def advance(

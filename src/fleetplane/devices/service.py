@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleetplane.audit import service as audit
 from fleetplane.audit.service import Actor
 from fleetplane.channels import service as channels
+from fleetplane.core.changes import Change, note
 from fleetplane.core.db import count_under_lock, lock_writers
 from fleetplane.core.errors import conflict, not_found, validation_error
 from fleetplane.core.ids import looks_like_id, new_id
@@ -33,6 +34,20 @@ from fleetplane.devices.schemas import UNIQUE_ID_PATTERN, DeviceCreate, DeviceUp
 
 # Device ids per `IN (...)` list.
 DEVICES_PER_QUERY = 1000
+# The kinds of change notice (core.changes) of this domain: a device itself (name, channel,
+# customer, validity rules...), and a device's live state as the pipeline writes it.
+DEVICE_CHANGE = "device"
+DEVICE_STATE_CHANGE = "device_state"
+
+
+def note_changed(
+    session: AsyncSession, provider_id: str, device_ids: Iterable[str], *customer_ids: str | None
+) -> None:
+    """Raises the notice of changed devices, naming the customers whose devices they are or
+    were (none: devices of no customer)."""
+    ids = tuple(device_ids)
+    customers = tuple(dict.fromkeys(c for c in customer_ids if c is not None))
+    note(session, Change(DEVICE_CHANGE, ids, provider_id, customers, device_ids=ids))
 
 
 def hash_password(password: str) -> str:
@@ -165,6 +180,7 @@ async def create(
     if data.customer_id is not None:
         _open_assignment(session, device, data.customer_id, first=True)
         await session.flush()
+    note_changed(session, device.provider_id, [device.id], device.customer_id)
     return device
 
 
@@ -194,6 +210,7 @@ async def update(session: AsyncSession, actor: Actor, device_id: str, data: Devi
         device.password_hash = hash_password(password) if password else None
         changes["password"] = bool(password)
     action = "device.update"
+    previous_customer = device.customer_id
     if "customer_id" in changes:
         action = await _assignment_action(session, actor, device, changes["customer_id"])
         if changes["customer_id"] != device.customer_id:
@@ -203,6 +220,7 @@ async def update(session: AsyncSession, actor: Actor, device_id: str, data: Devi
             setattr(device, field, value)
     await audit.record(session, actor, action, "device", device.id, changes)
     await _flush_unique(session, device.unique_id)
+    note_changed(session, device.provider_id, [device.id], previous_customer, device.customer_id)
     return device
 
 
@@ -262,6 +280,7 @@ async def _end_assignments(
 async def delete(session: AsyncSession, actor: Actor, device_id: str) -> None:
     device = await get(session, actor.provider_id, device_id)
     await session.delete(device)
+    note_changed(session, device.provider_id, [device.id], device.customer_id)
     await audit.record(
         session, actor, "device.delete", "device", device.id, {"unique_id": device.unique_id}
     )
@@ -276,6 +295,8 @@ async def release_all(session: AsyncSession, actor: Actor, customer_id: str) -> 
         .where(Device.provider_id == actor.provider_id, Device.customer_id == customer_id)
         .values(customer_id=None)
     )
+    # Which devices is not read: the customer's devices, all of them, are no longer its.
+    note(session, Change(DEVICE_CHANGE, (), actor.provider_id, (customer_id,)))
     return result.rowcount or 0
 
 

@@ -61,9 +61,6 @@ async def update_device(
     """`customer_id` assigns the device to a customer, moves it to another, or (null) returns
     it to the unassigned inventory; each is recorded in the audit log as such."""
     device = await service.update(ctx.session, Actor.of(ctx), device_id, body)
-    ctx.request.app.state.device_rules.forget_after_commit(ctx.session, device.id)
-    # Open event streams of the device's customer check their access once this commits.
-    ctx.request.app.state.identity_cache.forget_after_commit(ctx.session, device.id)
     return DeviceOut.model_validate(device)
 
 
@@ -72,6 +69,4 @@ async def delete_device(
     device_id: str, ctx: StudioContext = provider_permission("delete:devices")
 ) -> Response:
     await service.delete(ctx.session, Actor.of(ctx), device_id)
-    ctx.request.app.state.device_rules.forget_after_commit(ctx.session, device_id)
-    ctx.request.app.state.identity_cache.forget_after_commit(ctx.session, device_id)
     return Response(status_code=204)

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane.audit import service as audit
 from fleetplane.audit.service import Actor
+from fleetplane.core.changes import Change, note
 from fleetplane.core.errors import ApiError, not_found, validation_error
 from fleetplane.core.ids import looks_like_id, new_id
 from fleetplane.devices import service as devices
@@ -24,6 +25,19 @@ from fleetplane.sensors.schemas import SensorCreate, SensorUpdate
 REQUIRED_FIELDS = ("name", "type", "parameter", "unit", "out_of_table")
 # Bound parameters per query stay far below every engine's limit; a page of devices is one query.
 DEVICES_PER_QUERY = 1000
+# The kind of change notice (core.changes) raised when a sensor changes.
+SENSOR_CHANGE = "sensor"
+
+
+async def _note_changed(session: AsyncSession, sensor: Sensor) -> None:
+    """Raises the sensor's notice, naming its device and the device's customer (whose reads
+    show the sensor's values)."""
+    device = await devices.get(session, sensor.provider_id, sensor.device_id)
+    customers = () if device.customer_id is None else (device.customer_id,)
+    change = Change(
+        SENSOR_CHANGE, (sensor.id,), sensor.provider_id, customers, device_ids=(device.id,)
+    )
+    note(session, change)
 
 
 def list_query(
@@ -55,6 +69,7 @@ async def create(session: AsyncSession, actor: Actor, data: SensorCreate) -> Sen
     session.add(sensor)
     await audit.record(session, actor, "sensor.create", "sensor", sensor.id, values)
     await session.flush()
+    await _note_changed(session, sensor)
     return sensor
 
 
@@ -73,6 +88,7 @@ async def update(session: AsyncSession, actor: Actor, sensor_id: str, data: Sens
         setattr(sensor, field, value)
     await audit.record(session, actor, "sensor.update", "sensor", sensor.id, changes)
     await session.flush()
+    await _note_changed(session, sensor)
     return sensor
 
 
@@ -83,6 +99,7 @@ async def delete(session: AsyncSession, actor: Actor, sensor_id: str) -> Sensor:
     details = {"device_id": sensor.device_id, "name": sensor.name}
     await audit.record(session, actor, "sensor.delete", "sensor", sensor.id, details)
     await session.flush()
+    await _note_changed(session, sensor)
     return sensor
 
 

@@ -33,7 +33,6 @@ async def create_sensor(
 ) -> SensorOut:
     """A `device_id` that is not one of your devices answers `422` naming `device_id`."""
     sensor = await service.create(ctx.session, Actor.of(ctx), body)
-    ctx.request.app.state.device_rules.forget_after_commit(ctx.session, sensor.device_id)
     response.headers["Location"] = f"/api/sensors/{sensor.id}"
     return SensorOut.model_validate(sensor)
 
@@ -51,7 +50,6 @@ async def update_sensor(
 ) -> SensorOut:
     """Only the fields sent change; `calibration`, `min` and `max` set to null are removed."""
     sensor = await service.update(ctx.session, Actor.of(ctx), sensor_id, body)
-    ctx.request.app.state.device_rules.forget_after_commit(ctx.session, sensor.device_id)
     return SensorOut.model_validate(sensor)
 
 
@@ -59,6 +57,5 @@ async def update_sensor(
 async def delete_sensor(
     sensor_id: str, ctx: StudioContext = provider_permission("delete:sensors")
 ) -> Response:
-    sensor = await service.delete(ctx.session, Actor.of(ctx), sensor_id)
-    ctx.request.app.state.device_rules.forget_after_commit(ctx.session, sensor.device_id)
+    await service.delete(ctx.session, Actor.of(ctx), sensor_id)
     return Response(status_code=204)
