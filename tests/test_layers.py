@@ -15,8 +15,11 @@ The layers, from the bottom:
   assembly.
 - **intake** (`ingest/`): listeners, protocol decoders and the pipeline. Like a domain, and it
   may also import a domain's `processor`, since the pipeline orders the domains' steps.
-- **assembly**: `app.py`, `registry.py`, `cli.py`, `bootstrap.py`, `web/`, `simulator/`,
-  `migrations/`: they put the platform together and may import anything.
+- **assembly**: `app.py`, `registry.py`, `runtime.py`, `cli.py`, `bootstrap.py`, `web/`,
+  `simulator/`, `migrations/`: they put the platform together and may import anything. One
+  assembly file is reachable from below: `runtime.py`, the typed dependency through which
+  endpoints reach the process's parts, may be imported by a domain's routers (`studio`,
+  `module`) and nothing else of a domain.
 
 Across all of them: no circle among the files.
 """
@@ -32,9 +35,23 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "fleetplane"
 
 FOUNDATION = {"core", "config", "telemetry", "module_catalog"}
 INTAKE = {"ingest"}
-ASSEMBLY = {"app", "registry", "cli", "bootstrap", "web", "simulator", "migrations", "__init__"}
+ASSEMBLY = {
+    "app",
+    "registry",
+    "runtime",
+    "cli",
+    "bootstrap",
+    "web",
+    "simulator",
+    "migrations",
+    "__init__",
+}
 # What every domain may import of another domain.
 PUBLIC_FACE = {"service", "schemas"}
+# The assembly file a domain's routers may import (`runtime: Runtime = RuntimeDep`), and those
+# routers. Other domain files are handed the parts they need by the routers.
+RUNTIME = "fleetplane.runtime"
+ROUTER_FILES = {"studio", "module"}
 # Pure modules another domain may use too: sensor types and the conversion of raw values,
 # which the live state, the pipeline and the message history all apply.
 SHARED_PURE_MODULES = {"fleetplane.sensors.calculation"}
@@ -97,6 +114,10 @@ def why_not(importer: str, imported: str) -> str | None:
         return None
     if part(importer) == part(imported) or imported in SHARED_PURE_MODULES:
         return None
+    if imported == RUNTIME and importer_layer == "domain":
+        if importer.rsplit(".", 1)[-1] in ROUTER_FILES:
+            return None
+        return "the runtime is for a domain's routers (studio, module); hand the parts down"
     if importer_layer == "foundation":
         return f"the foundation imports nothing of the {imported_layer} layer"
     if imported_layer != "domain":

@@ -19,6 +19,7 @@ from conftest import (
     Tenant,
     assert_problem,
     create_channel,
+    fresh_database,
     make_tenant,
     run_in_server,
     server_with,
@@ -41,13 +42,16 @@ _TIMESTAMPS = itertools.count(1_795_700_000)
 
 @pytest.fixture(scope="module")
 def holding_server(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory
+    backend: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
-    """Keys, customers and customers' devices trusted for ten minutes once read."""
+    """Keys, customers and customers' devices trusted for ten minutes once read. A database of
+    its own, as the caching server's: its device listeners would otherwise compete with the
+    shared server's for the ports of the same channels."""
     path: Path = tmp_path_factory.mktemp("holding")
-    with server_with(
-        database_url, path, api_key_cache_seconds=600, live_cache_seconds=600
-    ) as running:
+    with (
+        fresh_database(backend, path) as url,
+        server_with(url, path, api_key_cache_seconds=600, live_cache_seconds=600) as running,
+    ):
         yield running
 
 

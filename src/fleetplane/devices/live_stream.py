@@ -8,11 +8,12 @@ customers) or by the audience of the device's next event (a device now another c
 When the access is gone the stream closes with a `closed` event naming the reason: the `code`
 a new call would be refused with, or `device_moved`."""
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from fleetplane.core.auth import CustomerContext, ModuleAccessWatch
 from fleetplane.core.db import set_tenant_scope
-from fleetplane.core.events import Audience, Event, Subscription
+from fleetplane.core.events import Audience, Event, EventHub, Subscription
 from fleetplane.devices import service
-from fleetplane.runtime import Runtime
 
 DEVICE_MOVED = "device_moved"
 
@@ -21,18 +22,20 @@ class CustomerDeviceStream:
     def __init__(
         self,
         ctx: CustomerContext,
-        runtime: Runtime,
         module_name: str,
         needed: tuple[str, ...],
         devices: set[str],
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        events: EventHub,
     ) -> None:
         self.access = ModuleAccessWatch(ctx, module_name, needed)
-        self._sessions = runtime.sessions
+        self._sessions = sessions
         self._audience: Audience = (ctx.provider_id, ctx.customer_id)
         self._devices = devices  # the customer's devices, as far as this stream has seen
         self._changed: set[str] = set()  # of those, changed in this process; not yet checked
         self._moved: str | None = None  # one found to be another customer's
-        self.subscription: Subscription = runtime.events.subscribe(self._wanted)
+        self.subscription: Subscription = events.subscribe(self._wanted)
         self._unwatch = self.access.watch(self._on_change)
 
     def _wanted(self, event: Event, audience: Audience) -> bool:

@@ -93,7 +93,14 @@ async def device_events(
     ctx: CustomerContext = module.requires(EVENTS_PERMISSION), runtime: Runtime = RuntimeDep
 ) -> Response:
     device_ids = await service.customer_device_ids(ctx.session, ctx.provider_id, ctx.customer_id)
-    stream = CustomerDeviceStream(ctx, runtime, module.name, (EVENTS_PERMISSION,), set(device_ids))
+    stream = CustomerDeviceStream(
+        ctx,
+        module.name,
+        (EVENTS_PERMISSION,),
+        set(device_ids),
+        sessions=runtime.sessions,
+        events=runtime.events,
+    )
     return StreamingResponse(
         server_sent_events(
             stream.subscription,
