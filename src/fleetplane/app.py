@@ -41,7 +41,9 @@ from fleetplane.devices.processor import DeviceRulesCache
 from fleetplane.ingest.gateway import Gateway
 from fleetplane.ingest.limits import DeviceLimits
 from fleetplane.messages import retention
-from fleetplane.registry import MODULES, STUDIO_ROUTERS
+from fleetplane.registry import MODULES, STEPS, STUDIO_ROUTERS
+from fleetplane.steps.contract import Step
+from fleetplane.steps.runner import StepRunner
 from fleetplane.web import playground
 
 log = logging.getLogger("fleetplane")
@@ -73,9 +75,11 @@ LIVE_READ_CONNECTIONS = 2
 def create_app(
     settings: Settings | None = None,
     companions: Sequence[Callable[[], Coroutine[Any, Any, Any]]] = (),
+    extra_steps: Sequence[Step] = (),
 ) -> FastAPI:
     """The platform. `companions` run alongside it for its lifetime (the demo's simulated
-    fleet), started after the listeners and cancelled before they stop."""
+    fleet), started after the listeners and cancelled before they stop. `extra_steps` run
+    after the registered pipeline steps (tests', benchmarks')."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -84,6 +88,7 @@ def create_app(
         await warn_if_superuser(app.state.engine)
         if settings.gateway:
             await app.state.gateway.start()
+            app.state.step_runner.start()
             purge = retention.purge_forever(
                 app.state.system_sessions,
                 settings.default_retention_days,
@@ -98,6 +103,7 @@ def create_app(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             if settings.gateway:
+                await app.state.step_runner.stop()
                 await app.state.gateway.stop()
             await app.state.live_engine.dispose()
             await app.state.system_engine.dispose()
@@ -131,6 +137,13 @@ def create_app(
     app.state.files = FileStore(settings.data_dir / "files")
     app.state.device_rules = DeviceRulesCache()
     app.state.channel_policy = ChannelPolicy.of(settings)
+    app.state.step_runner = StepRunner(
+        app.state.system_sessions,
+        [*STEPS, *extra_steps],
+        retry_seconds=settings.step_retry_seconds,
+        retry_max_seconds=settings.step_retry_max_seconds,
+        poll_seconds=settings.step_poll_seconds,
+    )
     app.state.gateway = Gateway(
         app.state.system_sessions,
         app.state.events,
@@ -139,6 +152,7 @@ def create_app(
         host=settings.device_host,
         rules=app.state.device_rules,
         limits=DeviceLimits.from_settings(settings),
+        step_runner=app.state.step_runner,
     )
 
     install_error_handlers(app)

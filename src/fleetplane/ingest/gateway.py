@@ -26,6 +26,7 @@ from fleetplane.ingest.osmand_http import OsmandHttpListener
 from fleetplane.ingest.pipeline import MessageStore
 from fleetplane.ingest.wialon_tcp import WialonTcpListener
 from fleetplane.ingest.wialon_udp import WialonUdpListener
+from fleetplane.steps.runner import StepRunner
 
 log = logging.getLogger("fleetplane.gateway")
 
@@ -86,6 +87,7 @@ class Gateway:
         rules: DeviceRulesCache | None = None,
         *,
         limits: DeviceLimits,
+        step_runner: StepRunner | None = None,
     ) -> None:
         self._sessions = sessions
         self._policy = policy
@@ -106,7 +108,7 @@ class Gateway:
         self._stopped_counters: dict[str, ChannelCounters] = {}
         self._lock = asyncio.Lock()
         self._reloader: asyncio.Task[None] | None = None
-        self.store = MessageStore(sessions, events, files, rules=rules)
+        self.store = MessageStore(sessions, events, files, rules=rules, step_runner=step_runner)
         self.connected = ConnectedDevices(sessions)
 
     async def start(self) -> None:
