@@ -244,6 +244,8 @@ class StepRunner:
         )
         try:
             async with system_session(self._sessions) as session:
+                # Its row may have been made in the transaction that was undone.
+                await service.ensure_progress(session, [step.name], [batch.device])
                 retry = timedelta(seconds=retry_in)
                 await service.record_failure(session, step.name, batch.device.id, error, retry)
         except Exception:
