@@ -83,7 +83,9 @@ class RecordingStep:
             self.hanging.set()
             await asyncio.sleep(3600)
 
-    async def rewind(self, session: AsyncSession, device: StepDevice, from_time: datetime) -> datetime:
+    async def rewind(
+        self, session: AsyncSession, device: StepDevice, from_time: datetime
+    ) -> datetime:
         self.rewinds.append((device.id, from_time))
         await session.execute(
             OUTPUT.delete().where(
@@ -197,7 +199,9 @@ def _create_output_table(server: RunningServer) -> None:
             async with engine.begin() as connection:
                 await connection.run_sync(OUTPUT.metadata.create_all)
                 if connection.dialect.name == "postgresql":
-                    await connection.execute(sa.text(f"GRANT ALL ON {OUTPUT.name} TO {SYSTEM_ROLE}"))
+                    await connection.execute(
+                        sa.text(f"GRANT ALL ON {OUTPUT.name} TO {SYSTEM_ROLE}")
+                    )
         finally:
             await engine.dispose()
 

@@ -200,7 +200,9 @@ async def stored_since(
     return [_message(row) for row in await session.execute(statement)]
 
 
-async def newest_before(session: AsyncSession, device_seq: int, before: datetime) -> datetime | None:
+async def newest_before(
+    session: AsyncSession, device_seq: int, before: datetime
+) -> datetime | None:
     """The time of the device's newest stored message older than `before`."""
     statement = select(func.max(StoredMessage.device_time)).where(
         StoredMessage.device_seq == device_seq, StoredMessage.device_time < before

@@ -45,7 +45,9 @@ class Step(Protocol):
         is given again later."""
         ...
 
-    async def rewind(self, session: AsyncSession, device: StepDevice, from_time: datetime) -> datetime:
+    async def rewind(
+        self, session: AsyncSession, device: StepDevice, from_time: datetime
+    ) -> datetime:
         """Late data: undoes what the step derived from the device's messages at or after
         `from_time`, and returns the time from which they are to be given again: `from_time`,
         or earlier when a piece of its output (a trip, a visit) began before it."""

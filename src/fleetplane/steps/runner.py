@@ -14,6 +14,7 @@ failure in a row up to a ceiling. Other steps, other devices and the intake go o
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -104,10 +105,8 @@ class StepRunner:
                     continue
                 self._wake.clear()
                 timeout = max(0.0, next_scan - time.monotonic())
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
-                except TimeoutError:
-                    pass
             except Exception:  # the database is away, say: try again later, do not die
                 log.exception("a round of pipeline steps failed")
                 await asyncio.sleep(self._poll_seconds)
