@@ -143,6 +143,7 @@ def create_app(
         retry_seconds=settings.step_retry_seconds,
         retry_max_seconds=settings.step_retry_max_seconds,
         poll_seconds=settings.step_poll_seconds,
+        interval_seconds=settings.step_interval_seconds,
     )
     app.state.gateway = Gateway(
         app.state.system_sessions,

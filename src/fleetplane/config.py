@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     step_retry_max_seconds: float = Field(
         default=600.0, gt=0, description="The longest wait before a failing step is tried again."
     )
+    step_interval_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="Shortest time between two rounds of pipeline steps: longer gives each step "
+        "more messages at once (cheaper per message), shorter gives fresher derived data",
+    )
     step_poll_seconds: float = Field(
         default=5.0,
         gt=0,

@@ -52,6 +52,7 @@ FAST_RETRIES = {
     "step_retry_seconds": 0.05,
     "step_retry_max_seconds": 0.2,
     "step_poll_seconds": 0.2,
+    "step_interval_seconds": 0.02,
 }
 
 

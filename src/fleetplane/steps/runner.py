@@ -3,6 +3,8 @@
 Work is found two ways: the intake says which devices it just stored messages of (`notify`),
 and every `poll_seconds` the database is asked which devices some step is behind on (what a
 restart, or a worker process of its own, relies on: nothing here lives only in memory).
+Rounds start at most every `interval_seconds`, so that under load a round carries many
+messages per device.
 
 A round takes a set of devices, reads their new messages once, and then gives them to each
 step in a transaction of that step's own, which claims the step's progress rows (on
@@ -63,6 +65,7 @@ class StepRunner:
         retry_seconds: float = 5.0,
         retry_max_seconds: float = 600.0,
         poll_seconds: float = 5.0,
+        interval_seconds: float = 1.0,
     ) -> None:
         names = [step.name for step in steps]
         if len(set(names)) != len(names):
@@ -73,6 +76,7 @@ class StepRunner:
         self._retry_seconds = retry_seconds
         self._retry_max_seconds = retry_max_seconds
         self._poll_seconds = poll_seconds
+        self._interval_seconds = interval_seconds
         self._waiting: set[str] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -94,13 +98,17 @@ class StepRunner:
             self._task = None
 
     async def _run_forever(self) -> None:
-        next_scan = 0.0
+        next_scan = next_round = 0.0
         while True:
             try:
                 if time.monotonic() >= next_scan:
                     self._waiting.update(await self.devices_with_work())
                     next_scan = time.monotonic() + self._poll_seconds
                 if self._waiting:
+                    # Rounds at most every interval: under load each device then brings a
+                    # second's messages, not one or two, and the cost per round is shared.
+                    await asyncio.sleep(max(0.0, next_round - time.monotonic()))
+                    next_round = time.monotonic() + self._interval_seconds
                     await self.run_round()
                     continue
                 self._wake.clear()
