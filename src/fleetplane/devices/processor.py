@@ -18,7 +18,7 @@ from fleetplane.devices import live_cache
 from fleetplane.devices.models import Device, DeviceState
 from fleetplane.devices.validity import ValidityRules, mark_filtered
 from fleetplane.ingest.message import Message
-from fleetplane.messages.service import stored_params
+from fleetplane.messages.service import add_stored_params
 from fleetplane.sensors import service as sensors
 from fleetplane.sensors.calculation import SensorDefinition, compute_value
 
@@ -210,7 +210,7 @@ def _apply(
     if message.outputs is not None:
         state["outputs"] = message.outputs
     params = state["params"]
-    params.update(stored_params(message))
+    add_stored_params(params, message)
     if len(params) > MAX_STATE_PARAMS:  # the newest parameters are kept
         state["params"] = dict(list(params.items())[-MAX_STATE_PARAMS:])
     if message.has_position:

@@ -14,7 +14,7 @@ from fleetplane.core.ids import new_id
 from fleetplane.core.pagination import PageParams, encode_cursor, json_response
 from fleetplane.core.timeutil import checked_utc
 from fleetplane.devices import service as devices
-from fleetplane.ingest.message import DriverMessage, Message, ParamValue
+from fleetplane.ingest.message import DriverMessage, Message
 from fleetplane.messages import codec
 from fleetplane.messages.models import (
     FLAG_BLACK_BOX,
@@ -26,13 +26,11 @@ from fleetplane.messages.models import (
 from fleetplane.sensors.calculation import SensorDefinition, SensorValue, compute_value
 
 
-def stored_params(message: Message) -> dict[str, ParamValue]:
-    """The message's parameters as they are stored and shown: the device's own, then its
-    analog inputs as `adc1`.. and its driver key as `driver_key`. (Messages read back from
-    storage carry them in `params` already.)"""
-    if not message.adc and message.driver_key is None:
-        return message.params
-    params = dict(message.params)
+def add_stored_params(params: dict[str, Any], message: Message) -> dict[str, Any]:
+    """Adds the message's parameters to `params` as they are stored and shown: the device's
+    own, then its analog inputs as `adc1`.. and its driver key as `driver_key` (messages read
+    back from storage carry them in `params` already). Returns `params`."""
+    params.update(message.params)
     for number, value in enumerate(message.adc, start=1):
         if value is not None:
             params[f"adc{number}"] = value
@@ -44,7 +42,7 @@ def stored_params(message: Message) -> dict[str, ParamValue]:
 def to_row(device_seq: int, message: Message) -> dict[str, Any]:
     """The row of a decoded message; `device_seq` is the device's `seq`
     (`devices.service.seqs_of`). The ingest writer calls this for every message it stores."""
-    params = stored_params(message)
+    params = add_stored_params({}, message)
     flags = (
         (FLAG_BLACK_BOX if message.from_black_box else 0)
         | (FLAG_TIME_MISSING if message.device_time_missing else 0)
