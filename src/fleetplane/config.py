@@ -71,8 +71,9 @@ class Settings(BaseSettings):
     step_interval_seconds: float = Field(
         default=1.0,
         ge=0,
-        description="Shortest time between two rounds of pipeline steps: longer gives each step "
-        "more messages at once (cheaper per message), shorter gives fresher derived data",
+        description="Shortest time between two passes of the pipeline steps over the devices "
+        "with new messages: longer gives each step more messages at once (cheaper per "
+        "message), shorter gives fresher derived data",
     )
     step_poll_seconds: float = Field(
         default=5.0,

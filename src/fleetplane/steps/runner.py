@@ -3,11 +3,11 @@
 Work is found two ways: the intake says which devices it just stored messages of (`notify`),
 and every `poll_seconds` the database is asked which devices some step is behind on (what a
 restart, or a worker process of its own, relies on: nothing here lives only in memory).
-Rounds start at most every `interval_seconds`, so that under load a round carries many
-messages per device.
+Passes over the waiting devices start at most every `interval_seconds`, so that under load a
+device brings many messages to each.
 
-A round takes a set of devices, reads their new messages once, and then gives them to each
-step in a transaction of that step's own, which claims the step's progress rows (on
+A round takes up to DEVICES_PER_ROUND devices, reads their new messages once, and then gives
+them to each step in a transaction of that step's own, which claims the step's progress rows (on
 PostgreSQL `FOR UPDATE SKIP LOCKED`, so two runners never work on the same device and step),
 runs the step and moves its marks. A step that raises has its transaction undone, is tried
 again device by device, and for each device it still fails on is recorded as failing (log,
@@ -105,11 +105,11 @@ class StepRunner:
                     self._waiting.update(await self.devices_with_work())
                     next_scan = time.monotonic() + self._poll_seconds
                 if self._waiting:
-                    # Rounds at most every interval: under load each device then brings a
-                    # second's messages, not one or two, and the cost per round is shared.
+                    # Passes at most every interval: under load each device then brings a
+                    # second's messages, not one or two, and the cost per pass is shared.
                     await asyncio.sleep(max(0.0, next_round - time.monotonic()))
                     next_round = time.monotonic() + self._interval_seconds
-                    await self.run_round()
+                    await self.run_pass()
                     continue
                 self._wake.clear()
                 timeout = max(0.0, next_scan - time.monotonic())
@@ -123,12 +123,21 @@ class StepRunner:
         async with system_session(self._sessions) as session:
             return await service.devices_with_work(session, self._names, utcnow(), limit)
 
-    async def run_round(self) -> None:
-        """Runs every step on up to DEVICES_PER_ROUND of the devices waiting."""
-        chosen = []
-        while self._waiting and len(chosen) < DEVICES_PER_ROUND:
-            chosen.append(self._waiting.pop())
-        batches = await self._read(chosen)
+    async def run_pass(self) -> None:
+        """Runs every step on every device waiting, DEVICES_PER_ROUND at a time; devices
+        that get new messages meanwhile wait for the next pass."""
+        waiting = list(self._waiting)
+        self._waiting.clear()
+        for start in range(0, len(waiting), DEVICES_PER_ROUND):
+            await self.run_round(waiting[start : start + DEVICES_PER_ROUND])
+
+    async def run_round(self, device_ids: list[str]) -> None:
+        """Runs every step on these devices."""
+        try:
+            batches = await self._read(device_ids)
+        except BaseException:
+            self._waiting.update(device_ids)  # not done: the next pass takes them again
+            raise
         for step in self.steps:
             await self._run_step(step, batches)
 
