@@ -25,6 +25,7 @@ messages make the figures invalid: the run says so loudly and exits 1.
 import asyncio
 import multiprocessing
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -167,14 +168,15 @@ def main(
     duration: int = 30,
     device_count: int = 200,
     database_url: str | None = None,
+    steps: int = 0,
     console: Console | None = None,
 ) -> int:
     """Runs the benchmark and prints its figures; returns the process exit code."""
     console = console or Console()
     try:
         with support.cleanup_on_terminate():
-            _print_header(console, duration, device_count)
-            report = _run(duration, device_count, database_url, console)
+            _print_header(console, duration, device_count, steps)
+            report = _run(duration, device_count, database_url, steps, console)
     except BenchError as error:
         console.print(f"[bold red]Benchmark not run:[/] {error}")
         return 2
@@ -182,7 +184,9 @@ def main(
     return 0 if report.valid else 1
 
 
-def _run(duration: int, device_count: int, database_url: str | None, console: Console) -> Report:
+def _run(
+    duration: int, device_count: int, database_url: str | None, steps: int, console: Console
+) -> Report:
     """Seed, serve, load, count, insert raw; the server, the load processes and the temporary
     files are gone after, also after Ctrl-C."""
     clock_start = int((datetime.now(UTC) - CLOCK_START_AGO).timestamp())
@@ -190,7 +194,7 @@ def _run(duration: int, device_count: int, database_url: str | None, console: Co
         url = database_url or f"sqlite+aiosqlite:///{work_dir / 'bench.db'}"
         fleet = asyncio.run(_seed(url, device_count, console))
         support.warn_if_busy(console)
-        with _server(url, work_dir, console) as server:
+        with _server(url, work_dir, steps, console) as server:
             _wait_until_listening(server, fleet)
             with _load_processes(fleet, clock_start, console) as (workers, logins):
                 phases = [
@@ -243,14 +247,20 @@ async def _count_rows(session: AsyncSession, channel_id: str) -> int:
 # --- server -------------------------------------------------------------------------------
 
 
-def _server(database_url: str, work_dir: Path, console: Console) -> Any:
-    """`fleetplane serve` with the gateway, in its own process; stopped on the way out."""
+def _server(database_url: str, work_dir: Path, steps: int, console: Console) -> Any:
+    """`fleetplane serve` with the gateway, in its own process; stopped on the way out. With
+    `steps`, that many pipeline steps that do nothing run after the durable write."""
     settings = {
         "FLEETPLANE_DATA_DIR": str(work_dir),
         "FLEETPLANE_GATEWAY": "true",
         "FLEETPLANE_DEVICE_HOST": "127.0.0.1",  # the simulated devices are local
     }
-    return support.server(database_url, work_dir, console, settings, "")
+    if not steps:
+        return support.server(database_url, work_dir, console, settings, "")
+    launcher = Path(__file__).with_name("serve_with_steps.py")
+    command = [sys.executable, str(launcher), str(steps)]
+    label = f", {steps} pipeline steps that do nothing"
+    return support.server(database_url, work_dir, console, settings, label, command)
 
 
 def _wait_until_listening(server: Server, fleet: Fleet) -> None:
@@ -590,7 +600,7 @@ def _raw_rows(
 # --- report -------------------------------------------------------------------------------
 
 
-def _print_header(console: Console, duration: int, device_count: int) -> None:
+def _print_header(console: Console, duration: int, device_count: int, steps: int) -> None:
     rates = ", ".join(f"{rate:,}" for rate in FIXED_RATES)
     console.print(
         f"[bold]Fleetplane ingest benchmark[/], {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n"
@@ -600,7 +610,8 @@ def _print_header(console: Console, duration: int, device_count: int) -> None:
         f"{simulated.SINGLE_SHARE:.0%} #D#, the rest #B# of {simulated.BLACK_BOX_SIZES[0]}-"
         f"{simulated.BLACK_BOX_SIZES[1]} messages\n"
         f"phases: {rates} msg/s for {FIXED_RATE_SECONDS} s each, then flat out for "
-        f"{duration} s (each after {WARMUP_SECONDS} s of warm-up), then raw insert_rows"
+        f"{duration} s (each after {WARMUP_SECONDS} s of warm-up), then raw insert_rows\n"
+        f"pipeline steps: {steps} that do nothing, besides the registered ones"
     )
 
 

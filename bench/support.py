@@ -91,10 +91,16 @@ def free_port() -> int:
 
 @contextmanager
 def server(
-    database_url: str, folder: Path, console: Console, settings: dict[str, str], label: str
+    database_url: str,
+    folder: Path,
+    console: Console,
+    settings: dict[str, str],
+    label: str,
+    command: list[str] | None = None,
 ) -> Iterator[Server]:
-    """`fleetplane serve` in its own process with rate limiting off, quiet logs and these
-    extra FLEETPLANE_* settings; stopped on the way out."""
+    """`fleetplane serve` (or `command`, which takes the same arguments) in its own process
+    with rate limiting off, quiet logs and these extra FLEETPLANE_* settings; stopped on the
+    way out."""
     port = free_port()
     log_path = folder / "server.log"
     env = {
@@ -104,7 +110,8 @@ def server(
         "FLEETPLANE_LOG_LEVEL": "warning",  # no per-request logging, whatever the caller set
         **settings,
     }
-    command = [*_fleetplane_command(), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    command = [*(command or _fleetplane_command()), "serve", "--host", "127.0.0.1"]
+    command += ["--port", str(port)]
     with log_path.open("wb") as log:
         # A session of its own: Ctrl-C reaches only this process, which then stops the server.
         process = subprocess.Popen(

@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +33,7 @@ from fleetplane.core.permissions import Level, full_set
 from fleetplane.ingest.gateway import cannot_bind
 from fleetplane.module_catalog import module_names
 from fleetplane.runtime import Runtime, runtime_of
+from fleetplane.steps.contract import Step
 
 PG_URL_ENV = "FLEETPLANE_TEST_DATABASE_URL"
 Result = TypeVar("Result")
@@ -147,13 +148,15 @@ class RunningServer:
         self.thread.join(timeout=10)
 
 
-def start_server(settings: Settings, parser: Parser = "auto") -> RunningServer:
+def start_server(
+    settings: Settings, parser: Parser = "auto", steps: Sequence[Step] = ()
+) -> RunningServer:
     """Migrates, then runs the app under uvicorn in a thread, on a real port, configured as
-    `fleetplane serve` configures it."""
+    `fleetplane serve` configures it; `steps` are pipeline steps of the test's own."""
     asyncio.run(migrate(settings))
     port = free_port()
     settings = settings.model_copy(update={"port": port})  # what channels may not take
-    app = create_app(settings)
+    app = create_app(settings, extra_steps=steps)
     config = server_config(
         app,
         settings,
@@ -185,9 +188,11 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
 
 
 @contextmanager
-def server_with(database_url: str, data_dir: Path, **overrides: Any) -> Iterator[RunningServer]:
+def server_with(
+    database_url: str, data_dir: Path, steps: Sequence[Step] = (), **overrides: Any
+) -> Iterator[RunningServer]:
     """A server of its own, with `make_settings`' settings changed by `overrides`."""
-    running = start_server(make_settings(database_url, data_dir, **overrides))
+    running = start_server(make_settings(database_url, data_dir, **overrides), steps=steps)
     try:
         yield running
     finally:

@@ -163,6 +163,10 @@ OPERATIONS: list[Operation] = [
     ),
     # Studio: audit log
     Operation("GET", "/api/audit-log", "read:audit_log", lambda t: ("/api/audit-log", None)),
+    # Studio: pipeline steps
+    Operation(
+        "GET", "/api/pipeline/steps", "read:devices", lambda t: ("/api/pipeline/steps", None)
+    ),
     # Module: devices
     Operation("GET", "/module/devices", "read:devices", lambda t: ("/module/devices", None)),
     Operation(

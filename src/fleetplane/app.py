@@ -19,8 +19,9 @@ from fleetplane.core.errors import ApiError, install_error_handlers
 from fleetplane.core.middleware import BodyLimitMiddleware, RateLimitHeadersMiddleware
 from fleetplane.core.openapi import build_document
 from fleetplane.messages import retention
-from fleetplane.registry import MODULES, STUDIO_ROUTERS
+from fleetplane.registry import MODULES, STEPS, STUDIO_ROUTERS
 from fleetplane.runtime import Runtime
+from fleetplane.steps.contract import Step
 from fleetplane.web import playground
 
 log = logging.getLogger("fleetplane")
@@ -34,11 +35,13 @@ under `x-permissions`. Errors are `application/problem+json` with a stable `code
 def create_app(
     settings: Settings | None = None,
     companions: Sequence[Callable[[], Coroutine[Any, Any, Any]]] = (),
+    extra_steps: Sequence[Step] = (),
 ) -> FastAPI:
     """The platform. `companions` run alongside it for its lifetime (the demo's simulated
-    fleet), started after the listeners and cancelled before they stop."""
+    fleet), started after the listeners and cancelled before they stop. `extra_steps` run
+    after the registered pipeline steps (tests', benchmarks')."""
     settings = settings or Settings()
-    runtime = Runtime.build(settings)
+    runtime = Runtime.build(settings, [*STEPS, *extra_steps])
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -46,6 +49,7 @@ def create_app(
         await warn_if_superuser(runtime.engine)
         if settings.gateway:
             await runtime.gateway.start()
+            runtime.step_runner.start()
             purge = retention.purge_forever(
                 runtime.system_sessions,
                 settings.default_retention_days,
@@ -60,6 +64,7 @@ def create_app(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             if settings.gateway:
+                await runtime.step_runner.stop()
                 await runtime.gateway.stop()
             await runtime.close()
 

@@ -256,11 +256,21 @@ def bench_ingest(
             "of a fresh temporary SQLite file."
         ),
     ] = None,
+    steps: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Also run this many pipeline steps that do nothing (their own cost)."
+        ),
+    ] = 0,
 ) -> None:
     """Wialon IPS ingest rate and ack latency against a real server (see docs/benchmarks.md)."""
     bench = load_bench("ingest")
     code = bench.main(
-        duration=duration, device_count=devices, database_url=database_url, console=console
+        duration=duration,
+        device_count=devices,
+        database_url=database_url,
+        steps=steps,
+        console=console,
     )
     raise typer.Exit(code)
 

@@ -73,6 +73,28 @@ class Settings(BaseSettings):
     retention_interval_seconds: float = Field(
         default=3600, ge=1, description="How often expired messages are purged."
     )
+    step_retry_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="A pipeline step that failed on a device is tried again after this long, "
+        "twice as long after each further failure in a row",
+    )
+    step_retry_max_seconds: float = Field(
+        default=600.0, gt=0, description="The longest wait before a failing step is tried again."
+    )
+    step_interval_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="Shortest time between two passes of the pipeline steps over the devices "
+        "with new messages: longer gives each step more messages at once (cheaper per "
+        "message), shorter gives fresher derived data",
+    )
+    step_poll_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often the database is asked which devices a pipeline step is behind on "
+        "(besides the devices this process has just stored messages of)",
+    )
     device_host: str = Field(default="0.0.0.0", description="Address device listeners bind.")
     device_ports: str = Field(
         default="20000-29999,5055",

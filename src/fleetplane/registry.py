@@ -1,5 +1,5 @@
-"""The one list of routers and modules. Adding a module is adding its folder, its entry in
-`module_catalog` and its line here."""
+"""The one list of routers, modules and pipeline steps. Adding a module is adding its folder,
+its entry in `module_catalog` and its lines here."""
 
 from fastapi import APIRouter
 
@@ -11,6 +11,8 @@ from fleetplane.customers import studio as customers_studio
 from fleetplane.devices import module as devices_module
 from fleetplane.devices import studio as devices_studio
 from fleetplane.sensors import studio as sensors_studio
+from fleetplane.steps import studio as steps_studio
+from fleetplane.steps.contract import Step
 
 STUDIO_ROUTERS: list[APIRouter] = [
     customers_studio.router,
@@ -19,8 +21,14 @@ STUDIO_ROUTERS: list[APIRouter] = [
     devices_studio.router,
     sensors_studio.router,
     audit_studio.router,
+    steps_studio.router,
 ]
 
 MODULES: list[Module] = [
     devices_module.module,
 ]
+
+
+# What is derived from stored messages, after their devices were answered (steps.contract),
+# in the order the steps run.
+STEPS: list[Step] = []

@@ -5,6 +5,7 @@ endpoints through one typed dependency: `runtime: Runtime = RuntimeDep`.
 Core's own dependencies (authentication, the request's session) reach the same object through
 `core.auth.auth_runtime`, typed by what core needs of it, since core knows no domain."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fastapi import Depends, FastAPI, Request
@@ -32,6 +33,8 @@ from fleetplane.devices.processor import DeviceRulesCache
 from fleetplane.devices.service import DEVICE_CHANGE
 from fleetplane.ingest.gateway import Gateway
 from fleetplane.ingest.limits import DeviceLimits
+from fleetplane.steps.contract import Step
+from fleetplane.steps.runner import StepRunner
 
 # Connections kept for reading customers' devices into memory (one read per customer at a time).
 LIVE_READ_CONNECTIONS = 2
@@ -76,10 +79,13 @@ class Runtime:
     files: FileStore
     device_rules: DeviceRulesCache
     channel_policy: ChannelPolicy
+    # Derived work on stored messages, after their devices were answered.
+    step_runner: StepRunner
     gateway: Gateway
 
     @classmethod
-    def build(cls, settings: Settings) -> "Runtime":
+    def build(cls, settings: Settings, steps: Sequence[Step] = ()) -> "Runtime":
+        """`steps`: the pipeline steps the step runner runs, in order."""
         changes = ChangeHub()
         engine = create_engine(settings)
         system_engine = create_system_engine(settings, shared=engine)
@@ -93,6 +99,14 @@ class Runtime:
         files = FileStore(settings.data_dir / "files")
         device_rules = DeviceRulesCache(changes=changes)
         channel_policy = ChannelPolicy.of(settings)
+        step_runner = StepRunner(
+            system_sessions,
+            list(steps),
+            retry_seconds=settings.step_retry_seconds,
+            retry_max_seconds=settings.step_retry_max_seconds,
+            poll_seconds=settings.step_poll_seconds,
+            interval_seconds=settings.step_interval_seconds,
+        )
         gateway = Gateway(
             system_sessions,
             events,
@@ -101,6 +115,7 @@ class Runtime:
             host=settings.device_host,
             rules=device_rules,
             limits=DeviceLimits.from_settings(settings),
+            step_runner=step_runner,
         )
         return cls(
             settings=settings,
@@ -118,6 +133,7 @@ class Runtime:
             files=files,
             device_rules=device_rules,
             channel_policy=channel_policy,
+            step_runner=step_runner,
             gateway=gateway,
         )
 

@@ -18,6 +18,7 @@ from fleetplane.core.geo import distance_m
 from fleetplane.devices.models import Device, DeviceState
 from fleetplane.devices.service import DEVICE_CHANGE, DEVICE_STATE_CHANGE
 from fleetplane.devices.validity import ValidityRules, mark_filtered
+from fleetplane.messages.service import add_stored_params
 from fleetplane.sensors import service as sensors
 from fleetplane.sensors.calculation import SensorDefinition, compute_value
 from fleetplane.telemetry import Message
@@ -226,12 +227,7 @@ def _apply(
     if message.outputs is not None:
         state["outputs"] = message.outputs
     params = state["params"]
-    params.update(message.params)
-    for number, value in enumerate(message.adc, start=1):
-        if value is not None:
-            params[f"adc{number}"] = value
-    if message.driver_key is not None:
-        params["driver_key"] = message.driver_key
+    add_stored_params(params, message)
     if len(params) > MAX_STATE_PARAMS:  # the newest parameters are kept
         state["params"] = dict(list(params.items())[-MAX_STATE_PARAMS:])
     if message.has_position:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, select, true
+from sqlalchemy import ColumnElement, Row, Select, func, select, true
 from sqlalchemy import update as update_rows
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,7 +29,7 @@ from fleetplane.core.errors import conflict, not_found, validation_error
 from fleetplane.core.ids import looks_like_id, new_id
 from fleetplane.core.timeutil import as_utc, utcnow
 from fleetplane.customers import service as customers
-from fleetplane.devices.models import Device, DeviceAssignment
+from fleetplane.devices.models import Device, DeviceAssignment, DeviceState
 from fleetplane.devices.schemas import UNIQUE_ID_PATTERN, DeviceCreate, DeviceUpdate
 
 # Device ids per `IN (...)` list.
@@ -449,3 +449,25 @@ async def _flush_unique(session: AsyncSession, unique_id: str) -> None:
         raise conflict(
             f"A device with unique_id {unique_id!r} is already on this channel."
         ) from error
+
+
+def newest_message_query() -> Select[tuple[str, datetime]]:
+    """Each device's newest message time that its live state took in: how far the pipeline
+    steps can go (a message stored later with an earlier time is late data)."""
+    return select(DeviceState.device_id, DeviceState.last_message_at)
+
+
+async def for_pipeline_steps(
+    session: AsyncSession, device_ids: Iterable[str]
+) -> list[Row[tuple[str, int, str, str | None, datetime]]]:
+    """(id, seq, provider_id, customer_id, newest message time) of these devices, for the
+    ones that have messages."""
+    statement = select(
+        Device.id, Device.seq, Device.provider_id, Device.customer_id, DeviceState.last_message_at
+    ).join(DeviceState, DeviceState.device_id == Device.id)
+    found = []
+    unique_ids = list(dict.fromkeys(device_ids))
+    for start in range(0, len(unique_ids), DEVICES_PER_QUERY):
+        chunk = unique_ids[start : start + DEVICES_PER_QUERY]
+        found += (await session.execute(statement.where(Device.id.in_(chunk)))).all()
+    return found

@@ -23,7 +23,7 @@ from fleetplane.devices.processor import DeviceRulesCache
 from fleetplane.ingest.connected import ConnectedDevices
 from fleetplane.ingest.limits import DeviceLimits, ProcessConnections, UnfinishedFiles
 from fleetplane.ingest.osmand_http import OsmandHttpListener
-from fleetplane.ingest.pipeline import MessageStore
+from fleetplane.ingest.pipeline import MessageStore, StepNotifier
 from fleetplane.ingest.wialon_tcp import WialonTcpListener
 from fleetplane.ingest.wialon_udp import WialonUdpListener
 
@@ -86,6 +86,7 @@ class Gateway:
         rules: DeviceRulesCache | None = None,
         *,
         limits: DeviceLimits,
+        step_runner: StepNotifier | None = None,
     ) -> None:
         self._sessions = sessions
         self._policy = policy
@@ -106,7 +107,7 @@ class Gateway:
         self._stopped_counters: dict[str, ChannelCounters] = {}
         self._lock = asyncio.Lock()
         self._reloader: asyncio.Task[None] | None = None
-        self.store = MessageStore(sessions, events, files, rules=rules)
+        self.store = MessageStore(sessions, events, files, rules=rules, step_runner=step_runner)
         self.connected = ConnectedDevices(sessions)
 
     async def start(self) -> None:

@@ -1,6 +1,11 @@
 """The durable write path: messages from every connection are written in batches, and each
 sender learns its messages are stored only after the batch is committed.
 
+The transaction holds what the answer depends on: the messages and the devices' live state
+(docs/decisions.md, "Pipeline steps after the durable write"). Everything derived from the
+messages runs after the commit, as pipeline steps (`steps.runner`), which this writer tells
+which devices have new messages; late data is noted here for them, in the same transaction.
+
 A connection hands over one packet's messages and waits; so a device's messages are written
 in the order it sent them, and its answer leaves only after the commit. The queue is bounded:
 when the database is slower than the devices, connections wait in `store` (and stop reading
@@ -9,12 +14,13 @@ their sockets) instead of memory growing.
 
 import asyncio
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from fleetplane.commands import service as commands
 from fleetplane.core.db import system_session
 from fleetplane.core.events import Audience, EventHub
 from fleetplane.core.files import FileStore
@@ -22,11 +28,21 @@ from fleetplane.core.timeutil import utcnow
 from fleetplane.devices import processor as device_states
 from fleetplane.devices import service as devices
 from fleetplane.messages import service as messages
+from fleetplane.steps import service as steps
 from fleetplane.tachograph import service as tachograph
 from fleetplane.telemetry import DriverMessage, ImageFile, Message, TachographFile
 from fleetplane.video import service as video
 
 log = logging.getLogger("fleetplane.ingest")
+
+
+class StepNotifier(Protocol):
+    """What the writer needs of the pipeline steps' runner (`steps.runner.StepRunner`)."""
+
+    steps: Sequence[Any]
+
+    def notify(self, device_ids: Iterable[str]) -> None:
+        """These devices have newly stored messages for the steps."""
 
 
 @dataclass(slots=True)
@@ -46,6 +62,7 @@ class MessageStore:
         files: FileStore,
         *,
         rules: device_states.DeviceRulesCache | None = None,
+        step_runner: StepNotifier | None = None,
         max_batch_messages: int = 5000,
         max_waiting_packets: int = 10_000,
     ) -> None:
@@ -53,6 +70,7 @@ class MessageStore:
         self._rules = rules if rules is not None else device_states.DeviceRulesCache()
         self._events = events
         self._files = files
+        self._step_runner = step_runner
         self._max_batch = max_batch_messages
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(max_waiting_packets)
         self._writer: asyncio.Task[None] | None = None
@@ -83,12 +101,10 @@ class MessageStore:
                 await messages.store_chat(session, device_id, chat)
             if isinstance(file, ImageFile):
                 await video.store_device_image(session, self._files, provider_id, device_id, file)
-                await commands.mark_answered(session, device_id, "snapshot_request")
             elif isinstance(file, TachographFile):
                 await tachograph.store_device_file(
                     session, self._files, provider_id, device_id, file
                 )
-                await commands.mark_answered(session, device_id, "tachograph_request")
 
     async def _write_forever(self) -> None:
         while True:
@@ -138,11 +154,15 @@ class MessageStore:
             rows = [messages.to_row(seqs[p.device_id], m) for p in batch for m in p.messages]
             await messages.insert_rows(session, rows)
             changed = await device_states.advance_states(session, by_device, states, rules)
+            if self._step_runner is not None and self._step_runner.steps:
+                await steps.record_late(session, _late_data(by_device, states))
             owners: dict[str, Audience] = {}
             if self._events.subscribers:
                 # Read last, in the transaction that stored the messages: whose events they are.
                 owners = await devices.owners_of(session, device_ids)
         self._announce(changed, owners)
+        if self._step_runner is not None:
+            self._step_runner.notify(device_ids)
 
     def _announce(self, changed: list[dict[str, Any]], owners: dict[str, Audience]) -> None:
         """Tells live subscribers; the batch is committed, so a failure here is only logged."""
@@ -155,6 +175,23 @@ class MessageStore:
                     self._events.publish(device_states.state_changed(state), owner)
         except Exception:
             log.exception("announcing %d state changes failed", len(changed))
+
+
+def _late_data(
+    by_device: dict[str, list[Message]], states: dict[str, dict[str, Any]]
+) -> dict[str, datetime]:
+    """Devices whose batch holds messages not newer than the newest their state had taken
+    in (a black box, a resend): the oldest such time of each. Steps are only ever as far as
+    that newest time, so anything newer reaches them in order anyway."""
+    late = {}
+    for device_id, batch in by_device.items():
+        state = states.get(device_id)
+        newest = None if state is None else state["last_message_at"]
+        if newest is not None:
+            oldest = min(message.device_time for message in batch)
+            if oldest <= newest:
+                late[device_id] = oldest
+    return late
 
 
 def _settle(pending: _Pending, error: Exception | None) -> None:

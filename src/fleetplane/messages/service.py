@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import Response
-from sqlalchemy import Row, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane.core import bulk
@@ -26,15 +26,23 @@ from fleetplane.sensors.calculation import SensorDefinition, SensorValue, comput
 from fleetplane.telemetry import DriverMessage, Message
 
 
-def to_row(device_seq: int, message: Message) -> dict[str, Any]:
-    """The row of a decoded message; `device_seq` is the device's `seq`
-    (`devices.service.seqs_of`). The ingest writer calls this for every message it stores."""
-    params: dict[str, Any] = dict(message.params)
+def add_stored_params(params: dict[str, Any], message: Message) -> dict[str, Any]:
+    """Adds the message's parameters to `params` as they are stored and shown: the device's
+    own, then its analog inputs as `adc1`.. and its driver key as `driver_key` (messages read
+    back from storage carry them in `params` already). Returns `params`."""
+    params.update(message.params)
     for number, value in enumerate(message.adc, start=1):
         if value is not None:
             params[f"adc{number}"] = value
     if message.driver_key is not None:
         params["driver_key"] = message.driver_key
+    return params
+
+
+def to_row(device_seq: int, message: Message) -> dict[str, Any]:
+    """The row of a decoded message; `device_seq` is the device's `seq`
+    (`devices.service.seqs_of`). The ingest writer calls this for every message it stores."""
+    params = add_stored_params({}, message)
     flags = (
         (FLAG_BLACK_BOX if message.from_black_box else 0)
         | (FLAG_TIME_MISSING if message.device_time_missing else 0)
@@ -169,3 +177,53 @@ async def store_chat(session: AsyncSession, device_id: str, chat: DriverMessage)
         )
     )
     await session.flush()
+
+
+async def stored_since(
+    session: AsyncSession,
+    device_seq: int,
+    *,
+    after: datetime | None,
+    until: datetime,
+    limit: int,
+) -> list[Message]:
+    """A device's stored messages with `after` < time <= `until`, oldest first, at most
+    `limit`, as messages again (what pipeline steps take in)."""
+    statement = select(
+        StoredMessage.device_time, StoredMessage.lat_e7, StoredMessage.lon_e7, StoredMessage.packed
+    ).where(StoredMessage.device_seq == device_seq, StoredMessage.device_time <= until)
+    if after is not None:
+        statement = statement.where(StoredMessage.device_time > after)
+    statement = statement.order_by(StoredMessage.device_time).limit(limit)
+    return [_message(row) for row in await session.execute(statement)]
+
+
+async def newest_before(
+    session: AsyncSession, device_seq: int, before: datetime
+) -> datetime | None:
+    """The time of the device's newest stored message older than `before`."""
+    statement = select(func.max(StoredMessage.device_time)).where(
+        StoredMessage.device_seq == device_seq, StoredMessage.device_time < before
+    )
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+def _message(row: Row[Any]) -> Message:
+    values = codec.unpack(row.device_time, row.packed)
+    return Message(
+        device_time=row.device_time,
+        received_at=values.received_at,
+        lat=codec.from_coordinate(row.lat_e7),
+        lon=codec.from_coordinate(row.lon_e7),
+        altitude=values.altitude,
+        speed=values.speed,
+        course=values.course,
+        satellites=values.satellites,
+        hdop=values.hdop,
+        inputs=values.inputs,
+        outputs=values.outputs,
+        params=values.params,
+        from_black_box=bool(values.flags & FLAG_BLACK_BOX),
+        device_time_missing=bool(values.flags & FLAG_TIME_MISSING),
+        filtered=bool(values.flags & FLAG_FILTERED),
+    )

@@ -1,11 +1,17 @@
-"""Tachograph file rules: a downloaded file is stored whole before it is acknowledged."""
+"""Tachograph file rules: a downloaded file is stored whole before it is acknowledged, and
+it is the answer to the device's oldest unanswered download request."""
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fleetplane.commands import service as commands
+from fleetplane.commands.schemas import CommandType
 from fleetplane.core.files import FileStore
 from fleetplane.core.ids import new_id
 from fleetplane.tachograph.models import TachographFile
 from fleetplane.telemetry import TachographFile as DownloadedFile
+
+# The command a `.ddd` file from the device answers.
+ANSWERED_COMMAND = CommandType.TACHOGRAPH_REQUEST
 
 
 async def store_device_file(
@@ -32,4 +38,5 @@ async def store_device_file(
     )
     session.add(stored)
     await session.flush()
+    await commands.mark_answered(session, device_id, ANSWERED_COMMAND)
     return stored

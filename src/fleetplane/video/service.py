@@ -1,11 +1,17 @@
-"""Media rules: what a device sends is stored whole before it is acknowledged."""
+"""Media rules: what a device sends is stored whole before it is acknowledged, and an image
+is the answer to the device's oldest unanswered snapshot request."""
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fleetplane.commands import service as commands
+from fleetplane.commands.schemas import CommandType
 from fleetplane.core.files import FileStore
 from fleetplane.core.ids import new_id
 from fleetplane.telemetry import ImageFile
 from fleetplane.video.models import MediaFile
+
+# The command an image from the device answers.
+ANSWERED_COMMAND = CommandType.SNAPSHOT_REQUEST
 
 
 def _content_type(data: bytes) -> str:
@@ -37,4 +43,5 @@ async def store_device_image(
     )
     session.add(media)
     await session.flush()
+    await commands.mark_answered(session, device_id, ANSWERED_COMMAND)
     return media

@@ -1,0 +1,52 @@
+"""`fleetplane serve` with pipeline steps that do nothing, for `fleetplane bench ingest --steps N`:
+what running steps costs by itself (reading each device's new messages back once, claiming
+and moving every step's marks), with no work of a step's own on top.
+
+Usage: python bench/serve_with_steps.py N serve [fleetplane serve's options]
+"""
+
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleetplane import app as platform
+from fleetplane.cli import app
+from fleetplane.steps.contract import StepDevice
+from fleetplane.telemetry import Message
+
+
+class DoNothingStep:
+    reads_filtered = False
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def process(
+        self, session: AsyncSession, device: StepDevice, messages: Sequence[Message]
+    ) -> None:
+        return None
+
+    async def rewind(
+        self, session: AsyncSession, device: StepDevice, from_time: datetime
+    ) -> datetime:
+        return from_time
+
+
+def main() -> None:
+    count = int(sys.argv.pop(1))
+    steps = [DoNothingStep(f"do_nothing_{number}") for number in range(1, count + 1)]
+    create_app = platform.create_app
+
+    def create_app_with_steps(settings: Any = None, companions: Any = ()) -> Any:
+        return create_app(settings, companions, extra_steps=steps)
+
+    # `fleetplane serve` imports the factory when it runs, so it finds this one.
+    platform.create_app = create_app_with_steps  # type: ignore[assignment]
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,281 @@
+"""Runs the pipeline steps over the stored messages, after their devices were answered.
+
+Work is found two ways: the intake says which devices it just stored messages of (`notify`),
+and every `poll_seconds` the database is asked which devices some step is behind on (what a
+restart, or a worker process of its own, relies on: nothing here lives only in memory).
+Passes over the waiting devices start at most every `interval_seconds`, so that under load a
+device brings many messages to each.
+
+A round takes up to DEVICES_PER_ROUND devices, reads their new messages once, and then gives
+them to each step in a transaction of that step's own, which claims the step's progress rows (on
+PostgreSQL `FOR UPDATE SKIP LOCKED`, so two runners never work on the same device and step),
+runs the step and moves its marks. A step that raises has its transaction undone, is tried
+again device by device, and for each device it still fails on is recorded as failing (log,
+`GET /api/pipeline/steps`) and left alone until its retry time, which doubles with each
+failure in a row up to a ceiling. Other steps, other devices and the intake go on.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from fleetplane.core.db import system_session
+from fleetplane.core.timeutil import utcnow
+from fleetplane.devices import service as devices
+from fleetplane.messages import service as messages
+from fleetplane.steps import service
+from fleetplane.steps.contract import Step, StepDevice
+from fleetplane.steps.service import Progress
+from fleetplane.telemetry import Message
+
+log = logging.getLogger("fleetplane.steps")
+
+DEVICES_PER_ROUND = 200
+# A device's messages read at once; a device with more goes on in the next round.
+MESSAGES_PER_DEVICE = 2000
+
+
+@dataclass(slots=True)
+class _Batch:
+    """One device's new messages, read once for every step."""
+
+    device: StepDevice
+    newest: datetime  # the device's newest message time its live state took in
+    progress: dict[str, Progress]  # by step, as planned (unlocked)
+    after: datetime | None = None  # the messages are those after this time...
+    messages: list[Message] = field(default_factory=list)  # ...oldest first
+    read: bool = False
+
+    def covers(self, mark: datetime | None) -> bool:
+        return self.read and (self.after is None or (mark is not None and mark >= self.after))
+
+
+class StepRunner:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        steps: Sequence[Step],
+        *,
+        retry_seconds: float = 5.0,
+        retry_max_seconds: float = 600.0,
+        poll_seconds: float = 5.0,
+        interval_seconds: float = 1.0,
+    ) -> None:
+        names = [step.name for step in steps]
+        if len(set(names)) != len(names):
+            raise ValueError(f"pipeline step names must be unique: {names}")
+        self._sessions = sessions
+        self.steps = list(steps)
+        self._names = names
+        self._retry_seconds = retry_seconds
+        self._retry_max_seconds = retry_max_seconds
+        self._poll_seconds = poll_seconds
+        self._interval_seconds = interval_seconds
+        self._waiting: set[str] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def notify(self, device_ids: Iterable[str]) -> None:
+        """New messages of these devices are committed."""
+        if self.steps:
+            self._waiting.update(device_ids)
+            self._wake.set()
+
+    def start(self) -> None:
+        if self.steps and self._task is None:
+            self._task = asyncio.create_task(self._run_forever(), name="pipeline-steps")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run_forever(self) -> None:
+        next_scan = next_round = 0.0
+        while True:
+            try:
+                if time.monotonic() >= next_scan:
+                    self._waiting.update(await self.devices_with_work())
+                    next_scan = time.monotonic() + self._poll_seconds
+                if self._waiting:
+                    # Passes at most every interval: under load each device then brings a
+                    # second's messages, not one or two, and the cost per pass is shared.
+                    await asyncio.sleep(max(0.0, next_round - time.monotonic()))
+                    next_round = time.monotonic() + self._interval_seconds
+                    await self.run_pass()
+                    continue
+                self._wake.clear()
+                timeout = max(0.0, next_scan - time.monotonic())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+            except Exception:  # the database is away, say: try again later, do not die
+                log.exception("a round of pipeline steps failed")
+                await asyncio.sleep(self._poll_seconds)
+
+    async def devices_with_work(self, limit: int = 10_000) -> list[str]:
+        async with system_session(self._sessions) as session:
+            return await service.devices_with_work(session, self._names, utcnow(), limit)
+
+    async def run_pass(self) -> None:
+        """Runs every step on every device waiting, DEVICES_PER_ROUND at a time; devices
+        that get new messages meanwhile wait for the next pass."""
+        waiting = list(self._waiting)
+        self._waiting.clear()
+        for start in range(0, len(waiting), DEVICES_PER_ROUND):
+            await self.run_round(waiting[start : start + DEVICES_PER_ROUND])
+
+    async def run_round(self, device_ids: list[str]) -> None:
+        """Runs every step on these devices."""
+        try:
+            batches = await self._read(device_ids)
+        except BaseException:
+            self._waiting.update(device_ids)  # not done: the next pass takes them again
+            raise
+        for step in self.steps:
+            await self._run_step(step, batches)
+
+    async def _read(self, device_ids: list[str]) -> list[_Batch]:
+        """Hands late data to the steps' progress, then reads each device's messages from the
+        oldest mark of the steps due on it."""
+        async with system_session(self._sessions) as session:
+            found = await devices.for_pipeline_steps(session, device_ids)
+            step_devices = [StepDevice(row[0], row[1], row[2], row[3]) for row in found]
+            await service.take_late_data(session, self._names, step_devices)
+        now = utcnow()
+        batches = []
+        async with system_session(self._sessions) as session:
+            progress = await service.marks_of(session, self._names, device_ids)
+            for device, row in zip(step_devices, found, strict=True):
+                batch = _Batch(device, row[4], progress.get(device.id, {}))
+                await self._read_messages(session, batch, now)
+                batches.append(batch)
+        return batches
+
+    async def _read_messages(self, session: AsyncSession, batch: _Batch, now: datetime) -> None:
+        due = [
+            batch.progress.get(name)
+            for name in self._names
+            if name not in batch.progress or _due(batch.progress[name], now)
+        ]
+        if not due or any(p is not None and p.rewind_from is not None for p in due):
+            return  # nothing due, or a rewind: the step reads for itself
+        marks = [None if p is None else p.mark for p in due]
+        after = None if None in marks else min(m for m in marks if m is not None)
+        if after is not None and after >= batch.newest:
+            return
+        batch.after = after
+        batch.messages = await self._messages(session, batch.device, after, batch.newest)
+        batch.read = True
+
+    async def _messages(
+        self, session: AsyncSession, device: StepDevice, after: datetime | None, until: datetime
+    ) -> list[Message]:
+        found = await messages.stored_since(
+            session, device.seq, after=after, until=until, limit=MESSAGES_PER_DEVICE
+        )
+        if len(found) == MESSAGES_PER_DEVICE:
+            self._waiting.add(device.id)  # more in the next round
+        return found
+
+    async def _run_step(self, step: Step, batches: list[_Batch]) -> None:
+        now = utcnow()
+        wanted = [b for b in batches if _wants(step, b, now)]
+        if not wanted:
+            return
+        try:
+            await self._in_transaction(step, wanted)
+            return
+        except Exception as error:
+            if len(wanted) == 1:
+                await self._failed(step, wanted[0], error)
+                return
+        # One device's data must not hold the step back on the others: each on its own.
+        for batch in wanted:
+            try:
+                await self._in_transaction(step, [batch])
+            except Exception as error:
+                await self._failed(step, batch, error)
+
+    async def _in_transaction(self, step: Step, batches: list[_Batch]) -> None:
+        now = utcnow()
+        async with system_session(self._sessions) as session:
+            new = [b.device for b in batches if step.name not in b.progress]
+            if new:
+                await service.ensure_progress(session, [step.name], new)
+            claimed = await service.claim(session, step.name, [b.device.id for b in batches], now)
+            marks: dict[str, datetime | None] = {}
+            for batch in batches:
+                progress = claimed.get(batch.device.id)
+                if progress is not None:
+                    await self._advance(session, step, batch, progress, marks)
+            await service.save_marks(session, step.name, marks, now)
+
+    async def _advance(
+        self,
+        session: AsyncSession,
+        step: Step,
+        batch: _Batch,
+        progress: Progress,
+        marks: dict[str, datetime | None],
+    ) -> None:
+        """Gives the step this device's messages after its mark (rewound first for late
+        data); notes its new mark when anything changed."""
+        device, mark = batch.device, progress.mark
+        if progress.rewind_from is not None:
+            if mark is not None and progress.rewind_from <= mark:
+                resume = await step.rewind(session, device, progress.rewind_from)
+                mark = await messages.newest_before(session, device.seq, resume)
+            # Read now, under the claim: the late messages are committed by now.
+            found = await self._messages(session, device, mark, batch.newest)
+        elif batch.covers(mark):
+            found = [m for m in batch.messages if mark is None or m.device_time > mark]
+        else:  # its mark moved since the round read (another runner, a rewind)
+            found = await self._messages(session, device, mark, batch.newest)
+        if found:
+            given = found if step.reads_filtered else [m for m in found if not m.filtered]
+            if given:
+                await step.process(session, device, given)
+            mark = found[-1].device_time
+        if found or mark != progress.mark or progress.rewind_from or progress.attempts:
+            marks[device.id] = mark
+
+    async def _failed(self, step: Step, batch: _Batch, error: Exception) -> None:
+        progress = batch.progress.get(step.name)
+        attempts = 0 if progress is None else progress.attempts
+        retry_in = min(self._retry_seconds * 2**attempts, self._retry_max_seconds)
+        log.error(
+            "pipeline step %s failed on device %s (%d failures in a row); next try in %.1f s",
+            step.name,
+            batch.device.id,
+            attempts + 1,
+            retry_in,
+            exc_info=error,
+        )
+        try:
+            async with system_session(self._sessions) as session:
+                # Its row may have been made in the transaction that was undone.
+                await service.ensure_progress(session, [step.name], [batch.device])
+                retry = timedelta(seconds=retry_in)
+                await service.record_failure(session, step.name, batch.device.id, error, retry)
+        except Exception:
+            log.exception("recording the failure of step %s failed", step.name)
+
+
+def _due(progress: Progress, now: datetime) -> bool:
+    return progress.retry_at is None or progress.retry_at <= now
+
+
+def _wants(step: Step, batch: _Batch, now: datetime) -> bool:
+    progress = batch.progress.get(step.name)
+    if progress is None:
+        return True
+    if not _due(progress, now):
+        return False
+    return progress.rewind_from is not None or progress.mark is None or progress.mark < batch.newest
