@@ -8,10 +8,10 @@ import json
 import logging
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -33,7 +33,7 @@ Result = TypeVar("Result")
 JsonOption = Annotated[bool, typer.Option("--json", help="One line of JSON, for scripts.")]
 
 
-def _settings(**overrides: object) -> Settings:
+def _settings(**overrides: Any) -> Settings:
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as error:  # a setting's name and what is wrong, not a traceback
@@ -181,7 +181,7 @@ def _listen_http(settings: Settings) -> socket.socket:
         raise typer.Exit(1) from None
 
 
-def _demo_fleet(host: str, port: int) -> Callable[[], Awaitable[object]]:
+def _demo_fleet(host: str, port: int) -> Callable[[], Coroutine[Any, Any, object]]:
     """The demo's ten trackers, driving around Riga in real time over Wialon IPS."""
 
     async def drive() -> object:

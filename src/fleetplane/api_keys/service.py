@@ -41,12 +41,12 @@ def _live() -> Any:
     )
 
 
-def list_query(provider_id: str, include_inactive: bool) -> Select[tuple[ApiKey]]:
+def list_query(provider_id: str, include_inactive: bool) -> Select[ApiKey]:
     statement = select(ApiKey).where(ApiKey.provider_id == provider_id)
     return statement if include_inactive else statement.where(_live())
 
 
-def live_count_query(provider_id: str) -> Select[tuple[int]]:
+def live_count_query(provider_id: str) -> Select[int]:
     return (
         select(func.count()).select_from(ApiKey).where(ApiKey.provider_id == provider_id, _live())
     )
@@ -54,7 +54,7 @@ def live_count_query(provider_id: str) -> Select[tuple[int]]:
 
 async def page_within_reach(
     session: AsyncSession,
-    statement: Select[tuple[ApiKey]],
+    statement: Select[ApiKey],
     params: PageParams,
     holder: KeyIdentity | None,
 ) -> tuple[list[ApiKey], str | None]:

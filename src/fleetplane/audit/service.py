@@ -83,7 +83,7 @@ def query(
     object_type: str | None = None,
     object_id: str | None = None,
     action: str | None = None,
-) -> Select[tuple[AuditEntry]]:
+) -> Select[AuditEntry]:
     statement = select(AuditEntry).where(AuditEntry.provider_id == provider_id)
     if since is not None:
         statement = statement.where(AuditEntry.at >= since)

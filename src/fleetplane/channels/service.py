@@ -70,7 +70,7 @@ class ChannelPolicy:
         )
 
 
-def list_query(provider_id: str) -> Select[tuple[Channel]]:
+def list_query(provider_id: str) -> Select[Channel]:
     return select(Channel).where(Channel.provider_id == provider_id)
 
 
@@ -90,7 +90,7 @@ async def by_id(session: AsyncSession, channel_id: str) -> Channel | None:
     return await session.get(Channel, channel_id)
 
 
-def lock_row(channel_id: str) -> Select[tuple[str]]:
+def lock_row(channel_id: str) -> Select[str]:
     """The channel's row: the lock under which the devices it registers by itself are
     counted and added (`core.db.count_under_lock`)."""
     return select(Channel.id).where(Channel.id == channel_id)

@@ -17,11 +17,11 @@ from fleetplane.core.timeutil import utcnow
 from fleetplane.devices.service import HistoryWindow
 
 
-def list_query(device_id: str) -> Select[tuple[Command]]:
+def list_query(device_id: str) -> Select[Command]:
     return select(Command).where(Command.device_id == device_id)
 
 
-def customer_history_query(window: HistoryWindow) -> Select[tuple[Command]]:
+def customer_history_query(window: HistoryWindow) -> Select[Command]:
     """The commands of a device its customer may see: their own, sent inside the window."""
     device = window.device
     return list_query(device.id).where(

@@ -341,6 +341,8 @@ def _deny_missing(held: frozenset[str], needed: tuple[str, ...]) -> None:
 
 
 def _declare(dependency: Callable[..., Any], permissions: tuple[str, ...], **extra: Any) -> Any:
+    # A function takes any attribute; `Callable` declares none. The attribute names what the
+    # dependency checks (`declared_permissions` reads it).
     dependency.__permissions__ = permissions  # type: ignore[attr-defined]
     for name, value in extra.items():
         setattr(dependency, name, value)
@@ -527,6 +529,7 @@ def answers_from_memory(answer: MemoryAnswer) -> Callable[[Callable[..., Any]], 
     the largest fixed cost of a call."""
 
     def mark(endpoint: Callable[..., Any]) -> Any:
+        # A function takes any attribute; `Callable` declares none.
         endpoint.__answer_from_memory__ = answer  # type: ignore[attr-defined]
         return endpoint
 

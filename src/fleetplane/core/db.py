@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import orjson
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import DateTime, MetaData, Select, String, TypeDecorator, event, text
+from sqlalchemy import DateTime, MetaData, Select, String, Table, TypeDecorator, event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -42,6 +42,11 @@ NAMING = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+
+    if TYPE_CHECKING:
+        # SQLAlchemy types it as any FROM clause (a class may map a join or a select); every
+        # model here declares a table.
+        __table__: ClassVar[Table]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -194,7 +199,7 @@ async def set_tenant_scope(
     are transaction-local, so a pooled connection never carries one tenant into the next.
     Seeing every tenant is not a scope: it is the system engine's role (`system_session`).
     """
-    if session.bind.dialect.name != "postgresql":
+    if session.get_bind().dialect.name != "postgresql":
         return
     await session.execute(
         text(
@@ -206,24 +211,26 @@ async def set_tenant_scope(
     )
 
 
-async def lock_writers(session: AsyncSession, lock_row: Select[Any]) -> None:
+async def lock_writers(session: AsyncSession, lock_row: Select[*tuple[Any, ...]]) -> None:
     """Makes the transactions that take this lock go one at a time, from here to their end.
 
     PostgreSQL locks `lock_row` (`SELECT ... FOR UPDATE`). SQLite lets one writer in at a
     time, but its driver begins a transaction only at the first write, so what the
     transaction read before was read without that lock: the write lock is taken now
     (`BEGIN IMMEDIATE`), unless a write already holds it."""
-    if session.bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         await session.execute(lock_row.with_for_update())
         return
     connection = await session.connection()
     raw = await connection.get_raw_connection()
-    if not raw.driver_connection.in_transaction:
+    driver = raw.driver_connection
+    assert driver is not None  # a connection checked out of the pool is open
+    if not driver.in_transaction:
         await connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 async def count_under_lock(
-    session: AsyncSession, lock_row: Select[Any], count_statement: Select[tuple[int]]
+    session: AsyncSession, lock_row: Select[*tuple[Any, ...]], count_statement: Select[int]
 ) -> int:
     """`count_statement`'s count, read under `lock_writers(lock_row)`: a count-then-insert
     limit (live keys or channels per provider, devices a channel registers) stays exact when

@@ -14,7 +14,7 @@ at a time would otherwise hold its connection, before any key is checked, for ev
 import asyncio
 import importlib.util
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import h11
 import uvicorn
@@ -22,6 +22,9 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from fleetplane.config import Settings, open_file_limit
 from fleetplane.core.errors import problem_response
+
+if TYPE_CHECKING:
+    from uvicorn.server import Protocols
 
 Parser = Literal["auto", "httptools", "h11"]
 
@@ -91,7 +94,7 @@ def _refusal(status: int, code: str, detail: str) -> bytes:
 _PHRASES = {408: "Request Timeout", 431: "Request Header Fields Too Large"}
 
 
-class _HeaderDeadline:
+class _HeaderDeadline(asyncio.Protocol):
     """The timeouts shared by both parsers: a request's line and headers must be complete
     within `limits.timeout_seconds` of the connection's start (its first request) or of a
     later request's first byte, and its body within `limits.body_timeout_seconds` of the
@@ -100,14 +103,17 @@ class _HeaderDeadline:
     limits: ClassVar[HeaderLimits]
     loop: asyncio.AbstractEventLoop
     transport: asyncio.Transport
+    connections: "set[Protocols]"  # the server's open connections, this one among them
     cycle: Any  # uvicorn's request-response cycle of the current request, or None
     _deadline: asyncio.TimerHandle | None = None
     _body_deadline: asyncio.TimerHandle | None = None
     _request_started = False  # some of them belong to a request (not just an idle connection)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)  # type: ignore[misc]
-        if len(self.connections) > self.limits.max_connections:  # type: ignore[attr-defined]
+    # asyncio types the argument as any transport; a stream server's is always a Transport
+    # (uvicorn's protocols declare the same).
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
             # Each connection holds a file handle, whether it sends anything or not: past the
             # cap it goes back at once, so idle sockets cannot starve the process of handles.
             transport.abort()
@@ -117,7 +123,7 @@ class _HeaderDeadline:
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_deadline()
         self._disarm_body_deadline()
-        super().connection_lost(exc)  # type: ignore[misc]
+        super().connection_lost(exc)
 
     def _arm_body_deadline(self) -> None:
         if self._body_deadline is None:

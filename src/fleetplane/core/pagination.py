@@ -103,7 +103,7 @@ def _cursor_value(cursor: str) -> str | None:
 
 async def paginate(
     session: AsyncSession,
-    statement: Select[Any],
+    statement: Select[*tuple[Any, ...]],
     id_column: InstrumentedAttribute[str],
     params: PageParams,
     schema: type[BaseModel],
@@ -124,10 +124,10 @@ async def paginate(
 
 async def paginate_rows(
     session: AsyncSession,
-    statement: Select[Any],
+    statement: Select[*tuple[Any, ...]],
     id_column: Any,
     params: PageParams,
-    shape: Callable[[Row[Any]], dict[str, Any]],
+    shape: Callable[[Row[*tuple[Any, ...]]], dict[str, Any]],
 ) -> Response:
     """One page of rows, each turned into a JSON object by `shape`, as a ready answer."""
     rows, next_cursor = await fetch_page(session, statement, id_column, params)
@@ -135,8 +135,8 @@ async def paginate_rows(
 
 
 async def fetch_page(
-    session: AsyncSession, statement: Select[Any], id_column: Any, params: PageParams
-) -> tuple[list[Row[Any]], str | None]:
+    session: AsyncSession, statement: Select[*tuple[Any, ...]], id_column: Any, params: PageParams
+) -> tuple[list[Row[*tuple[Any, ...]]], str | None]:
     """The rows of one page (ordered by `id_column`) and the cursor of the next, if any."""
     if params.after is not None:
         statement = statement.where(id_column > params.after)

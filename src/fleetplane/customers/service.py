@@ -25,7 +25,7 @@ def _note_changed(session: AsyncSession, customer: Customer) -> None:
     note(session, Change(CUSTOMER_CHANGE, (customer.id,), customer.provider_id, (customer.id,)))
 
 
-def list_query(provider_id: str, status: str | None = None) -> Select[tuple[Customer]]:
+def list_query(provider_id: str, status: str | None = None) -> Select[Customer]:
     statement = select(Customer).where(Customer.provider_id == provider_id)
     if status is not None:
         statement = statement.where(Customer.status == status)

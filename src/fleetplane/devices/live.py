@@ -4,7 +4,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Float, Integer, Row, Select, select
+from sqlalchemy import BigInteger, Float, Integer, Row, RowMapping, Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane.channels import service as channels
@@ -54,7 +54,11 @@ def _state_casts() -> dict[str, Any]:
 _STATE_CASTS = _state_casts()
 
 
-def customer_devices_query(provider_id: str, customer_id: str) -> Select[Any]:
+# A row of `customer_devices_query` by column name: as read, or a dict of the same names.
+DeviceRow = RowMapping | Mapping[str, Any]
+
+
+def customer_devices_query(provider_id: str, customer_id: str) -> Select[*tuple[Any, ...]]:
     channel = channels.online_timeouts()
     return (
         select(*_DEVICE, *_STATE, channel.c.online_timeout_seconds)
@@ -65,14 +69,14 @@ def customer_devices_query(provider_id: str, customer_id: str) -> Select[Any]:
 
 
 async def shape_with_sensors(
-    session: AsyncSession, provider_id: str, rows: list[Row[Any]]
+    session: AsyncSession, provider_id: str, rows: list[Row[*tuple[Any, ...]]]
 ) -> list[dict[str, Any]]:
     """Devices with their live state and sensor values (one sensor query for the page)."""
     definitions = await sensors.values_for_devices(session, provider_id, [row.id for row in rows])
     return [shape_device(row._mapping, definitions.get(row.id, [])) for row in rows]
 
 
-def shape_device(row: Mapping[str, Any], definitions: list[SensorDefinition]) -> dict[str, Any]:
+def shape_device(row: DeviceRow, definitions: list[SensorDefinition]) -> dict[str, Any]:
     """One device (a row of `customer_devices_query`) with its live state, as
     `CustomerDeviceOut`."""
     item = {name: row[name] for name in IDENTITY_FIELDS}
@@ -80,13 +84,13 @@ def shape_device(row: Mapping[str, Any], definitions: list[SensorDefinition]) ->
     return item
 
 
-def state_event(row: Mapping[str, Any], definitions: list[SensorDefinition]) -> dict[str, Any]:
+def state_event(row: DeviceRow, definitions: list[SensorDefinition]) -> dict[str, Any]:
     """The event stream's `state` event of a device: its live state exactly as its read
     shows it, with the event's type and the device's id."""
     return {"type": "state", "device_id": row["id"], **live_state(row, definitions)}
 
 
-def live_state(row: Mapping[str, Any], definitions: list[SensorDefinition]) -> dict[str, Any]:
+def live_state(row: DeviceRow, definitions: list[SensorDefinition]) -> dict[str, Any]:
     """A device's live state as the customer sees it: the one shaping behind the device
     read, the list and the event stream, so they never disagree. `row` is a row of
     `customer_devices_query` (with a newer state put in by `with_state` for an event)."""
@@ -112,7 +116,7 @@ def live_state(row: Mapping[str, Any], definitions: list[SensorDefinition]) -> d
     }
 
 
-def with_state(row: Mapping[str, Any], state: Mapping[str, Any]) -> dict[str, Any]:
+def with_state(row: DeviceRow, state: Mapping[str, Any]) -> dict[str, Any]:
     """A device's row with another live state (one the pipeline wrote) in place of its own."""
     return {**row, **state_values(state)}
 
@@ -151,7 +155,7 @@ def _first_number(values: list[dict[str, Any]], kind: SensorType) -> float | Non
     return value if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def _sensor_value(sensor: SensorDefinition, row: Mapping[str, Any]) -> dict[str, Any]:
+def _sensor_value(sensor: SensorDefinition, row: DeviceRow) -> dict[str, Any]:
     value = None
     if row["params"] is not None or row["inputs"] is not None:
         value = compute_value(sensor, row["params"] or {}, row["inputs"], row["outputs"])
@@ -164,7 +168,7 @@ def _sensor_value(sensor: SensorDefinition, row: Mapping[str, Any]) -> dict[str,
     }
 
 
-def online_until(row: Mapping[str, Any]) -> datetime | None:
+def online_until(row: DeviceRow) -> datetime | None:
     """The moment the device goes offline unless it reports again: it is online while the
     time since its last message received is within its channel's timeout. None: never seen."""
     if row["last_received_at"] is None:
@@ -172,7 +176,7 @@ def online_until(row: Mapping[str, Any]) -> datetime | None:
     return row["last_received_at"] + timedelta(seconds=row["online_timeout_seconds"] or 600)
 
 
-def _position(row: Mapping[str, Any]) -> dict[str, Any] | None:
+def _position(row: DeviceRow) -> dict[str, Any] | None:
     if row["position_at"] is None:
         return None
     return {

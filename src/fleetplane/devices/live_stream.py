@@ -31,7 +31,7 @@ class CustomerDeviceStream:
     ) -> None:
         self.access = ModuleAccessWatch(ctx, module_name, needed)
         self._sessions = sessions
-        self._audience: Audience = (ctx.provider_id, ctx.customer_id)
+        self._audience: tuple[str, str] = (ctx.provider_id, ctx.customer_id)  # a customer's
         self._devices = devices  # the customer's devices, as far as this stream has seen
         self._changed: set[str] = set()  # of those, changed in this process; not yet checked
         self._moved: str | None = None  # one found to be another customer's

@@ -13,9 +13,9 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Row, Select, func, select, true
+from sqlalchemy import ColumnElement, CursorResult, Row, Select, func, select, true
 from sqlalchemy import update as update_rows
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -69,7 +69,7 @@ def list_query(
     unassigned: bool = False,
     unique_id: str | None = None,
     channel_id: str | None = None,
-) -> Select[tuple[Device]]:
+) -> Select[Device]:
     statement = select(Device).where(Device.provider_id == provider_id)
     if channel_id is not None:
         statement = statement.where(Device.channel_id == channel_id)
@@ -82,7 +82,7 @@ def list_query(
     return statement
 
 
-def customer_list_query(provider_id: str, customer_id: str) -> Select[tuple[Device]]:
+def customer_list_query(provider_id: str, customer_id: str) -> Select[Device]:
     return select(Device).where(
         Device.provider_id == provider_id, Device.customer_id == customer_id
     )
@@ -149,7 +149,7 @@ async def history_window(
     return HistoryWindow(row[0], None if row[1] is None else as_utc(row[1]))
 
 
-async def _one(session: AsyncSession, statement: Select[tuple[Device]], device_id: str) -> Device:
+async def _one(session: AsyncSession, statement: Select[Device], device_id: str) -> Device:
     device = None
     if looks_like_id(device_id):
         device = (
@@ -297,7 +297,9 @@ async def release_all(session: AsyncSession, actor: Actor, customer_id: str) -> 
     )
     # Which devices is not read: the customer's devices, all of them, are no longer its.
     note(session, Change(DEVICE_CHANGE, (), actor.provider_id, (customer_id,)))
-    return result.rowcount or 0
+    # An UPDATE or DELETE gives a CursorResult, which counts its rows; the session's
+    # `execute` is typed for any statement.
+    return cast(CursorResult[Any], result).rowcount or 0
 
 
 async def _require_customer(session: AsyncSession, provider_id: str, customer_id: str) -> None:
@@ -310,7 +312,9 @@ async def _require_channel(session: AsyncSession, provider_id: str, channel_id: 
         raise validation_error(["body", "channel_id"], f"No such channel {channel_id!r}.")
 
 
-async def _require_free_unique_id(session: AsyncSession, channel_id: str, unique_id: str) -> None:
+async def _require_free_unique_id(
+    session: AsyncSession, channel_id: str | None, unique_id: str
+) -> None:
     # Channels are platform-wide listeners, so the check spans providers; it says only "taken".
     statement = select(func.count()).where(
         Device.channel_id == channel_id, Device.unique_id == unique_id
@@ -381,7 +385,7 @@ async def find_or_register_on_channel(
     return device.id, None
 
 
-def _auto_registered_count(channel_id: str) -> Select[tuple[int]]:
+def _auto_registered_count(channel_id: str) -> Select[int]:
     return select(func.count()).where(
         Device.channel_id == channel_id, Device.auto_registered.is_(True)
     )
@@ -451,7 +455,7 @@ async def _flush_unique(session: AsyncSession, unique_id: str) -> None:
         ) from error
 
 
-def newest_message_query() -> Select[tuple[str, datetime]]:
+def newest_message_query() -> Select[str, datetime]:
     """Each device's newest message time that its live state took in: how far the pipeline
     steps can go (a message stored later with an earlier time is late data)."""
     return select(DeviceState.device_id, DeviceState.last_message_at)
@@ -459,13 +463,13 @@ def newest_message_query() -> Select[tuple[str, datetime]]:
 
 async def for_pipeline_steps(
     session: AsyncSession, device_ids: Iterable[str]
-) -> list[Row[tuple[str, int, str, str | None, datetime]]]:
+) -> list[Row[str, int, str, str | None, datetime]]:
     """(id, seq, provider_id, customer_id, newest message time) of these devices, for the
     ones that have messages."""
     statement = select(
         Device.id, Device.seq, Device.provider_id, Device.customer_id, DeviceState.last_message_at
     ).join(DeviceState, DeviceState.device_id == Device.id)
-    found = []
+    found: list[Row[str, int, str, str | None, datetime]] = []
     unique_ids = list(dict.fromkeys(device_ids))
     for start in range(0, len(unique_ids), DEVICES_PER_QUERY):
         chunk = unique_ids[start : start + DEVICES_PER_QUERY]

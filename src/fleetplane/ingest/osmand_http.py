@@ -59,7 +59,9 @@ class OsmandHttpListener(ChannelListener):
             log_config=None,
             access_log=False,
             lifespan="off",
-            http=functools.partial(_GuardedProtocol, listener=self),
+            # uvicorn types `http` as a protocol class, but only calls it (with keywords), so a
+            # partial binding the listener does.
+            http=functools.partial(_GuardedProtocol, listener=self),  # type: ignore[arg-type]
             h11_max_incomplete_event_size=self.limits.osmand_max_header,
         )
         config.load()
@@ -148,6 +150,8 @@ class _GuardedProtocol(H11Protocol):
         self._admitted = False
         self._head_deadline: asyncio.TimerHandle | None = None
 
+    # asyncio types the argument as any transport (uvicorn's H11Protocol declares the same
+    # ignore); a stream server's is always a Transport.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         peer = transport.get_extra_info("peername")
         self._host = peer[0] if isinstance(peer, tuple) else None

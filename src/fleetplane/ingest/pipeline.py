@@ -39,7 +39,9 @@ log = logging.getLogger("fleetplane.ingest")
 class StepNotifier(Protocol):
     """What the writer needs of the pipeline steps' runner (`steps.runner.StepRunner`)."""
 
-    steps: Sequence[Any]
+    @property
+    def steps(self) -> Sequence[Any]:
+        """The registered steps (read only here, so any sequence of them will do)."""
 
     def notify(self, device_ids: Iterable[str]) -> None:
         """These devices have newly stored messages for the steps."""

@@ -143,11 +143,12 @@ def from_coordinate(stored: int | None) -> float | None:
 def pack(
     device_time: datetime,
     received_at: datetime,
-    fields: Mapping[str, float | int | None],
+    fields: Mapping[str, Any],
     params: Mapping[str, Any],
     flags: int,
 ) -> bytes:
-    """`fields` holds the `_FIELDS` names (missing or None: not available)."""
+    """`fields` holds the `_FIELDS` names (missing or None: not available), each value of the
+    type of `pack_values`' argument of that name."""
     get = fields.get
     return pack_values(
         device_time,
@@ -576,17 +577,16 @@ def _params_at(data: bytes, position: int) -> dict[str, Any]:
         else:
             value, position = _varint_at(data, position)
         if kind == _INTEGER:
-            pass
+            params[name] = value
         elif kind == _NEGATIVE_INTEGER:
-            value = -value - 1
+            params[name] = -value - 1
         elif kind <= _THOUSANDTHS:
             magnitude = (value >> 1) / divisors[kind]
-            value = -magnitude if value & 1 else magnitude
+            params[name] = -magnitude if value & 1 else magnitude
         elif kind == _NUMBER:
-            value, position = _number_at(data, position, value)
+            params[name], position = _number_at(data, position, value)
         else:
-            value, position = _text_at(data, position, value)
-        params[name] = value
+            params[name], position = _text_at(data, position, value)
     return params
 
 

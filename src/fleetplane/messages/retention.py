@@ -6,8 +6,9 @@ Devices of no customer keep their messages for the platform's default retention.
 import asyncio
 import logging
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import CursorResult, delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleetplane.core.db import system_session
@@ -74,7 +75,9 @@ async def _delete_batch(session: AsyncSession, device_ids: list[str], cutoff: da
         .limit(BATCH_ROWS)
     )
     result = await session.execute(delete(StoredMessage).where(key.in_(oldest)))
-    return result.rowcount or 0
+    # An UPDATE or DELETE gives a CursorResult, which counts its rows; the session's
+    # `execute` is typed for any statement.
+    return cast(CursorResult[Any], result).rowcount or 0
 
 
 async def purge_forever(

@@ -25,6 +25,9 @@ from fleetplane.messages.models import (
 from fleetplane.sensors.calculation import SensorDefinition, SensorValue, compute_value
 from fleetplane.telemetry import DriverMessage, Message
 
+# A stored message as read back: device time, lat_e7, lon_e7, packed.
+_StoredRow = Row[datetime, int | None, int | None, bytes]
+
 
 def add_stored_params(params: dict[str, Any], message: Message) -> dict[str, Any]:
     """Adds the message's parameters to `params` as they are stored and shown: the device's
@@ -147,7 +150,7 @@ def _cursor_time(after: str) -> datetime:
         ) from None
 
 
-def _shape(row: Row[Any]) -> dict[str, Any]:
+def _shape(row: _StoredRow) -> dict[str, Any]:
     values = codec.unpack(row.device_time, row.packed)
     return {
         "time": row.device_time,
@@ -208,7 +211,7 @@ async def newest_before(
     return (await session.execute(statement)).scalar_one_or_none()
 
 
-def _message(row: Row[Any]) -> Message:
+def _message(row: _StoredRow) -> Message:
     values = codec.unpack(row.device_time, row.packed)
     return Message(
         device_time=row.device_time,

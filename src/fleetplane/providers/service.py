@@ -28,7 +28,7 @@ async def create(session: AsyncSession, name: str) -> Provider:
     return provider
 
 
-def lock_row(provider_id: str) -> Select[tuple[str]]:
+def lock_row(provider_id: str) -> Select[str]:
     """The provider's row: the lock under which its limited objects (live API keys) are
     counted and added, so racing requests cannot pass a limit together."""
     return select(Provider.id).where(Provider.id == provider_id)

@@ -42,7 +42,7 @@ async def _note_changed(session: AsyncSession, sensor: Sensor) -> None:
 
 def list_query(
     provider_id: str, *, device_id: str | None = None, sensor_type: SensorType | None = None
-) -> Select[tuple[Sensor]]:
+) -> Select[Sensor]:
     statement = select(Sensor).where(Sensor.provider_id == provider_id)
     if device_id is not None:
         statement = statement.where(Sensor.device_id == device_id)

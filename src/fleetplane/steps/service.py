@@ -35,7 +35,7 @@ def list_query(
     step: str | None = None,
     device_id: str | None = None,
     status: str | None = None,
-) -> Select[tuple[StepProgress]]:
+) -> Select[StepProgress]:
     statement = select(StepProgress).where(StepProgress.provider_id == provider_id)
     if step is not None:
         statement = statement.where(StepProgress.step == step)
@@ -161,7 +161,7 @@ async def claim(
         StepProgress.device_id.in_(device_ids),
         or_(StepProgress.retry_at.is_(None), StepProgress.retry_at <= now),
     )
-    if session.bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         statement = statement.with_for_update(skip_locked=True)
     rows = await session.execute(statement)
     return {row.device_id: Progress(*row) for row in rows}

@@ -515,18 +515,18 @@ def _params(text: str) -> dict[str, ParamValue]:
         open_string = None
         if kind == "1":
             try:
-                number: ParamValue = int(value)
+                integer = int(value)
             except ValueError:
                 continue  # does not fit its type: only this parameter is dropped
-            if _INT64_MIN <= number <= _INT64_MAX and len(name) <= MAX_PARAM_NAME:
-                params[name] = number
+            if _INT64_MIN <= integer <= _INT64_MAX and len(name) <= MAX_PARAM_NAME:
+                params[name] = integer
         elif kind == "2":
             try:
-                number = float(value)
+                real = float(value)
             except ValueError:
                 continue
-            if -_HUGE < number < _HUGE and len(name) <= MAX_PARAM_NAME:
-                params[name] = number
+            if -_HUGE < real < _HUGE and len(name) <= MAX_PARAM_NAME:
+                params[name] = real
         elif kind == "3":
             open_string, open_value = name, value
             _set_string_param(params, name, value)
