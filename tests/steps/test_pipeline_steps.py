@@ -7,7 +7,6 @@ run: each writes one row per message it takes in to a table of its own."""
 
 import asyncio
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -36,6 +35,7 @@ from fleetplane.migrations.rls import SYSTEM_ROLE
 from fleetplane.steps.contract import StepDevice
 from fleetplane.steps.models import StepProgress
 from fleetplane.telemetry import Message
+from ingest.test_wialon_tcp_server import Tracker as SocketTracker
 
 OUTPUT = sa.Table(
     "test_step_output",
@@ -98,33 +98,17 @@ class RecordingStep:
         return from_time
 
 
-class Tracker:
-    """A Wialon IPS 2.0 device on a real socket; every packet waits for its answer."""
+class Tracker(SocketTracker):
+    """A Wialon IPS 2.0 device on a real socket, logged in; every packet waits for its answer."""
 
     def __init__(self, port: int) -> None:
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        self.buffer = b""
+        super().__init__(port)
         self.acked = 0
         assert self.ask("L", f"2.0;{IMEI};NA") == "#AL#1"
 
-    def ask(self, kind: str, content: str, separator: str = ";") -> str:
+    def ask(self, kind: str, content: str, separator: str = ";") -> str:  # a packet, not bytes
         covered = (content + separator).encode()
-        self.sock.sendall(f"#{kind}#".encode() + covered + crc_text(covered).encode() + b"\r\n")
-        while b"\r\n" not in self.buffer:
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                raise ConnectionError("closed")
-            self.buffer += chunk
-        line, self.buffer = self.buffer.split(b"\r\n", 1)
-        return line.decode()
+        return super().ask(f"#{kind}#".encode() + covered + crc_text(covered).encode() + b"\r\n")
 
     def send(self, times: Sequence[datetime]) -> None:
         """One `#D#` per message (a black box `#B#` when given several); checks the answers."""
@@ -134,9 +118,6 @@ class Tracker:
             answer = self.ask("B", "|".join(_body(t) for t in times), "|")
             assert answer == f"#AB#{len(times)}"
         self.acked += len(times)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def _body(at: datetime) -> str:
