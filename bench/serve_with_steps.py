@@ -1,6 +1,6 @@
 """`fleetplane serve` with pipeline steps that do nothing, for `fleetplane bench ingest --steps N`:
-what running steps costs by itself (reading each device's new messages back once, claiming
-and moving every step's marks), with no work of a step's own on top.
+what running steps costs by itself (taking each device's new messages from the intake, or
+reading them back, claiming and moving every step's marks), with no work of a step's own on top.
 
 Usage: python bench/serve_with_steps.py N serve [fleetplane serve's options]
 """
@@ -14,8 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane import app as platform
 from fleetplane.cli import app
-from fleetplane.steps.contract import StepDevice
-from fleetplane.telemetry import Message
+from fleetplane.steps.contract import DeviceMessages, StepDevice
 
 
 class DoNothingStep:
@@ -24,9 +23,7 @@ class DoNothingStep:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    async def process(
-        self, session: AsyncSession, device: StepDevice, messages: Sequence[Message]
-    ) -> None:
+    async def process(self, session: AsyncSession, batches: Sequence[DeviceMessages]) -> None:
         return None
 
     async def rewind(

@@ -3,6 +3,7 @@ received_at to the millisecond, everything else exactly, types included)."""
 
 import math
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -259,3 +260,50 @@ def test_known_decoded_messages_make_the_pinned_rows() -> None:
         "lon_e7": -1512092955,
         "packed": bytes.fromhex("800200"),
     }
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {name: st.none() | device_floats for name in FLOAT_FIELDS}
+        | {name: st.none() | st.integers(0, 2**63 - 1) for name in ("inputs", "outputs")}
+        | {"satellites": st.none() | st.integers(0, 255).map(float)}
+        | {name: st.none() | st.floats(-90, 90) for name in ("lat", "lon")}
+    ),
+    st.lists(st.none() | device_floats, max_size=4).map(tuple),
+    st.none() | st.binary(min_size=1, max_size=8).map(lambda b: b.hex().upper()),
+    st.dictionaries(param_names, param_values, max_size=8),
+    st.booleans(),
+    st.booleans(),
+    st.integers(-(10**9), 10**9),
+)
+def test_stored_form_is_the_message_read_back(
+    fields: dict[str, Any],
+    adc: tuple[float | None, ...],
+    driver_key: str | None,
+    params: dict[str, Any],
+    black_box: bool,
+    filtered: bool,
+    received_us: int,
+) -> None:
+    """What the intake hands the pipeline steps equals what they would read back from storage,
+    types and parameter order included."""
+    message = Message(
+        device_time=DEVICE_TIME,
+        received_at=DEVICE_TIME + timedelta(microseconds=received_us),
+        adc=adc,
+        driver_key=driver_key,
+        params=params,
+        from_black_box=black_box,
+        filtered=filtered,
+        **fields,
+    )
+    row = service.to_row(1, message)
+    columns = ("device_time", "lat_e7", "lon_e7", "packed")
+    read_back = service._message(SimpleNamespace(**{name: row[name] for name in columns}))  # type: ignore[arg-type]
+    stored = service.stored_form(message)
+    assert stored == read_back
+    for name in (*FIELDS, "lat", "lon", "received_at"):
+        assert same(getattr(stored, name), getattr(read_back, name)), name
+    assert list(stored.params) == list(read_back.params)
+    assert all(same(stored.params[k], v) for k, v in read_back.params.items())

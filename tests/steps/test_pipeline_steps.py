@@ -31,8 +31,9 @@ from conftest import (
 )
 from fleetplane.core.db import UTCDateTime, create_engine
 from fleetplane.ingest.protocols.wialon_ips import crc_text
+from fleetplane.messages import service as messages
 from fleetplane.migrations.rls import SYSTEM_ROLE
-from fleetplane.steps.contract import StepDevice
+from fleetplane.steps.contract import DeviceMessages, StepDevice
 from fleetplane.steps.models import StepProgress
 from fleetplane.telemetry import Message
 from ingest.test_wialon_tcp_server import Tracker as SocketTracker
@@ -69,16 +70,17 @@ class RecordingStep:
         self.hang = False
         self.hanging = threading.Event()
         self.rewinds: list[tuple[str, datetime]] = []
+        self.given: list[Message] = []
 
-    async def process(
-        self, session: AsyncSession, device: StepDevice, messages: Sequence[Message]
-    ) -> None:
+    async def process(self, session: AsyncSession, batches: Sequence[DeviceMessages]) -> None:
         if self.failing:
             raise RuntimeError(f"{self.name} is broken")
         rows = [
-            {"step": self.name, "device_id": device.id, "device_time": m.device_time}
-            for m in messages
+            {"step": self.name, "device_id": batch.device.id, "device_time": m.device_time}
+            for batch in batches
+            for m in batch.messages
         ]
+        self.given += [m for batch in batches for m in batch.messages]
         await session.execute(OUTPUT.insert(), rows)
         if self.hang:
             self.hanging.set()
@@ -321,3 +323,44 @@ def test_late_data_rewinds_a_step_for_its_device(backend: str, tmp_path: Path) -
         everything = sorted(recent + late)
         wait_until(lambda: output(fleet.server, "recorder") == everything, "recomputed")
         assert recorder.rewinds == [(fleet.device_id, late[0])]
+
+
+def test_steps_take_what_the_intake_just_stored_without_reading_it_back(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The steady state: the intake hands each batch it committed to the steps, which get the
+    very messages storage would give back, and nothing is read back."""
+    reads = []
+    read_back = messages.stored_since
+
+    async def counted(*args: Any, **kwargs: Any) -> list[Message]:
+        reads.append(kwargs)
+        return await read_back(*args, **kwargs)
+
+    monkeypatch.setattr(messages, "stored_since", counted)
+    recorder = RecordingStep("recorder")
+    sent = times(0, 12)
+    with database(backend, tmp_path) as url, platform(url, tmp_path, [recorder]) as fleet:
+        tracker = Tracker(fleet.port)
+        try:
+            for at in sent[:6]:
+                tracker.send([at])
+            tracker.send(sent[6:])
+            wait_until(lambda: output(fleet.server, "recorder") == sent, "the step ran")
+        finally:
+            tracker.close()
+        assert reads == []
+        seq = run_in_db(fleet.server.settings, _seq_of(fleet.device_id))
+        stored = run_in_db(
+            fleet.server.settings,
+            lambda session: read_back(session, seq, after=None, until=sent[-1], limit=100),
+        )
+        assert recorder.given == stored
+
+
+def _seq_of(device_id: str) -> Callable[[AsyncSession], Any]:
+    async def read(session: AsyncSession) -> int:
+        statement = sa.text("SELECT seq FROM devices WHERE id = :id")
+        return (await session.execute(statement, {"id": device_id})).scalar_one()
+
+    return read

@@ -4,6 +4,7 @@ and the per-transaction tenant scope that PostgreSQL row-level security reads.""
 import asyncio
 import json
 import logging
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -249,6 +250,30 @@ async def system_session(
     request engine sees nothing here (no tenant scope is set)."""
     async with sessions() as session, session.begin():
         yield session
+
+
+@asynccontextmanager
+async def writer_session(
+    sessions: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """`system_session` for the process's steady writers (the message intake, the pipeline
+    steps), which take turns here on SQLite: its one writer lock, when taken, makes the other
+    wait in the driver's busy handler, which sleeps in steps of up to 100 ms, while a turn here
+    passes the moment the last writer commits. PostgreSQL has row locks: no turns."""
+    bind = sessions.kw.get("bind")
+    if bind is None or bind.dialect.name != "sqlite":
+        async with system_session(sessions) as session:
+            yield session
+        return
+    turn = _WRITER_TURNS.get(bind)
+    if turn is None:
+        turn = _WRITER_TURNS[bind] = asyncio.Lock()
+    async with turn, system_session(sessions) as session:
+        yield session
+
+
+# One lock per SQLite engine (an engine belongs to one event loop).
+_WRITER_TURNS: "weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock]" = weakref.WeakKeyDictionary()
 
 
 async def run_platform_work(

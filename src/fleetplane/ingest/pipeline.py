@@ -14,14 +14,14 @@ their sockets) instead of memory growing.
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from fleetplane.core.db import system_session
+from fleetplane.core.db import system_session, writer_session
 from fleetplane.core.events import Audience, EventHub
 from fleetplane.core.files import FileStore
 from fleetplane.core.timeutil import utcnow
@@ -29,6 +29,7 @@ from fleetplane.devices import processor as device_states
 from fleetplane.devices import service as devices
 from fleetplane.messages import service as messages
 from fleetplane.steps import service as steps
+from fleetplane.steps.contract import NewMessages
 from fleetplane.tachograph import service as tachograph
 from fleetplane.telemetry import DriverMessage, ImageFile, Message, TachographFile
 from fleetplane.video import service as video
@@ -43,8 +44,11 @@ class StepNotifier(Protocol):
     def steps(self) -> Sequence[Any]:
         """The registered steps (read only here, so any sequence of them will do)."""
 
-    def notify(self, device_ids: Iterable[str]) -> None:
-        """These devices have newly stored messages for the steps."""
+    def notify(
+        self, device_ids: Iterable[str], new: Mapping[str, NewMessages] | None = None
+    ) -> None:
+        """These devices have newly stored messages for the steps; `new` hands over the ones
+        the writer has in hand, so the steps need not read them back."""
 
 
 @dataclass(slots=True)
@@ -148,7 +152,7 @@ class MessageStore:
         for pending in batch:
             by_device.setdefault(pending.device_id, []).extend(pending.messages)
         device_ids = list(by_device)
-        async with system_session(self._sessions) as session:
+        async with writer_session(self._sessions) as session:
             rules = await self._rules.rules_of(session, device_ids)
             states = await device_states.current_states(session, device_ids)
             device_states.apply_validity(by_device, states, rules, utcnow())
@@ -156,15 +160,17 @@ class MessageStore:
             rows = [messages.to_row(seqs[p.device_id], m) for p in batch for m in p.messages]
             await messages.insert_rows(session, rows)
             changed = await device_states.advance_states(session, by_device, states, rules)
+            new: dict[str, NewMessages] = {}
             if self._step_runner is not None and self._step_runner.steps:
                 await steps.record_late(session, _late_data(by_device, states))
+                new = _new_messages(by_device, states, changed)
             owners: dict[str, Audience] = {}
             if self._events.subscribers:
                 # Read last, in the transaction that stored the messages: whose events they are.
                 owners = await devices.owners_of(session, device_ids)
         self._announce(changed, owners)
         if self._step_runner is not None:
-            self._step_runner.notify(device_ids)
+            self._step_runner.notify(device_ids, new)
 
     def _announce(self, changed: list[dict[str, Any]], owners: dict[str, Audience]) -> None:
         """Tells live subscribers; the batch is committed, so a failure here is only logged."""
@@ -194,6 +200,30 @@ def _late_data(
             if oldest <= newest:
                 late[device_id] = oldest
     return late
+
+
+def _new_messages(
+    by_device: dict[str, list[Message]],
+    states: dict[str, dict[str, Any]],
+    changed: list[dict[str, Any]],
+) -> dict[str, NewMessages]:
+    """For each device whose live state moved, the valid messages it moved over, as they are
+    stored: every valid message of the device in (newest before, newest after] is in this batch
+    (any earlier one is at or before the newest before). Of two with the same time the first
+    one of the batch is stored, as here."""
+    new = {}
+    for state in changed:
+        device_id, until = state["device_id"], state["last_message_at"]
+        before = states.get(device_id)
+        after = None if before is None else before["last_message_at"]
+        span: dict[datetime, Message] = {}
+        for message in by_device[device_id]:
+            at = message.device_time
+            if (after is None or at > after) and at <= until and at not in span:
+                span[at] = message
+        kept = [messages.stored_form(m) for at, m in sorted(span.items()) if not m.filtered]
+        new[device_id] = NewMessages(after, until, kept)
+    return new
 
 
 def _settle(pending: _Pending, error: Exception | None) -> None:

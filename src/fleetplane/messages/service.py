@@ -1,7 +1,7 @@
 """Message rows: turning decoded messages into rows, and writing them in bulk."""
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import Response
@@ -27,6 +27,7 @@ from fleetplane.telemetry import DriverMessage, Message
 
 # A stored message as read back: device time, lat_e7, lon_e7, packed.
 _StoredRow = Row[datetime, int | None, int | None, bytes]
+_MILLISECOND = timedelta(milliseconds=1)
 
 
 def add_stored_params(params: dict[str, Any], message: Message) -> dict[str, Any]:
@@ -73,6 +74,35 @@ def to_row(device_seq: int, message: Message) -> dict[str, Any]:
             flags,
         ),
     }
+
+
+def stored_form(message: Message) -> Message:
+    """The message as it reads back from its row (`to_row`, then `stored_since`), without the
+    round trip: what the intake hands the pipeline steps, which must see the same message
+    whether it came from the intake or from storage (a rewind reads it back)."""
+    received_at = message.received_at
+    received_at -= (received_at - message.device_time) % _MILLISECOND  # stored to the ms
+    return Message(
+        device_time=message.device_time,
+        received_at=received_at,
+        lat=codec.from_coordinate(codec.to_coordinate(message.lat)),
+        lon=codec.from_coordinate(codec.to_coordinate(message.lon)),
+        altitude=_as_float(message.altitude),
+        speed=_as_float(message.speed),
+        course=_as_float(message.course),
+        satellites=None if message.satellites is None else int(message.satellites),
+        hdop=_as_float(message.hdop),
+        inputs=message.inputs,
+        outputs=message.outputs,
+        params=add_stored_params({}, message),
+        from_black_box=message.from_black_box,
+        device_time_missing=message.device_time_missing,
+        filtered=message.filtered,
+    )
+
+
+def _as_float(value: float | None) -> float | None:
+    return None if value is None else float(value)
 
 
 async def insert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:

@@ -1,10 +1,10 @@
 """The pipeline step contract: what a domain implements to derive data from stored messages.
 
 A step runs after the messages are committed and their devices answered, so it can neither
-delay nor block an acknowledgement. The runner (`steps.runner`) feeds each step every device's
-new messages in device-time order, in batches, and commits the step's output together with
-its progress mark for the device; when late data arrives (a black box older than the mark) it
-asks the step to rewind that device and feeds it again from there. The same contract lets a
+delay nor block an acknowledgement. The runner (`steps.runner`) gives a step rounds of devices,
+each device with its new messages in device-time order, and commits the step's output together
+with its progress marks; when late data arrives (a black box older than a mark) it asks the
+step to rewind that device and gives it the messages again from there. The same contract lets a
 worker process run the steps: all the state is in the database.
 
 A step is registered in `registry.STEPS`.
@@ -30,19 +30,40 @@ class StepDevice:
     customer_id: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceMessages:
+    """One device's next messages in a round: newer than any the step was given before for
+    it, oldest first, never empty."""
+
+    device: StepDevice
+    messages: Sequence[Message]
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessages:
+    """What the intake just committed for one device, handed to the runner so that steps need
+    not read it back: the device's valid messages with `after` < device time <= `until`, as
+    they read back from storage (`messages.service.stored_form`), oldest first. `after` is the
+    device's newest valid message time before (None: it had none)."""
+
+    after: datetime | None
+    until: datetime
+    messages: list[Message]
+
+
 class Step(Protocol):
     # Unique and stable: the step's progress is stored under it.
     name: str
     # What it reads: the messages the device's validity filter kept (False), or all (True).
     reads_filtered: bool
 
-    async def process(
-        self, session: AsyncSession, device: StepDevice, messages: Sequence[Message]
-    ) -> None:
-        """Takes in the device's next messages (newer than any it was given before, oldest
-        first). Writes through `session` and never commits: the runner commits the output
-        together with the step's new mark. Raising fails this batch of this device only; it
-        is given again later."""
+    async def process(self, session: AsyncSession, batches: Sequence[DeviceMessages]) -> None:
+        """Takes in a round: up to a few hundred devices, each with its next messages. Writes
+        through `session` and never commits: the runner commits the output together with the
+        step's new marks. Compute first and write last, a statement per table for the whole
+        round (on SQLite the one writer lock is held from the first write to the commit, and
+        the intake waits for it). Raising fails the round; the runner then gives the step each
+        device on its own, so only the devices it still fails on are held back and retried."""
         ...
 
     async def rewind(

@@ -13,24 +13,29 @@ runs the step and moves its marks. A step that raises has its transaction undone
 again device by device, and for each device it still fails on is recorded as failing (log,
 `GET /api/pipeline/steps`) and left alone until its retry time, which doubles with each
 failure in a row up to a ceiling. Other steps, other devices and the intake go on.
+
+What the intake just committed it also hands over (`NewMessages`), and the runner keeps it in
+memory, bounded, until the device's next round: a step whose mark is within that span takes its
+messages from there and nothing is read back. Reading back is for a restart, a rewind, a step
+that fell behind, and a step that reads filtered messages too.
 """
 
 import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from fleetplane.core.db import system_session
+from fleetplane.core.db import system_session, writer_session
 from fleetplane.core.timeutil import utcnow
 from fleetplane.devices import service as devices
 from fleetplane.messages import service as messages
 from fleetplane.steps import service
-from fleetplane.steps.contract import Step, StepDevice
+from fleetplane.steps.contract import DeviceMessages, NewMessages, Step, StepDevice
 from fleetplane.steps.service import Progress
 from fleetplane.telemetry import Message
 
@@ -39,6 +44,9 @@ log = logging.getLogger("fleetplane.steps")
 DEVICES_PER_ROUND = 200
 # A device's messages read at once; a device with more goes on in the next round.
 MESSAGES_PER_DEVICE = 2000
+# Messages the intake handed over kept in memory for the steps, over all devices; beyond it they
+# are dropped, and read back from storage when their round comes.
+MAX_FRESH_MESSAGES = 200_000
 
 
 @dataclass(slots=True)
@@ -51,6 +59,7 @@ class _Batch:
     after: datetime | None = None  # the messages are those after this time...
     messages: list[Message] = field(default_factory=list)  # ...oldest first
     read: bool = False
+    valid_only: bool = False  # handed over by the intake: the filtered ones are not there
 
     def covers(self, mark: datetime | None) -> bool:
         return self.read and (self.after is None or (mark is not None and mark >= self.after))
@@ -78,14 +87,49 @@ class StepRunner:
         self._poll_seconds = poll_seconds
         self._interval_seconds = interval_seconds
         self._waiting: set[str] = set()
+        self._fresh: dict[str, _Fresh] = {}
+        self._fresh_count = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    def notify(self, device_ids: Iterable[str]) -> None:
-        """New messages of these devices are committed."""
+    def notify(
+        self, device_ids: Iterable[str], new: Mapping[str, NewMessages] | None = None
+    ) -> None:
+        """New messages of these devices are committed; `new`: those the intake has in hand."""
         if self.steps:
             self._waiting.update(device_ids)
+            if new:
+                self._keep_fresh(new)
             self._wake.set()
+
+    def _keep_fresh(self, new: Mapping[str, NewMessages]) -> None:
+        for device_id, news in new.items():
+            kept = self._fresh.get(device_id)
+            if (
+                kept is not None
+                and kept.until == news.after
+                and len(kept.messages) + len(news.messages) <= MESSAGES_PER_DEVICE
+            ):
+                kept.messages.extend(news.messages)
+                kept.until = news.until
+                self._fresh_count += len(news.messages)
+                continue
+            if kept is not None:  # a gap, or too many: what it held is read back instead
+                self._fresh_count -= len(kept.messages)
+            self._fresh[device_id] = _Fresh(news.after, news.until, list(news.messages))
+            self._fresh_count += len(news.messages)
+        if self._fresh_count > MAX_FRESH_MESSAGES:
+            self._drop_fresh()
+
+    def _drop_fresh(self) -> None:
+        self._fresh.clear()
+        self._fresh_count = 0
+
+    def _take_fresh(self, device_id: str) -> "_Fresh | None":
+        fresh = self._fresh.pop(device_id, None)
+        if fresh is not None:
+            self._fresh_count -= len(fresh.messages)
+        return fresh
 
     def start(self) -> None:
         if self.steps and self._task is None:
@@ -96,6 +140,7 @@ class StepRunner:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        self._drop_fresh()
 
     async def _run_forever(self) -> None:
         next_scan = next_round = 0.0
@@ -144,7 +189,7 @@ class StepRunner:
     async def _read(self, device_ids: list[str]) -> list[_Batch]:
         """Hands late data to the steps' progress, then reads each device's messages from the
         oldest mark of the steps due on it."""
-        async with system_session(self._sessions) as session:
+        async with writer_session(self._sessions) as session:
             found = await devices.for_pipeline_steps(session, device_ids)
             step_devices = [StepDevice(row[0], row[1], row[2], row[3]) for row in found]
             await service.take_late_data(session, self._names, step_devices)
@@ -160,13 +205,20 @@ class StepRunner:
 
     async def _read_messages(self, session: AsyncSession, batch: _Batch, now: datetime) -> None:
         due = [
-            batch.progress.get(name)
-            for name in self._names
-            if name not in batch.progress or _due(batch.progress[name], now)
+            (step, batch.progress.get(step.name))
+            for step in self.steps
+            if step.name not in batch.progress or _due(batch.progress[step.name], now)
         ]
-        if not due or any(p is not None and p.rewind_from is not None for p in due):
-            return  # nothing due, or a rewind: the step reads for itself
-        marks = [None if p is None else p.mark for p in due]
+        if not due:
+            return  # every step waits to retry: what the intake handed over waits too
+        fresh = self._take_fresh(batch.device.id)
+        if any(p is not None and p.rewind_from is not None for _, p in due):
+            return  # a rewind: the step reads for itself
+        marks = [None if p is None else p.mark for _, p in due]
+        if fresh is not None and fresh.serves(marks, [step for step, _ in due]):
+            batch.after, batch.messages, batch.newest = fresh.after, fresh.messages, fresh.until
+            batch.read = batch.valid_only = True
+            return
         after = None if None in marks else min(m for m in marks if m is not None)
         if after is not None and after >= batch.newest:
             return
@@ -205,28 +257,33 @@ class StepRunner:
 
     async def _in_transaction(self, step: Step, batches: list[_Batch]) -> None:
         now = utcnow()
-        async with system_session(self._sessions) as session:
+        async with writer_session(self._sessions) as session:
             new = [b.device for b in batches if step.name not in b.progress]
             if new:
                 await service.ensure_progress(session, [step.name], new)
             claimed = await service.claim(session, step.name, [b.device.id for b in batches], now)
             marks: dict[str, datetime | None] = {}
+            round_ = []
             for batch in batches:
                 progress = claimed.get(batch.device.id)
                 if progress is not None:
-                    await self._advance(session, step, batch, progress, marks)
+                    given = await self._next_messages(session, step, batch, progress, marks)
+                    if given:
+                        round_.append(DeviceMessages(batch.device, given))
+            if round_:
+                await step.process(session, round_)
             await service.save_marks(session, step.name, marks, now)
 
-    async def _advance(
+    async def _next_messages(
         self,
         session: AsyncSession,
         step: Step,
         batch: _Batch,
         progress: Progress,
         marks: dict[str, datetime | None],
-    ) -> None:
-        """Gives the step this device's messages after its mark (rewound first for late
-        data); notes its new mark when anything changed."""
+    ) -> list[Message]:
+        """This device's messages after the step's mark (rewound first for late data), as the
+        step reads them; notes its new mark when anything changed."""
         device, mark = batch.device, progress.mark
         if progress.rewind_from is not None:
             if mark is not None and progress.rewind_from <= mark:
@@ -234,17 +291,17 @@ class StepRunner:
                 mark = await messages.newest_before(session, device.seq, resume)
             # Read now, under the claim: the late messages are committed by now.
             found = await self._messages(session, device, mark, batch.newest)
-        elif batch.covers(mark):
+        elif batch.covers(mark) and not (batch.valid_only and step.reads_filtered):
             found = [m for m in batch.messages if mark is None or m.device_time > mark]
         else:  # its mark moved since the round read (another runner, a rewind)
             found = await self._messages(session, device, mark, batch.newest)
+        given = []
         if found:
             given = found if step.reads_filtered else [m for m in found if not m.filtered]
-            if given:
-                await step.process(session, device, given)
             mark = found[-1].device_time
         if found or mark != progress.mark or progress.rewind_from or progress.attempts:
             marks[device.id] = mark
+        return given
 
     async def _failed(self, step: Step, batch: _Batch, error: Exception) -> None:
         progress = batch.progress.get(step.name)
@@ -259,13 +316,28 @@ class StepRunner:
             exc_info=error,
         )
         try:
-            async with system_session(self._sessions) as session:
+            async with writer_session(self._sessions) as session:
                 # Its row may have been made in the transaction that was undone.
                 await service.ensure_progress(session, [step.name], [batch.device])
                 retry = timedelta(seconds=retry_in)
                 await service.record_failure(session, step.name, batch.device.id, error, retry)
         except Exception:
             log.exception("recording the failure of step %s failed", step.name)
+
+
+@dataclass(slots=True)
+class _Fresh:
+    """A device's messages the intake handed over since its last round (`NewMessages`)."""
+
+    after: datetime | None
+    until: datetime
+    messages: list[Message]
+
+    def serves(self, marks: list[datetime | None], steps: list[Step]) -> bool:
+        """Whether every one of these steps, at its mark, finds all it needs here."""
+        if any(step.reads_filtered for step in steps):
+            return False
+        return self.after is None or all(m is not None and m >= self.after for m in marks)
 
 
 def _due(progress: Progress, now: datetime) -> bool:
