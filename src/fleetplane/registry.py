@@ -8,6 +8,7 @@ from fleetplane.audit import studio as audit_studio
 from fleetplane.channels import studio as channels_studio
 from fleetplane.core.modules import Module
 from fleetplane.customers import studio as customers_studio
+from fleetplane.devices import counters as device_counters
 from fleetplane.devices import module as devices_module
 from fleetplane.devices import studio as devices_studio
 from fleetplane.sensors import studio as sensors_studio
@@ -31,4 +32,6 @@ MODULES: list[Module] = [
 
 # What is derived from stored messages, after their devices were answered (steps.contract),
 # in the order the steps run.
-STEPS: list[Step] = []
+STEPS: list[Step] = [
+    device_counters.DeviceCountersStep(),
+]

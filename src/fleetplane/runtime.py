@@ -28,9 +28,10 @@ from fleetplane.core.events import EventHub
 from fleetplane.core.files import FileStore
 from fleetplane.core.ratelimit import RateLimiter
 from fleetplane.customers import service as customers
+from fleetplane.devices import counters as device_counters
 from fleetplane.devices.live_cache import LiveDeviceCache
 from fleetplane.devices.processor import DeviceRulesCache
-from fleetplane.devices.service import DEVICE_CHANGE
+from fleetplane.devices.service import DEVICE_CHANGE, DEVICE_COUNTERS_CHANGE
 from fleetplane.ingest.gateway import Gateway
 from fleetplane.ingest.limits import DeviceLimits
 from fleetplane.steps.contract import Step
@@ -96,6 +97,9 @@ class Runtime:
         live_devices = LiveDeviceCache(session_factory(live_engine), settings.live_cache_seconds)
         live_devices.follow(changes)
         events = EventHub()
+        changes.subscribe(
+            (DEVICE_COUNTERS_CHANGE,), lambda change: device_counters.announce(events, change)
+        )
         files = FileStore(settings.data_dir / "files")
         device_rules = DeviceRulesCache(changes=changes)
         channel_policy = ChannelPolicy.of(settings)

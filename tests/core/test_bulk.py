@@ -96,6 +96,15 @@ async def test_duplicates_are_skipped_or_update_the_stored_row(engine: Any) -> N
             connection, readings, [reading("a", 0, value=5.0)], update_on=("source", "at")
         )
         assert [row["value"] for row in await stored(connection, "a")] == [5.0, 3.0]
+        # A column another writer owns: a new row brings it, a stored row keeps its own.
+        kept = [reading("a", 0, value=6.0, on=False), reading("a", 2, value=7.0, on=False)]
+        await bulk.write_rows(connection, readings, kept, update_on=("source", "at"), keep=("on",))
+        rows = await stored(connection, "a")
+        assert [(row["value"], row["on"]) for row in rows] == [
+            (6.0, True),
+            (3.0, True),
+            (7.0, False),
+        ]
 
 
 def test_sqlite_time_text_is_the_one_sqlalchemy_stores() -> None:

@@ -47,17 +47,19 @@ async def write_rows(
     rows: Sequence[dict[str, Any]],
     *,
     update_on: tuple[str, ...] = (),
+    keep: tuple[str, ...] = (),
 ) -> None:
     """Inserts `rows` into `table` in one statement. A row that conflicts with one stored (or
     an earlier one of the batch) is skipped; with `update_on` (the columns of a unique key),
-    the stored row takes the new row's other columns instead."""
+    the stored row takes the new row's other columns instead, but for those in `keep` (which
+    another writer owns: a new row brings them, a stored one keeps its own)."""
     if not rows:
         return
     dialect = connection.dialect
     statements = _STATEMENTS.setdefault(dialect, {})
-    key = (table, update_on)
+    key = (table, update_on, keep)
     if key not in statements:
-        statements[key] = _statement(dialect, table, update_on)
+        statements[key] = _statement(dialect, table, update_on, keep)
     statement = statements[key]
     if statement is None:  # a dialect without a bulk form: Core's executemany
         await connection.execute(insert(table), list(rows))
@@ -71,7 +73,9 @@ _STATEMENTS: "weakref.WeakKeyDictionary[Dialect, dict[Any, _Statement | None]]" 
 )
 
 
-def _statement(dialect: Dialect, table: Table, update_on: tuple[str, ...]) -> _Statement | None:
+def _statement(
+    dialect: Dialect, table: Table, update_on: tuple[str, ...], keep: tuple[str, ...]
+) -> _Statement | None:
     columns = list(table.columns)
     names = tuple(column.name for column in columns)
     quote = dialect.identifier_preparer.quote
@@ -79,7 +83,7 @@ def _statement(dialect: Dialect, table: Table, update_on: tuple[str, ...]) -> _S
     target = dialect.identifier_preparer.format_table(table)
     encoders = tuple(_encoder(column, dialect) for column in columns)
     times = frozenset(c.name for c in columns if isinstance(c.type, DateTime | UTCDateTime))
-    conflict = _on_conflict(names, update_on, quote)
+    conflict = _on_conflict(names, update_on, keep, quote)
     if dialect.name == "sqlite" and dialect.paramstyle == "qmark":
         marks = ", ".join("?" for _ in names)
         sql = f"INSERT INTO {target} ({listed}) VALUES ({marks}) {conflict}"
@@ -107,13 +111,18 @@ def _statement(dialect: Dialect, table: Table, update_on: tuple[str, ...]) -> _S
 
 
 def _on_conflict(
-    names: tuple[str, ...], update_on: tuple[str, ...], quote: Callable[[str], str]
+    names: tuple[str, ...],
+    update_on: tuple[str, ...],
+    keep: tuple[str, ...],
+    quote: Callable[[str], str],
 ) -> str:
     if not update_on:
         return "ON CONFLICT DO NOTHING"
     keys = ", ".join(quote(name) for name in update_on)
     updates = ", ".join(
-        f"{quote(name)} = excluded.{quote(name)}" for name in names if name not in update_on
+        f"{quote(name)} = excluded.{quote(name)}"
+        for name in names
+        if name not in update_on and name not in keep
     )
     return f"ON CONFLICT ({keys}) DO UPDATE SET {updates}"
 

@@ -28,6 +28,7 @@ _STATE = (
     DeviceState.hdop,
     DeviceState.odometer_m,
     DeviceState.engine_seconds,
+    DeviceState.counted_at,
     DeviceState.inputs,
     DeviceState.outputs,
     DeviceState.params,
@@ -123,9 +124,10 @@ def with_state(row: DeviceRow, state: Mapping[str, Any]) -> dict[str, Any]:
 
 def state_values(state: Mapping[str, Any]) -> dict[str, Any]:
     """The live-state values of a state the pipeline wrote, as they read back from the
-    database: floats stay floats, times are UTC."""
+    database: floats stay floats, times are UTC. The intake writes all but the counters, the
+    counters step only those: each takes the values it has."""
     values = {}
-    for name in STATE_FIELDS:
+    for name in STATE_FIELDS & state.keys():
         value = state[name]
         cast = _STATE_CASTS.get(name)
         values[name] = value if value is None or cast is None else cast(value)

@@ -40,7 +40,7 @@ from fleetplane.core.timeutil import as_utc, utcnow
 from fleetplane.customers.service import CUSTOMER_CHANGE
 from fleetplane.devices import live
 from fleetplane.devices.models import Device
-from fleetplane.devices.service import DEVICE_CHANGE, DEVICE_STATE_CHANGE
+from fleetplane.devices.service import DEVICE_CHANGE, DEVICE_COUNTERS_CHANGE, DEVICE_STATE_CHANGE
 from fleetplane.sensors import service as sensors
 from fleetplane.sensors.calculation import SensorDefinition
 
@@ -108,7 +108,8 @@ class CustomerDevices:
         return self._json(device_id, utcnow())[0]
 
     def apply_state(self, state: Mapping[str, Any]) -> None:
-        """A new live state of one of the devices; an older one than held is ignored."""
+        """A new live state (or new counters) of one of the devices; an older one than held
+        is ignored."""
         row = self.rows.get(state["device_id"])
         if row is None or not _newer(state, row):
             return
@@ -161,7 +162,8 @@ class _TooMany:
 @dataclass(slots=True)
 class _Load:
     generation: int
-    missed: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # states meanwhile
+    # States and counters meanwhile, by device and what they order by (`_order`).
+    missed: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
     task: "asyncio.Task[CustomerDevices | None] | None" = None
     stale: bool = False  # the customer's devices changed meanwhile: answer, do not keep
 
@@ -187,7 +189,9 @@ class LiveDeviceCache:
 
     def follow(self, changes: ChangeHub) -> Callable[[], None]:
         """Keeps to every change committed through `changes`' sessions from now on."""
-        return changes.subscribe((*READ_CHANGES, DEVICE_STATE_CHANGE), self.apply)
+        return changes.subscribe(
+            (*READ_CHANGES, DEVICE_STATE_CHANGE, DEVICE_COUNTERS_CHANGE), self.apply
+        )
 
     @property
     def enabled(self) -> bool:
@@ -228,10 +232,11 @@ class LiveDeviceCache:
         return load
 
     def apply(self, change: Change) -> None:
-        """Takes in a committed change: live states are applied in place; any other change
+        """Takes in a committed change: live states and counters are applied in place; any
+        other change
         drops the devices of the customers it names (of the provider, when it names none in
         particular; of everyone, when not even a provider)."""
-        if change.kind == DEVICE_STATE_CHANGE:
+        if change.kind in (DEVICE_STATE_CHANGE, DEVICE_COUNTERS_CHANGE):
             for state in change.values:
                 self._apply_state(state)
         elif change.provider_id is None:
@@ -244,10 +249,11 @@ class LiveDeviceCache:
 
     def _apply_state(self, state: Mapping[str, Any]) -> None:
         device_id = state["device_id"]
+        slot = (device_id, _order(state))
         for load in self._loads.values():
-            seen = load.missed.get(device_id)
+            seen = load.missed.get(slot)
             if seen is None or _newer(state, seen):
-                load.missed[device_id] = state
+                load.missed[slot] = state
         key = self._customer_of.get(device_id)
         entry = None if key is None else self._entries.get(key)
         if isinstance(entry, CustomerDevices):
@@ -331,6 +337,13 @@ def cursor_fits(after: str | None) -> bool:
     return after is None or (after.startswith(DEVICE_ID_PREFIX) and looks_like_id(after))
 
 
+def _order(state: Mapping[str, Any]) -> str:
+    """What a state orders by: the intake's by its newest message, the counters by the newest
+    message they counted (they come after the intake's, each in its own order)."""
+    return "last_message_at" if "last_message_at" in state else "counted_at"
+
+
 def _newer(state: Mapping[str, Any], than: Mapping[str, Any]) -> bool:
-    held = than["last_message_at"]
-    return held is None or as_utc(state["last_message_at"]) > as_utc(held)
+    order = _order(state)
+    held = than[order]
+    return held is None or as_utc(state[order]) > as_utc(held)

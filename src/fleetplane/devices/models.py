@@ -110,6 +110,29 @@ class DeviceState(Base):
     inputs: Mapped[int | None] = mapped_column(BigInteger)
     outputs: Mapped[int | None] = mapped_column(BigInteger)
     params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The counters, written by the device counters step (`devices.counters`), never by the
+    # intake: as far as `counted_at`, the device time of the newest message they took in.
     odometer_m: Mapped[float] = mapped_column(Float, default=0.0)
     ignition: Mapped[bool | None] = mapped_column(Boolean)
     engine_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    counted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class DeviceCounterCheckpoint(Base):
+    """A device's counters as they were after its last message of one hour (`hour`: that
+    hour's start): what the counters step goes back to when late data arrives. The row of the
+    newest hour is the running one."""
+
+    __tablename__ = "device_counter_checkpoints"
+
+    device_id: Mapped[str] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    counted_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    odometer_m: Mapped[float] = mapped_column(Float)
+    engine_seconds: Mapped[float] = mapped_column(Float)
+    ignition: Mapped[bool | None] = mapped_column(Boolean)
+    # The last valid fix counted, where the next distance starts.
+    lat: Mapped[float | None] = mapped_column(Float)
+    lon: Mapped[float | None] = mapped_column(Float)

@@ -1,7 +1,9 @@
 """The devices step of the telemetry pipeline: advance each device's live state.
 
 Only messages newer than the state move it (late black-box data is stored, but the live state
-already knows later news). The odometer sums great-circle distances between successive fixes.
+already knows later news). The counters in the state (odometer, engine hours, ignition) are not
+the intake's: the device counters step (`devices.counters`) sums them up after the commit,
+late data included, and the intake's writes leave them as they are.
 """
 
 import time
@@ -14,26 +16,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane.core import bulk
 from fleetplane.core.changes import Change, ChangeHub, note
-from fleetplane.core.geo import distance_m
 from fleetplane.devices.models import Device, DeviceState
 from fleetplane.devices.service import DEVICE_CHANGE, DEVICE_STATE_CHANGE
 from fleetplane.devices.validity import ValidityRules, mark_filtered
 from fleetplane.messages.service import add_stored_params
-from fleetplane.sensors import service as sensors
-from fleetplane.sensors.calculation import SensorDefinition, compute_value
 from fleetplane.telemetry import Message
 
 STATE_COLUMNS = [column.name for column in DeviceState.__table__.columns]
+# The state's columns the counters step writes; the intake's states leave them as stored.
+COUNTER_COLUMNS = ("odometer_m", "engine_seconds", "ignition", "counted_at")
 # Devices send a few parameters per message; the state keeps the last value of each, bounded.
 MAX_STATE_PARAMS = 500
-# A longer silence than this is not counted as engine time in full (trip rules use the same).
-MAX_GAP_SECONDS = 3600.0
-# How long a process trusts the validity rules and ignition sensor it read for a device, when
-# another process changed them (its own changes it forgets at once).
+# How long a process trusts the validity rules it read for a device, when another process
+# changed them (its own changes it forgets at once).
 RULES_TTL_SECONDS = 10.0
-# The change notices (core.changes) that may change a device's rules: the device's own
-# (validity), its sensors' (ignition).
-RULES_CHANGES = (DEVICE_CHANGE, sensors.SENSOR_CHANGE)
+# The change notices (core.changes) that may change a device's rules: the device's own.
+RULES_CHANGES = (DEVICE_CHANGE,)
 DEVICES_PER_QUERY = 1000
 
 
@@ -42,7 +40,6 @@ class DeviceRules:
     """What the pipeline applies to a device's messages and changes only through the API."""
 
     validity: ValidityRules = field(default_factory=ValidityRules)
-    ignition: SensorDefinition | None = None
 
 
 class DeviceRulesCache:
@@ -107,10 +104,8 @@ async def _load_rules(session: AsyncSession, device_ids: list[str]) -> dict[str,
         chunk = device_ids[start : start + DEVICES_PER_QUERY]
         rows = await session.execute(select(Device.id, Device.validity).where(Device.id.in_(chunk)))
         validity.update((row[0], ValidityRules.from_settings(row[1])) for row in rows)
-    ignitions = await sensors.ignition_sensors(session, device_ids)
     return {
-        device_id: DeviceRules(validity.get(device_id, ValidityRules()), ignitions.get(device_id))
-        for device_id in device_ids
+        device_id: DeviceRules(validity.get(device_id, ValidityRules())) for device_id in device_ids
     }
 
 
@@ -153,10 +148,8 @@ async def advance_states(
     """Advances and stores the states; returns the ones that changed."""
     changed = []
     for device_id, messages in by_device.items():
-        device_rules = rules.get(device_id)
-        ignition = device_rules.ignition if device_rules else None
         current = states.get(device_id)
-        state = advance(current, device_id, messages, ignition)
+        state = advance(current, device_id, messages)
         if state is not None and state is not current:
             changed.append(state)
     if changed:
@@ -165,19 +158,35 @@ async def advance_states(
 
 
 async def write_states(session: AsyncSession, states: list[dict[str, Any]]) -> None:
-    """Stores whole live states (one upsert), and raises their notice: the states as written,
-    which the device reads apply in place once committed."""
+    """Stores live states (one upsert; the counters of a stored state are left as they are),
+    and raises their notice: the states as written, which the device reads apply in place once
+    committed."""
     connection = await session.connection()
-    await bulk.write_rows(connection, DeviceState.__table__, states, update_on=("device_id",))
+    await bulk.write_rows(
+        connection,
+        DeviceState.__table__,
+        states,
+        update_on=("device_id",),
+        keep=COUNTER_COLUMNS,
+    )
     ids = tuple(state["device_id"] for state in states)
-    note(session, Change(DEVICE_STATE_CHANGE, ids, device_ids=ids, values=tuple(states)))
+    values = tuple(written(state) for state in states)
+    note(session, Change(DEVICE_STATE_CHANGE, ids, device_ids=ids, values=values))
+
+
+def written(state: dict[str, Any]) -> dict[str, Any]:
+    """The part of a state the intake writes: without the counters once the counters step
+    has counted (the intake only carries their values along), with their starting values
+    until then (a new device's, which its first write stores)."""
+    if state["counted_at"] is None:
+        return state
+    return {name: value for name, value in state.items() if name not in COUNTER_COLUMNS}
 
 
 def advance(
     state: dict[str, Any] | None,
     device_id: str,
     messages: list[Message],
-    ignition_sensor: SensorDefinition | None = None,
 ) -> dict[str, Any] | None:
     """The state after `messages` (in any order); the same object when nothing is newer."""
     newest = None if state is None else state["last_message_at"]
@@ -193,7 +202,7 @@ def advance(
     for message in newer:
         if newest is not None and message.device_time <= newest:
             continue  # a second message of the same time: the first one counts
-        _apply(result, message, ignition_sensor)
+        _apply(result, message)
         newest = message.device_time
     return result
 
@@ -206,7 +215,7 @@ def state_changed(state: dict[str, Any]) -> dict[str, Any]:
     """The live event hub's news of a changed state. It carries the state as written: each
     event stream shapes it for its customer with `live.state_event`, the same shaping as the
     device reads, so the stream and the reads never disagree."""
-    return {"type": "state", "device_id": state["device_id"], "state": state}
+    return {"type": "state", "device_id": state["device_id"], "state": written(state)}
 
 
 def _empty(device_id: str) -> dict[str, Any]:
@@ -215,11 +224,7 @@ def _empty(device_id: str) -> dict[str, Any]:
     return state
 
 
-def _apply(
-    state: dict[str, Any], message: Message, ignition_sensor: SensorDefinition | None
-) -> None:
-    if ignition_sensor is not None:
-        _run_engine(state, message, ignition_sensor)
+def _apply(state: dict[str, Any], message: Message) -> None:
     state["last_message_at"] = message.device_time
     state["last_received_at"] = message.received_at
     if message.inputs is not None:
@@ -231,34 +236,16 @@ def _apply(
     if len(params) > MAX_STATE_PARAMS:  # the newest parameters are kept
         state["params"] = dict(list(params.items())[-MAX_STATE_PARAMS:])
     if message.has_position:
-        _move(state, message)
-
-
-def _run_engine(state: dict[str, Any], message: Message, sensor: SensorDefinition) -> None:
-    """Engine hours: time between two messages counts when the engine was on at the first;
-    a silence longer than MAX_GAP_SECONDS counts only up to it (the engine may have stopped)."""
-    if state["ignition"] and state["last_message_at"] is not None:
-        elapsed = (message.device_time - state["last_message_at"]).total_seconds()
-        state["engine_seconds"] += min(max(elapsed, 0.0), MAX_GAP_SECONDS)
-    value = compute_value(sensor, message.params, message.inputs, message.outputs)
-    if value is not None:
-        state["ignition"] = bool(value)
-
-
-def _move(state: dict[str, Any], message: Message) -> None:
-    assert message.lat is not None and message.lon is not None
-    if state["lat"] is not None and state["lon"] is not None:
-        state["odometer_m"] += distance_m(state["lat"], state["lon"], message.lat, message.lon)
-    state.update(
-        position_at=message.device_time,
-        lat=message.lat,
-        lon=message.lon,
-        altitude=message.altitude,
-        speed=message.speed,
-        course=message.course,
-        satellites=None if message.satellites is None else int(message.satellites),
-        hdop=message.hdop,
-    )
+        state.update(
+            position_at=message.device_time,
+            lat=message.lat,
+            lon=message.lon,
+            altitude=message.altitude,
+            speed=message.speed,
+            course=message.course,
+            satellites=None if message.satellites is None else int(message.satellites),
+            hdop=message.hdop,
+        )
 
 
 _STATES_SELECT = select(*(DeviceState.__table__.c[name] for name in STATE_COLUMNS))

@@ -38,6 +38,8 @@ DEVICES_PER_QUERY = 1000
 # customer, validity rules...), and a device's live state as the pipeline writes it.
 DEVICE_CHANGE = "device"
 DEVICE_STATE_CHANGE = "device_state"
+# The counters in a device's live state (`devices.counters`): values carry them as written.
+DEVICE_COUNTERS_CHANGE = "device_counters"
 
 
 def note_changed(

@@ -1,0 +1,231 @@
+"""The device counters step: odometer, counted engine hours and ignition, summed up from each
+device's valid messages after they are stored (a pipeline step, `steps.contract`).
+
+Summed in the pipeline rather than in the intake, they take in late data: a black box sent
+after a reconnect rewinds the counters to the last hourly checkpoint before it and counts
+again from there, with the result of counting everything in order. Their values go to the
+device's live state (`device_states`, columns the intake never writes) with a change notice,
+which the device reads and the live event stream take in.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, delete, func, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleetplane.core import bulk
+from fleetplane.core.changes import Change, note
+from fleetplane.core.events import EventHub
+from fleetplane.core.geo import distance_m
+from fleetplane.devices.models import DeviceCounterCheckpoint, DeviceState
+from fleetplane.devices.service import DEVICE_COUNTERS_CHANGE
+from fleetplane.sensors import service as sensors
+from fleetplane.sensors.calculation import SensorDefinition, compute_value
+from fleetplane.steps.contract import DeviceMessages, StepDevice
+from fleetplane.telemetry import Message
+
+STEP_NAME = "device_counters"
+# A longer silence than this is not counted as engine time in full (trip rules use the same).
+MAX_GAP_SECONDS = 3600.0
+# A rewind to before every checkpoint counts again from the device's first message.
+_BEGINNING = datetime(1, 1, 2, tzinfo=UTC)
+_CHECKPOINT = DeviceCounterCheckpoint.__table__
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """A device's counters after its message of `counted_at` (None: before any)."""
+
+    counted_at: datetime | None = None
+    odometer_m: float = 0.0
+    engine_seconds: float = 0.0
+    ignition: bool | None = None
+    lat: float | None = None  # the last valid fix, where the next distance starts
+    lon: float | None = None
+
+
+def advance(counters: Counters, message: Message, ignition: SensorDefinition | None) -> Counters:
+    """The counters after one more valid message (newer than `counted_at`).
+
+    Engine time between two messages counts when the engine was on at the first; a silence
+    longer than MAX_GAP_SECONDS counts only up to it (the engine may have stopped). The
+    odometer sums the distances between successive fixes."""
+    engine_seconds, on = counters.engine_seconds, counters.ignition
+    if ignition is not None:
+        if on and counters.counted_at is not None:
+            elapsed = (message.device_time - counters.counted_at).total_seconds()
+            engine_seconds += min(max(elapsed, 0.0), MAX_GAP_SECONDS)
+        value = compute_value(ignition, message.params, message.inputs, message.outputs)
+        if value is not None:
+            on = bool(value)
+    odometer_m, lat, lon = counters.odometer_m, counters.lat, counters.lon
+    if message.lat is not None and message.lon is not None:
+        if lat is not None and lon is not None:
+            odometer_m += distance_m(lat, lon, message.lat, message.lon)
+        lat, lon = message.lat, message.lon
+    return Counters(message.device_time, odometer_m, engine_seconds, on, lat, lon)
+
+
+def count(
+    counters: Counters, messages: Sequence[Message], ignition: SensorDefinition | None
+) -> tuple[Counters, list[Counters]]:
+    """The counters after `messages` (oldest first), and the checkpoints on the way: the
+    counters after the last message of each hour the messages leave."""
+    checkpoints = []
+    for message in messages:
+        if counters.counted_at is not None and _hour(message.device_time) != _hour(
+            counters.counted_at
+        ):
+            checkpoints.append(counters)
+        counters = advance(counters, message, ignition)
+    return counters, checkpoints
+
+
+class DeviceCountersStep:
+    name = STEP_NAME
+    reads_filtered = False
+
+    async def process(self, session: AsyncSession, batches: Sequence[DeviceMessages]) -> None:
+        ids = [batch.device.id for batch in batches]
+        held = await _newest_checkpoints(session, ids)
+        ignitions = await sensors.ignition_sensors(session, ids)
+        rows, newest, moved = [], [], []
+        for batch in batches:
+            device_id = batch.device.id
+            before = held.get(device_id, Counters())
+            counters, passed = count(before, batch.messages, ignitions.get(device_id))
+            rows += [_checkpoint_row(device_id, c) for c in (*passed, counters)]
+            newest.append((batch.device, counters))
+            if _shown(counters) != _shown(before):
+                moved.append((batch.device, counters))
+        connection = await session.connection()
+        await bulk.write_rows(connection, _CHECKPOINT, rows, update_on=("device_id", "hour"))
+        await _write_live(session, newest, moved)
+
+    async def rewind(
+        self, session: AsyncSession, device: StepDevice, from_time: datetime
+    ) -> datetime:
+        """Back to the newest checkpoint before `from_time`: the messages after it are
+        counted again."""
+        await session.execute(
+            delete(DeviceCounterCheckpoint).where(
+                DeviceCounterCheckpoint.device_id == device.id,
+                DeviceCounterCheckpoint.counted_at >= from_time,
+            )
+        )
+        kept = await session.execute(
+            select(func.max(DeviceCounterCheckpoint.counted_at)).where(
+                DeviceCounterCheckpoint.device_id == device.id
+            )
+        )
+        counted_at = kept.scalar_one_or_none()
+        if counted_at is None:
+            return _BEGINNING
+        return counted_at + timedelta(microseconds=1)
+
+
+async def _newest_checkpoints(session: AsyncSession, device_ids: list[str]) -> dict[str, Counters]:
+    newest = (
+        select(DeviceCounterCheckpoint.device_id, func.max(DeviceCounterCheckpoint.hour))
+        .where(DeviceCounterCheckpoint.device_id.in_(device_ids))
+        .group_by(DeviceCounterCheckpoint.device_id)
+    )
+    statement = select(
+        DeviceCounterCheckpoint.device_id,
+        DeviceCounterCheckpoint.counted_at,
+        DeviceCounterCheckpoint.odometer_m,
+        DeviceCounterCheckpoint.engine_seconds,
+        DeviceCounterCheckpoint.ignition,
+        DeviceCounterCheckpoint.lat,
+        DeviceCounterCheckpoint.lon,
+    ).where(tuple_(DeviceCounterCheckpoint.device_id, DeviceCounterCheckpoint.hour).in_(newest))
+    return {row[0]: Counters(*row[1:]) for row in await session.execute(statement)}
+
+
+def _checkpoint_row(device_id: str, counters: Counters) -> dict[str, Any]:
+    assert counters.counted_at is not None  # a checkpoint follows a message
+    return {
+        "device_id": device_id,
+        "hour": _hour(counters.counted_at),
+        "counted_at": counters.counted_at,
+        "odometer_m": counters.odometer_m,
+        "engine_seconds": counters.engine_seconds,
+        "ignition": counters.ignition,
+        "lat": counters.lat,
+        "lon": counters.lon,
+    }
+
+
+async def _write_live(
+    session: AsyncSession,
+    newest: list[tuple[StepDevice, Counters]],
+    moved: list[tuple[StepDevice, Counters]],
+) -> None:
+    """The devices' live counters, and the notice of those whose shown values moved (what
+    the device reads and the event stream take in: `live_values`); a parked device's counters
+    count on quietly."""
+    table = DeviceState.__table__
+    statement = (
+        update(table)
+        .where(table.c.device_id == bindparam("device"))
+        .values(
+            odometer_m=bindparam("odometer"),
+            engine_seconds=bindparam("engine"),
+            ignition=bindparam("on"),
+            counted_at=bindparam("counted"),
+        )
+    )
+    connection = await session.connection()
+    await connection.execute(
+        statement,
+        [
+            {
+                "device": device.id,
+                "odometer": counters.odometer_m,
+                "engine": counters.engine_seconds,
+                "on": counters.ignition,
+                "counted": counters.counted_at,
+            }
+            for device, counters in newest
+        ],
+    )
+    if moved:
+        ids = tuple(device.id for device, _ in moved)
+        values = tuple(live_values(device, counters) for device, counters in moved)
+        note(session, Change(DEVICE_COUNTERS_CHANGE, ids, device_ids=ids, values=values))
+
+
+def _shown(counters: Counters) -> tuple[float, float]:
+    """What the device reads show of the counters (the live state's odometer and counted
+    engine hours)."""
+    return (counters.odometer_m, counters.engine_seconds)
+
+
+def live_values(device: StepDevice, counters: Counters) -> dict[str, Any]:
+    """The counters as the live state holds them, with whose device it is (for the event
+    stream's audience)."""
+    return {
+        "device_id": device.id,
+        "provider_id": device.provider_id,
+        "customer_id": device.customer_id,
+        "counted_at": counters.counted_at,
+        "odometer_m": counters.odometer_m,
+        "engine_seconds": counters.engine_seconds,
+    }
+
+
+def _hour(at: datetime) -> datetime:
+    return at.replace(minute=0, second=0, microsecond=0)
+
+
+def announce(events: EventHub, change: Change) -> None:
+    """Tells the live event streams of new counters (a committed `device_counters` notice),
+    as `state` events: each stream shapes them as the device reads do."""
+    if not events.subscribers:
+        return
+    for values in change.values:
+        event = {"type": "state", "device_id": values["device_id"], "state": values}
+        events.publish(event, (values["provider_id"], values["customer_id"]))
