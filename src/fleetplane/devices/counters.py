@@ -33,6 +33,7 @@ MAX_GAP_SECONDS = 3600.0
 # A rewind to before every checkpoint counts again from the device's first message.
 _BEGINNING = datetime(1, 1, 2, tzinfo=UTC)
 _CHECKPOINT = DeviceCounterCheckpoint.__table__
+_HOUR = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,41 +48,45 @@ class Counters:
     lon: float | None = None
 
 
-def advance(counters: Counters, message: Message, ignition: SensorDefinition | None) -> Counters:
-    """The counters after one more valid message (newer than `counted_at`).
+def count(
+    counters: Counters, messages: Sequence[Message], ignition: SensorDefinition | None
+) -> tuple[Counters, list[Counters]]:
+    """The counters after `messages` (valid ones, oldest first, newer than `counted_at`), and
+    the checkpoints on the way: the counters after the last message of each hour the messages
+    leave.
 
     Engine time between two messages counts when the engine was on at the first; a silence
     longer than MAX_GAP_SECONDS counts only up to it (the engine may have stopped). The
     odometer sums the distances between successive fixes."""
-    engine_seconds, on = counters.engine_seconds, counters.ignition
-    if ignition is not None:
-        if on and counters.counted_at is not None:
-            elapsed = (message.device_time - counters.counted_at).total_seconds()
-            engine_seconds += min(max(elapsed, 0.0), MAX_GAP_SECONDS)
-        value = compute_value(ignition, message.params, message.inputs, message.outputs)
-        if value is not None:
-            on = bool(value)
-    odometer_m, lat, lon = counters.odometer_m, counters.lat, counters.lon
-    if message.lat is not None and message.lon is not None:
-        if lat is not None and lon is not None:
-            odometer_m += distance_m(lat, lon, message.lat, message.lon)
-        lat, lon = message.lat, message.lon
-    return Counters(message.device_time, odometer_m, engine_seconds, on, lat, lon)
-
-
-def count(
-    counters: Counters, messages: Sequence[Message], ignition: SensorDefinition | None
-) -> tuple[Counters, list[Counters]]:
-    """The counters after `messages` (oldest first), and the checkpoints on the way: the
-    counters after the last message of each hour the messages leave."""
+    # Plain locals, one `Counters` per checkpoint: this runs for every message.
+    at, odometer_m, engine_seconds, on, lat, lon = (
+        counters.counted_at,
+        counters.odometer_m,
+        counters.engine_seconds,
+        counters.ignition,
+        counters.lat,
+        counters.lon,
+    )
+    next_hour = None if at is None else _hour(at) + _HOUR
     checkpoints = []
     for message in messages:
-        if counters.counted_at is not None and _hour(message.device_time) != _hour(
-            counters.counted_at
-        ):
-            checkpoints.append(counters)
-        counters = advance(counters, message, ignition)
-    return counters, checkpoints
+        time = message.device_time
+        if next_hour is None or time >= next_hour:
+            if next_hour is not None:
+                checkpoints.append(Counters(at, odometer_m, engine_seconds, on, lat, lon))
+            next_hour = _hour(time) + _HOUR
+        if ignition is not None:
+            if on and at is not None:
+                engine_seconds += min(max((time - at).total_seconds(), 0.0), MAX_GAP_SECONDS)
+            value = compute_value(ignition, message.params, message.inputs, message.outputs)
+            if value is not None:
+                on = bool(value)
+        if message.lat is not None and message.lon is not None:
+            if lat is not None and lon is not None:
+                odometer_m += distance_m(lat, lon, message.lat, message.lon)
+            lat, lon = message.lat, message.lon
+        at = time
+    return Counters(at, odometer_m, engine_seconds, on, lat, lon), checkpoints
 
 
 class DeviceCountersStep:

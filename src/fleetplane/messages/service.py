@@ -81,12 +81,14 @@ def stored_form(message: Message) -> Message:
     round trip: what the intake hands the pipeline steps, which must see the same message
     whether it came from the intake or from storage (a rewind reads it back)."""
     received_at = message.received_at
-    received_at -= (received_at - message.device_time) % _MILLISECOND  # stored to the ms
+    if received_at.microsecond % 1000 or message.device_time.microsecond % 1000:
+        received_at -= (received_at - message.device_time) % _MILLISECOND  # stored to the ms
+    lat, lon = message.lat, message.lon
     return Message(
         device_time=message.device_time,
         received_at=received_at,
-        lat=codec.from_coordinate(codec.to_coordinate(message.lat)),
-        lon=codec.from_coordinate(codec.to_coordinate(message.lon)),
+        lat=None if lat is None else round(lat * codec.COORDINATE_SCALE) / codec.COORDINATE_SCALE,
+        lon=None if lon is None else round(lon * codec.COORDINATE_SCALE) / codec.COORDINATE_SCALE,
         altitude=_as_float(message.altitude),
         speed=_as_float(message.speed),
         course=_as_float(message.course),
