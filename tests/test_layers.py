@@ -9,7 +9,8 @@ The layers, from the bottom:
 - **domains**: every other folder of `fleetplane/` (customers, devices, sensors, ...). A domain
   imports the foundation, its own files, and another domain's public face only:
   `service` (its rules) and `schemas` (the request and response shapes it shares), plus the
-  modules named in `SHARED_PURE_MODULES` (pure functions and value types, no tables, no I/O).
+  modules named in `SHARED_PURE_MODULES` (pure functions, value types and the step contract,
+  no tables; and the columnar message read).
   Never another domain's `models` (its tables), `studio` or `module` (its routers),
   `processor` (its pipeline step) or any other private file, and never the intake or the
   assembly.
@@ -52,9 +53,15 @@ PUBLIC_FACE = {"service", "schemas"}
 # routers. Other domain files are handed the parts they need by the routers.
 RUNTIME = "fleetplane.runtime"
 ROUTER_FILES = {"studio", "module"}
-# Pure modules another domain may use too: sensor types and the conversion of raw values,
-# which the live state, the pipeline and the message history all apply.
-SHARED_PURE_MODULES = {"fleetplane.sensors.calculation"}
+# Modules another domain may use too: sensor types and the conversion of raw values, which
+# the live state, the pipeline and the message history all apply; the pipeline step contract
+# (value types and a protocol) every domain with a step implements; and messages as columns,
+# the read path of everything that works on many messages at once.
+SHARED_PURE_MODULES = {
+    "fleetplane.sensors.calculation",
+    "fleetplane.steps.contract",
+    "fleetplane.messages.columns",
+}
 
 
 def module_name(path: Path) -> str:

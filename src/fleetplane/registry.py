@@ -10,6 +10,8 @@ from fleetplane.core.modules import Module
 from fleetplane.customers import studio as customers_studio
 from fleetplane.devices import module as devices_module
 from fleetplane.devices import studio as devices_studio
+from fleetplane.drivers import module as drivers_module
+from fleetplane.drivers import processor as drivers_processor
 from fleetplane.sensors import studio as sensors_studio
 from fleetplane.steps import studio as steps_studio
 from fleetplane.steps.contract import Step
@@ -26,9 +28,12 @@ STUDIO_ROUTERS: list[APIRouter] = [
 
 MODULES: list[Module] = [
     devices_module.module,
+    drivers_module.module,
 ]
 
 
 # What is derived from stored messages, after their devices were answered (steps.contract),
 # in the order the steps run.
-STEPS: list[Step] = []
+STEPS: list[Step] = [
+    drivers_processor.step,
+]
