@@ -312,3 +312,31 @@ def test_a_deleted_manual_assignment_gives_back_what_it_cut(fleet: Fleet) -> Non
     finally:
         tracker.close()
     assert fleet.assignments(device) == [span("Anna", 0, 30)]
+
+
+def test_a_recomputation_takes_the_drivers_as_they_are_now(fleet: Fleet) -> None:
+    """A deleted driver's assignments go with them and the others keep their times; once late
+    data recomputes the device from before, the answer is as if the driver had never been."""
+    device, imei = fleet.device()
+    fleet.driver("Anna", ANNA)
+    bob = fleet.driver("Bob", "B0B")
+    peter = fleet.driver("Peteris")
+    body = {"driver_id": peter, "device_id": device, "start": rfc3339(at(15)),
+            "end": rfc3339(at(40))}  # fmt: skip
+    assert fleet.api.post("/module/drivers/assignments", json=body).status_code == 201
+    tracker = Tracker(fleet.port, imei)
+    try:
+        tracker.send((0, ANNA), (10, ANNA), (20, "b0b"), (30, "B0B"), (50, None))
+        wait_until(lambda: fleet.caught_up(device, 50), "the readings")
+        assert fleet.assignments(device) == [
+            span("Anna", 0, 15),
+            span("Peteris", 15, 20, "manual"),
+            span("Bob", 20, 50),
+        ]
+        assert fleet.api.delete(f"/module/drivers/{bob}").status_code == 204
+        assert fleet.assignments(device) == [span("Anna", 0, 15), span("Peteris", 15, 20, "manual")]
+        tracker.send((18, "B0B"), (19, "B0B"))  # late, and now nobody's code
+    finally:
+        tracker.close()
+    expected = [span("Anna", 0, 15), span("Peteris", 15, 40, "manual")]
+    wait_for(lambda: fleet.assignments(device), expected, "recomputed without Bob")
