@@ -320,3 +320,44 @@ def test_who_drove_when(server: RunningServer, tenant: Tenant) -> None:
         (first, at(10_000)): (peter, "Peteris"),
         (second, at(-75)): (peter, "Peteris"),
     }
+
+
+def test_assignments_are_listed_page_by_page_in_start_order(tenant: Tenant) -> None:
+    api = tenant.module_api(0)
+    first, second = (d["id"] for d in tenant.devices[api.customer_id])
+    driver = create_driver(api)["id"]
+    for device, start in [(first, 30), (second, 0), (first, 0), (second, 45), (first, 60)]:
+        response = assign(api, driver, device, at(start), at(start + 10))
+        assert response.status_code == 201, response.text
+    everything = assignments(api)
+    assert [item["start"] for item in everything] == [
+        rfc3339(at(start)) for start in (0, 0, 30, 45, 60)
+    ]
+    paged, cursor = [], None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = api.get("/module/drivers/assignments", params=params).json()
+        paged += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert paged == everything and len(paged) == 5
+    bad = api.get("/module/drivers/assignments", params={"cursor": "bm90LWEtY3Vyc29y"})
+    assert_problem(bad, 422, "validation_failed")
+
+
+def test_a_moved_device_starts_a_timeline_of_its_own_for_its_new_customer(
+    tenant: Tenant,
+) -> None:
+    old, new = tenant.module_api(0), tenant.module_api(1)
+    device = tenant.devices[old.customer_id][0]["id"]
+    assert assign(old, create_driver(old)["id"], device, at(0)).status_code == 201
+    moved = tenant.api.patch(f"/api/devices/{device}", json={"customer_id": new.customer_id})
+    assert moved.status_code == 200, moved.text
+    response = assign(new, create_driver(new, name="Peteris")["id"], device, at(10))
+    assert response.status_code == 201, response.text
+    # Each customer keeps its own history of the device.
+    assert spans(old) == [("Anna Berzina", rfc3339(at(0)), None, "manual")]
+    assert spans(new, device_id=device) == [("Peteris", rfc3339(at(10)), None, "manual")]
+    assert_problem(old.get("/module/drivers/assignments", params={"device_id": device}), 404,
+                   "not_found")  # fmt: skip

@@ -48,21 +48,23 @@ class DriverKeyCode(Base):
 class DriverAssignment(Base):
     """A driver on a device from `started_at` until `ended_at` (null while current).
 
-    A device's assignments never overlap: the later start ends the earlier one. `own_end` is
-    where the assignment ends by itself (a manual one: the end its user gave; a key one: the
-    next change of the key reading), `ended_at` the earlier of it and the start of a later
-    assignment of the other source (`drivers.timeline`), so that both can be recomputed when
-    late data or a deleted manual assignment changes what came after."""
+    A device's assignments (of one customer) never overlap: the later start ends the earlier
+    one. `own_end` is where the assignment ends by itself (a manual one: the end its user
+    gave; a key one: the next change of the key reading), `ended_at` the earlier of it and the
+    start of a later assignment of the other source (`drivers.timeline`), so that both can be
+    recomputed when late data or a deleted manual assignment changes what came after."""
 
     __tablename__ = "driver_assignments"
     __table_args__ = (
         Index("ix_driver_assignments_customer_id_started_at_id", "customer_id", "started_at", "id"),
         Index("ix_driver_assignments_device_id_started_at", "device_id", "started_at"),
         Index("ix_driver_assignments_driver_id_started_at", "driver_id", "started_at"),
-        # At most one current assignment per device.
+        # At most one current assignment per device and customer (a device moved to another
+        # customer starts a timeline of its own there).
         Index(
             "uq_driver_assignments_current",
             "device_id",
+            "customer_id",
             unique=True,
             sqlite_where=text("ended_at IS NULL"),
             postgresql_where=text("ended_at IS NULL"),

@@ -56,7 +56,8 @@ class DriverKeyStep:
         }
         drivers = await service.drivers_by_code(session, wanted)
         first_times = {device_id: changes[0][0] for device_id, changes in readings.items()}
-        timelines = await service.timelines_of(session, first_times)
+        customers = {device_id: device.customer_id for device_id, device in devices.items()}
+        timelines = await service.timelines_of(session, first_times, customers)
         for device_id, changes in readings.items():
             customer_id = devices[device_id].customer_id
             timeline = timelines[device_id]

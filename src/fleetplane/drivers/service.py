@@ -447,7 +447,7 @@ async def create_assignment(
     driver = await get(session, actor.provider_id, customer_id, data.driver_id)
     device = await devices.get_for_customer(session, actor.provider_id, customer_id, data.device_id)
     start, end = data.start, data.end
-    spans = await _spans_from(session, device.id, start)
+    spans = await _spans_from(session, customer_id, device.id, start)
     for span in spans:
         if span.start >= start and (end is None or span.start < end):
             raise _overlaps(span)
@@ -493,13 +493,14 @@ async def update_assignment(
     end = data.end
     if end is not None and end <= assignment.started_at:
         raise validation_error(["body", "end"], "must be after start")
+    timeline = (customer_id, assignment.device_id)
     later = await _first_start_after(
-        session, assignment.device_id, Source.MANUAL, assignment.started_at, inclusive=False
+        session, timeline, Source.MANUAL, assignment.started_at, inclusive=False
     )
     if later is not None and (end is None or end > later.start):
         raise _overlaps(later)
     first_key = await _first_start_after(
-        session, assignment.device_id, Source.KEY, assignment.started_at, inclusive=False
+        session, timeline, Source.KEY, assignment.started_at, inclusive=False
     )
     assignment.own_end = end
     key_starts = [] if first_key is None else [first_key.start]
@@ -523,6 +524,7 @@ async def delete_assignment(
     await session.delete(assignment)
     await session.flush()
     cut = select(*_SPAN_COLUMNS).where(
+        DriverAssignment.customer_id == customer_id,
         DriverAssignment.device_id == device_id,
         DriverAssignment.source == Source.KEY.value,
         DriverAssignment.started_at <= start,
@@ -531,7 +533,9 @@ async def delete_assignment(
     restored = []
     for row in await session.execute(cut):
         span = _span(row)
-        later = await _first_start_after(session, device_id, Source.MANUAL, span.start)
+        later = await _first_start_after(
+            session, (customer_id, device_id), Source.MANUAL, span.start
+        )
         span.end = key_end(span.own_end, span.start, [] if later is None else [later.start])
         span.changed = True
         restored.append(span)
@@ -559,7 +563,7 @@ async def _manual_assignment(
         assignment = (await session.execute(statement)).scalar_one_or_none()
     if assignment is None:
         raise not_found("assignment")
-    await _lock_device(session, assignment.device_id)
+    await _lock_timeline(session, customer_id, assignment.device_id)
     if assignment.source != Source.MANUAL.value:
         raise ApiError(
             409,
@@ -624,18 +628,23 @@ def _locked(session: AsyncSession, statement: Select[*tuple[Any, ...]]) -> Selec
     return statement
 
 
-async def _lock_device(session: AsyncSession, device_id: str) -> None:
+async def _lock_timeline(session: AsyncSession, customer_id: str, device_id: str) -> None:
     """Changes to one device's assignments go one at a time (SQLite: the writer lock now)."""
     current = select(DriverAssignment.id).where(
-        DriverAssignment.device_id == device_id, DriverAssignment.ended_at.is_(None)
+        DriverAssignment.customer_id == customer_id,
+        DriverAssignment.device_id == device_id,
+        DriverAssignment.ended_at.is_(None),
     )
     await lock_writers(session, current)
 
 
-async def _spans_from(session: AsyncSession, device_id: str, start: datetime) -> list[Span]:
-    """The device's assignments in effect at or after `start`, locked."""
-    await _lock_device(session, device_id)
+async def _spans_from(
+    session: AsyncSession, customer_id: str, device_id: str, start: datetime
+) -> list[Span]:
+    """The customer's assignments of the device in effect at or after `start`, locked."""
+    await _lock_timeline(session, customer_id, device_id)
     statement = select(*_SPAN_COLUMNS).where(
+        DriverAssignment.customer_id == customer_id,
         DriverAssignment.device_id == device_id,
         or_(DriverAssignment.ended_at.is_(None), DriverAssignment.ended_at > start),
     )
@@ -644,14 +653,23 @@ async def _spans_from(session: AsyncSession, device_id: str, start: datetime) ->
 
 
 async def _first_start_after(
-    session: AsyncSession, device_id: str, source: Source, at: datetime, *, inclusive: bool = True
+    session: AsyncSession,
+    timeline: tuple[str, str],
+    source: Source,
+    at: datetime,
+    *,
+    inclusive: bool = True,
 ) -> Span | None:
-    """The device's first assignment of `source` starting at (or after) `at`."""
+    """The first assignment of `source` of a (customer, device) starting at (or after) `at`."""
     later = DriverAssignment.started_at >= at if inclusive else DriverAssignment.started_at > at
+    customer_id, device_id = timeline
     statement = (
         select(*_SPAN_COLUMNS)
         .where(
-            DriverAssignment.device_id == device_id, DriverAssignment.source == source.value, later
+            DriverAssignment.customer_id == customer_id,
+            DriverAssignment.device_id == device_id,
+            DriverAssignment.source == source.value,
+            later,
         )
         .order_by(DriverAssignment.started_at)
         .limit(1)
@@ -676,10 +694,13 @@ async def _write_back(session: AsyncSession, spans: Sequence[Span]) -> None:
 
 
 async def timelines_of(
-    session: AsyncSession, first_times: Mapping[str, datetime]
+    session: AsyncSession,
+    first_times: Mapping[str, datetime],
+    customers: Mapping[str, str | None],
 ) -> dict[str, DeviceTimeline]:
-    """For the pipeline step: each device's timeline from its first new reading on (its
-    ongoing key assignment and the manual ones ending after that time), locked; one query."""
+    """For the pipeline step: each device's timeline from its first new reading on: its
+    ongoing key assignment (of whichever customer), and the manual ones of its customer
+    (`customers`) ending after that time; locked, one query."""
     found: dict[str, DeviceTimeline] = {
         device_id: DeviceTimeline(device_id, None, []) for device_id in first_times
     }
@@ -705,7 +726,9 @@ async def timelines_of(
             span = _span(row)
             if span.source is Source.KEY:
                 currents[row.device_id] = span
-            elif span.end is None or span.end > first_times[row.device_id]:
+            elif span.customer_id == customers.get(row.device_id) and (
+                span.end is None or span.end > first_times[row.device_id]
+            ):
                 manuals.setdefault(row.device_id, []).append(span)
     return {
         device_id: DeviceTimeline(device_id, currents.get(device_id), manuals.get(device_id, []))
@@ -773,7 +796,6 @@ async def rewind(session: AsyncSession, device_id: str, from_time: datetime) -> 
     assignments starting there are deleted; the one whose reading was going on then goes on
     (its end is the next manual start, if any, until the readings are taken in again); manual
     assignments ended by a deleted one get their own end back."""
-    await _lock_device(session, device_id)
     of_device = DriverAssignment.device_id == device_id
     is_key = DriverAssignment.source == Source.KEY.value
     await session.execute(
@@ -789,7 +811,8 @@ async def rewind(session: AsyncSession, device_id: str, from_time: datetime) -> 
     )
     spans = [_span(row) for row in await session.execute(going_on)]
     for span in spans:
-        later = await _first_start_after(session, device_id, Source.MANUAL, span.start)
+        timeline = (span.customer_id, device_id)
+        later = await _first_start_after(session, timeline, Source.MANUAL, span.start)
         span.own_end = None
         span.end = key_end(None, span.start, [] if later is None else [later.start])
     await session.execute(

@@ -90,7 +90,7 @@ def upgrade() -> None:
     op.create_index(
         "uq_driver_assignments_current",
         "driver_assignments",
-        ["device_id"],
+        ["device_id", "customer_id"],
         unique=True,
         sqlite_where=sa.text("ended_at IS NULL"),
         postgresql_where=sa.text("ended_at IS NULL"),
