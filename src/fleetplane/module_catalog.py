@@ -17,8 +17,8 @@ DEVICES = ModuleInfo(
 DRIVERS = ModuleInfo(
     "drivers",
     "Drivers",
-    "The customer's drivers, their key codes, and which driver was on which device when: "
-    "assigned by the devices' key readers or by hand.",
+    "The customer's drivers, their key codes, and who drove which vehicle when: assigned "
+    "by the trackers' key readers or by hand.",
 )
 
 MODULE_INFOS: tuple[ModuleInfo, ...] = (DEVICES, DRIVERS)
