@@ -6,6 +6,7 @@ OpenAPI document has no entry here, so a new endpoint cannot slip past the matri
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -66,6 +67,29 @@ def _fresh_sensor(t: Tenant) -> str:
     response = t.api.post("/api/sensors", json=body)
     assert response.status_code == 201, response.text
     return response.json()["id"]
+
+
+def _fresh_driver(t: Tenant) -> str:
+    response = t.module_api(0).post("/module/drivers", json={"name": "Short-lived driver"})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def _assignment_body(t: Tenant) -> dict[str, Any]:
+    """A manual assignment of a new driver to the customer's first device from now on (it ends
+    the one an earlier call made)."""
+    start = datetime.now(UTC).isoformat()
+    return {"driver_id": _fresh_driver(t), "device_id": _device(t), "start": start}
+
+
+def _fresh_assignment(t: Tenant) -> str:
+    response = t.module_api(0).post("/module/drivers/assignments", json=_assignment_body(t))
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def _in_an_hour() -> str:
+    return (datetime.now(UTC) + timedelta(hours=1)).isoformat()
 
 
 OPERATIONS: list[Operation] = [
@@ -189,6 +213,44 @@ OPERATIONS: list[Operation] = [
     Operation(
         "GET", "/module/devices/{device_id}/commands", "read:commands",
         lambda t: (f"/module/devices/{_device(t)}/commands", None),
+    ),
+    # Module: drivers
+    Operation("GET", "/module/drivers", "read:drivers", lambda t: ("/module/drivers", None)),
+    Operation(
+        "POST", "/module/drivers", "create:drivers",
+        lambda t: ("/module/drivers", {"name": "New driver", "key_codes": []}), 201,
+    ),
+    Operation(
+        "GET", "/module/drivers/{driver_id}", "read:drivers",
+        lambda t: (f"/module/drivers/{_fresh_driver(t)}", None),
+    ),
+    Operation(
+        "PATCH", "/module/drivers/{driver_id}", "update:drivers",
+        lambda t: (f"/module/drivers/{_fresh_driver(t)}", {"phone": "+371 2000 0000"}),
+    ),
+    Operation(
+        "DELETE", "/module/drivers/{driver_id}", "delete:drivers",
+        lambda t: (f"/module/drivers/{_fresh_driver(t)}", None), 204,
+    ),
+    Operation(
+        "GET", "/module/drivers/assignments", "read:drivers",
+        lambda t: ("/module/drivers/assignments", None),
+    ),
+    Operation(
+        "POST", "/module/drivers/assignments", "create:drivers",
+        lambda t: ("/module/drivers/assignments", _assignment_body(t)), 201,
+    ),
+    Operation(
+        "GET", "/module/drivers/assignments/{assignment_id}", "read:drivers",
+        lambda t: (f"/module/drivers/assignments/{_fresh_assignment(t)}", None),
+    ),
+    Operation(
+        "PATCH", "/module/drivers/assignments/{assignment_id}", "update:drivers",
+        lambda t: (f"/module/drivers/assignments/{_fresh_assignment(t)}", {"end": _in_an_hour()}),
+    ),
+    Operation(
+        "DELETE", "/module/drivers/assignments/{assignment_id}", "delete:drivers",
+        lambda t: (f"/module/drivers/assignments/{_fresh_assignment(t)}", None), 204,
     ),
 ]  # fmt: skip
 

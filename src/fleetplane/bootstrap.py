@@ -2,6 +2,7 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date
 from itertools import islice
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,11 +17,14 @@ from fleetplane.customers import service as customers
 from fleetplane.customers.schemas import Contact, CustomerCreate
 from fleetplane.devices import service as devices
 from fleetplane.devices.schemas import DeviceCreate
+from fleetplane.drivers import service as drivers
+from fleetplane.drivers.schemas import DriverCreate
 from fleetplane.module_catalog import module_names
 from fleetplane.providers import service as providers
 from fleetplane.sensors import service as sensors
 from fleetplane.sensors.calculation import SensorType
 from fleetplane.sensors.schemas import SensorCreate
+from fleetplane.simulator.runner import DEFAULT_SEED, device_driver_keys
 
 DEMO_PROVIDER = "Demo Provider"
 # (name, protocol, usual port): the listeners a new platform starts with.
@@ -42,6 +46,16 @@ DEMO_SENSORS = (
     ("External power", SensorType.VOLTAGE, "pwr_ext", "V"),
     ("Driver key", SensorType.DRIVER_KEY, "driver_key", ""),
 )
+
+
+# The drivers of each demo customer's trucks (the usual one, then the relief driver), with
+# the iButtons the simulated trackers report (`simulator.runner.device_driver_keys`).
+DEMO_DRIVER_NAMES = (
+    ("Jānis Bērziņš", "Anna Kalniņa", "Mārtiņš Ozols", "Līga Liepiņa",
+     "Edgars Kļaviņš", "Ilze Zariņa", "Andris Krūmiņš", "Dace Vītola"),
+    ("Lukas Schmidt", "Mia Wagner", "Jonas Becker", "Lea Hoffmann",
+     "Felix Schulz", "Emma Koch", "Paul Richter", "Hannah Klein"),
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -185,6 +199,8 @@ async def _seed_demo_fleet(session: AsyncSession, actor: Actor, policy: ChannelP
             ),
         )
         await _add_demo_sensors(session, actor, device.id)
+        if number < 8:
+            await _add_demo_drivers(session, actor, customer_ids[number % 2], number)
 
 
 async def _add_demo_sensors(session: AsyncSession, actor: Actor, device_id: str) -> None:
@@ -194,3 +210,22 @@ async def _add_demo_sensors(session: AsyncSession, actor: Actor, device_id: str)
             actor,
             SensorCreate(device_id=device_id, name=name, type=kind, parameter=parameter, unit=unit),
         )
+
+
+async def _add_demo_drivers(
+    session: AsyncSession, actor: Actor, customer_id: str, number: int
+) -> None:
+    """Truck `number`'s two drivers, whose keys its simulated tracker reports (the demo's
+    trackers are the simulation's devices in order, with its default seed)."""
+    names = DEMO_DRIVER_NAMES[number % 2]
+    keys = device_driver_keys(DEFAULT_SEED, number)
+    for shift, key in enumerate(keys):
+        place = number // 2 * 2 + shift
+        data = DriverCreate(
+            name=names[place],
+            key_codes=[key],
+            license_number=f"DL{number:02d}{shift}0{place:03d}",
+            license_expires=date(2027 + place % 4, 1 + (3 * place) % 12, 15),
+            custom_fields={"employee_number": f"E-{101 + 10 * (number % 2) + place}"},
+        )
+        await drivers.create(session, actor, customer_id, data)

@@ -275,6 +275,20 @@ def bench_ingest(
     raise typer.Exit(code)
 
 
+@bench_app.command("drivers-step")
+def bench_drivers_step(
+    devices: Annotated[int, typer.Option(min=1, help="Devices per round.")] = 200,
+    messages: Annotated[int, typer.Option(min=1, help="Messages per device and round.")] = 50,
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds of each kind.")] = 20,
+    database_url: Annotated[
+        str | None, typer.Option(help="Seed and use this database instead of a SQLite file.")
+    ] = None,
+) -> None:
+    """The drivers' pipeline step alone: CPU per message, statements per round."""
+    bench = load_bench("drivers_step")
+    raise typer.Exit(bench.main(devices, messages, rounds, database_url, console))
+
+
 @bench_app.command("storage")
 def bench_storage(
     messages: Annotated[int, typer.Option(min=1, help="Messages to store.")] = 1_000_000,

@@ -14,7 +14,14 @@ DEVICES = ModuleInfo(
     "The customer's devices: what they are, where they are now, and what they reported.",
 )
 
-MODULE_INFOS: tuple[ModuleInfo, ...] = (DEVICES,)
+DRIVERS = ModuleInfo(
+    "drivers",
+    "Drivers",
+    "The customer's drivers, their key codes, and who drove which vehicle when: assigned "
+    "by the trackers' key readers or by hand.",
+)
+
+MODULE_INFOS: tuple[ModuleInfo, ...] = (DEVICES, DRIVERS)
 
 
 def module_names() -> set[str]:

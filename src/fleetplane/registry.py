@@ -11,6 +11,8 @@ from fleetplane.customers import studio as customers_studio
 from fleetplane.devices import counters as device_counters
 from fleetplane.devices import module as devices_module
 from fleetplane.devices import studio as devices_studio
+from fleetplane.drivers import module as drivers_module
+from fleetplane.drivers import processor as drivers_processor
 from fleetplane.sensors import studio as sensors_studio
 from fleetplane.steps import studio as steps_studio
 from fleetplane.steps.contract import Step
@@ -27,6 +29,7 @@ STUDIO_ROUTERS: list[APIRouter] = [
 
 MODULES: list[Module] = [
     devices_module.module,
+    drivers_module.module,
 ]
 
 
@@ -34,4 +37,5 @@ MODULES: list[Module] = [
 # in the order the steps run.
 STEPS: list[Step] = [
     device_counters.DeviceCountersStep(),
+    drivers_processor.step,
 ]

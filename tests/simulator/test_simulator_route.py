@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from fleetplane.simulator import route
 from fleetplane.simulator.route import (
     ARTERIAL,
     CITY,
@@ -13,6 +14,7 @@ from fleetplane.simulator.route import (
     Activity,
     Fix,
     VehicleProfile,
+    driver_keys,
     great_circle_metres,
     vehicle_fixes,
 )
@@ -121,11 +123,33 @@ def test_engine_hours_grow_only_with_the_ignition_on(fixes: list[Fix]) -> None:
 
 def test_the_driver_key_is_reported_while_the_engine_runs(fixes: list[Fix]) -> None:
     keys = {fix.driver_key for fix in fixes if fix.ignition}
-    assert len(keys) == 1
-    key = keys.pop()
-    assert key is not None and len(key) == 16 and key.startswith("01")
-    int(key, 16)
+    assert keys == set(driver_keys(7))  # the usual driver and the relief driver, in a day
+    for key in keys:
+        assert key is not None and len(key) == 16 and key.startswith("01")
+        int(key, 16)
     assert all(fix.driver_key is None for fix in fixes if not fix.ignition)
+    assert fixes[0].driver_key in (None, driver_keys(7)[0])  # the usual driver starts
+
+
+def test_drivers_change_only_at_parkings(fixes: list[Fix]) -> None:
+    trips = runs(fixes, lambda fix: fix.ignition)
+    for trip in trips:
+        assert len({fix.driver_key for fix in trip}) == 1
+    changes = sum(a[0].driver_key != b[0].driver_key for a, b in itertools.pairwise(trips))
+    assert 0 < changes < len(trips) / 2
+
+
+def test_changing_drivers_leaves_the_routes_as_they_were(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The drivers draw from a random stream of their own: the vehicle goes where it goes
+    whoever drives it."""
+    monkeypatch.setattr(route, "DRIVER_CHANGE_CHANCE", 0.0)
+    one_driver = day(seed=3)
+    monkeypatch.setattr(route, "DRIVER_CHANGE_CHANCE", 1.0)
+    every_parking = day(seed=3)
+    assert {fix.driver_key for fix in one_driver} == {None, driver_keys(3)[0]}
+    assert {fix.driver_key for fix in every_parking} == {None, *driver_keys(3)}
+    moves = [(f.time, f.lat, f.lon, f.speed, f.ignition, f.fuel) for f in one_driver]
+    assert moves == [(f.time, f.lat, f.lon, f.speed, f.ignition, f.fuel) for f in every_parking]
 
 
 def test_the_receiver_sometimes_loses_its_fix() -> None:

@@ -141,6 +141,14 @@ async def ignition_sensors(
 ) -> dict[str, SensorDefinition]:
     """The first ignition sensor of each device that has one (for the telemetry pipeline,
     which serves every provider)."""
+    return await first_sensors_of_type(session, device_ids, SensorType.IGNITION)
+
+
+async def first_sensors_of_type(
+    session: AsyncSession, device_ids: Sequence[str], sensor_type: SensorType
+) -> dict[str, SensorDefinition]:
+    """The first sensor of the type of each device that has one (for pipeline steps, which
+    serve every provider)."""
     found: dict[str, SensorDefinition] = {}
     unique_ids = list(dict.fromkeys(device_ids))
     for start in range(0, len(unique_ids), DEVICES_PER_QUERY):
@@ -148,7 +156,7 @@ async def ignition_sensors(
             select(*_DEFINITION_COLUMNS)
             .where(
                 Sensor.device_id.in_(unique_ids[start : start + DEVICES_PER_QUERY]),
-                Sensor.type == SensorType.IGNITION.value,
+                Sensor.type == sensor_type.value,
             )
             .order_by(Sensor.device_id, Sensor.id)
         )

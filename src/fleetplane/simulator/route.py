@@ -33,6 +33,7 @@ WARM_UP_SECONDS = (15, 60)  # engine running before pulling away
 RED_LIGHT_SECONDS = (10, 90)
 HALT_SECONDS = (120, 240)  # a drop-off with the engine running, still well below a parking
 HALT_CHANCE = 0.05  # per red light: the driver stays longer
+DRIVER_CHANGE_CHANCE = 0.25  # per parking: the vehicle's other driver takes over
 
 
 class Activity(Enum):
@@ -91,7 +92,7 @@ class Fix:
     power: float  # external supply, volts, 0.01
     odometer: float  # km, 0.001
     engine_hours: float  # hours, 0.01
-    driver_key: str | None  # the driver's iButton while the engine runs
+    driver_key: str | None  # the driver's iButton while the engine runs (see `driver_keys`)
     activity: Activity
     road: str | None  # the road type while driving
 
@@ -196,7 +197,12 @@ class _Vehicle:
         self.ignition = False
         self.activity = Activity.PARKED
         self.road: RoadType | None = None
-        self.driver_key = ibutton_code(rng)
+        # Two drivers share the vehicle, each with an iButton: the usual one and a relief
+        # driver who takes over at some parkings. Their own random stream, so that the
+        # vehicle goes where it went before drivers changed.
+        self._drivers = random.Random(f"{seed}:drivers")
+        self.driver_keys = (ibutton_code(rng), ibutton_code(self._drivers))
+        self.driver_key = self.driver_keys[0]
         tank = profile.tank_litres
         self.fuel = _given_or_drawn(profile.start_fuel, rng, 0.35 * tank, 0.95 * tank)
         self.odometer = _given_or_drawn(profile.start_odometer_km, rng, 20e3, 250e3) * 1000
@@ -218,7 +224,13 @@ class _Vehicle:
             yield from self._trip()
             yield from self._stand(rng.randint(*PARKING_IDLE_SECONDS))
             minutes = rng.uniform(*self.profile.parking_minutes)
+            self._maybe_change_drivers()
             yield from self._park(round(minutes * 60), refuel=self._fuel_is_low())
+
+    def _maybe_change_drivers(self) -> None:
+        if self._drivers.random() < DRIVER_CHANGE_CHANCE:
+            first, relief = self.driver_keys
+            self.driver_key = relief if self.driver_key == first else first
 
     def _fuel_is_low(self) -> bool:
         return self.fuel < self.profile.refuel_below * self.profile.tank_litres
@@ -361,6 +373,12 @@ class _Receiver:
 def _altitude(lat: float, lon: float) -> int:
     """Riga is flat: a gentle, position-bound 4-18 m."""
     return round(11 + 7 * math.sin(lat * 300) * math.cos(lon * 170))
+
+
+def driver_keys(seed: int | str) -> tuple[str, str]:
+    """The iButton codes of the two drivers of the vehicle of `seed` (the usual one first):
+    what `vehicle_fixes(seed, ...)` reports as `driver_key` while the engine runs."""
+    return _Vehicle(seed, RIGA, VehicleProfile()).driver_keys
 
 
 def vehicle_fixes(

@@ -19,11 +19,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from fleetplane.simulator.route import RIGA, Fix, vehicle_fixes
+from fleetplane.simulator.route import RIGA, Fix, driver_keys, vehicle_fixes
 from fleetplane.simulator.stats import SimulationStats
 from fleetplane.simulator.tracker import Tracker, TrackerSettings
 
 DEFAULT_IMEI_PREFIX = "86000000000"
+DEFAULT_SEED = 1
 IMEI_DIGITS = 15
 
 ProgressCallback = Callable[[SimulationStats], None]
@@ -72,6 +73,12 @@ def device_reports(
     return vehicle_fixes(f"{seed}:{index}", start, simulated_interval, centre)
 
 
+def device_driver_keys(seed: int | str, index: int) -> tuple[str, str]:
+    """The iButton codes device `index` of a run reports: its usual driver's, then the relief
+    driver's (who takes over at some parkings)."""
+    return driver_keys(f"{seed}:{index}")
+
+
 def default_start(duration: float | None, plan: Schedule) -> datetime:
     """When a run's first report is stamped: its last one then carries about the current time
     (and a slowed-down run, with speedup below 1, starts now rather than in the future)."""
@@ -91,7 +98,7 @@ async def run_simulation(
     imei_prefix: str = DEFAULT_IMEI_PREFIX,
     password: str | None = None,
     progress: ProgressCallback | None = None,
-    seed: int | str = 1,
+    seed: int | str = DEFAULT_SEED,
     speedup: float = 10.0,
     disconnect_probability: float = 0.002,
     offline_reports: tuple[int, int] = (5, 30),
