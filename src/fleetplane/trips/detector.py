@@ -1,0 +1,740 @@
+"""Trips, stops and parkings from a device's messages: one pure function, `detect`, for the live
+path (a pipeline round's new messages, after the state the previous round left) and for the
+re-computation (every stored message, from no state). Detection from a saved state plus more
+messages equals detection from scratch over all of them; tests/trips/test_detector.py checks it
+on random sequences cut at random points.
+
+The rules (docs/decisions.md, "Trips"):
+
+- **Points.** A valid message is a point when it has a position from at least
+  `min_satellites` satellites (unknown satellites count as enough: OsmAnd sends none), and, for
+  the mileage method, a mileage reading.
+- **Segments** join successive points. A segment longer than `max_gap_s` is a gap. Otherwise it
+  is moving when: (speed) either end's speed is at least `min_moving_speed`; (ignition) either
+  end has the ignition on and that speed; (coordinates) the distance over the time is that
+  speed; (mileage) the mileage increment over the time is. Else it is paused.
+- **Runs** are maximal sequences of segments of one kind. A paused run between two moving runs
+  that lasts less than `min_parking_s` (from its first point at rest to its last) is a
+  **stop**; every other paused run, and every gap, breaks movement.
+- **Trips**: each maximal sequence of moving runs and stops, from the point before it moved to
+  the point where it came to rest, that lasts at least `min_trip_s` and covers at least
+  `min_trip_m` (its moving segments' distance). Movement that does not is part of the parking.
+- **Parkings** cover everything between trips, gaps included.
+- A trip is **open** while the data ends inside it or in a pause shorter than `min_parking_s`
+  after it (then that pause is an open stop); the parking after the last trip is open.
+
+Exactness: distances are summed as whole millimetres and times are microseconds, so totals do
+not depend on where the messages were cut into rounds.
+
+The state (`DetectorState`, stored as JSON) holds the last point, and the unfinished tail in
+summary: the open parking, the movement that may become a trip (with the stops it had while it
+was too short to be one) and the pause after it. Each trip carries a checkpoint: the state just
+after its first point, from which detection can start again (a rewind after late data).
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from enum import IntEnum, StrEnum
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from fleetplane.core.geo import path_distances_m
+from fleetplane.messages.columns import Columns
+from fleetplane.sensors.calculation import SensorDefinition, compute_value
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+_MICROSECONDS = 1_000_000
+_MM_PER_M = 1000
+# A mileage sensor's value in metres per unit of its `unit`; kilometres when none is named.
+MILEAGE_UNITS_M = {"m": 1.0, "km": 1000.0, "mi": 1609.344}
+STATE_VERSION = 1
+
+
+class Method(StrEnum):
+    SPEED = "speed"
+    COORDINATES = "coordinates"
+    IGNITION = "ignition"
+    MILEAGE = "mileage"
+
+
+class Kind(StrEnum):
+    TRIP = "trip"
+    PARKING = "parking"
+    STOP = "stop"
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorSettings:
+    method: Method = Method.SPEED
+    min_moving_speed: float = 5.0  # km/h
+    min_parking_s: int = 300
+    min_trip_s: int = 60
+    min_trip_m: float = 100.0
+    min_satellites: int = 4
+    max_gap_s: int = 3600
+
+    def needs_sensor(self) -> bool:
+        return self.method in (Method.IGNITION, Method.MILEAGE)
+
+
+class _Run(IntEnum):
+    """Kinds of run. BREAK is the open parking as the state holds it: already a break."""
+
+    PAUSED = 0
+    MOVING = 1
+    GAP = 2
+    BREAK = 3
+
+
+# --- the state ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    t: int  # device time, µs since the epoch
+    lat: float
+    lon: float
+    moving: bool  # speed (and ignition) at this point say moving (speed, ignition methods)
+    ignition: bool | None
+    mileage: float | None  # the mileage sensor's reading, in metres
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """A run of segments in summary: what the intervals made of it need."""
+
+    kind: int
+    t0: int
+    t1: int
+    lat0: float
+    lon0: float
+    lat1: float
+    lon1: float
+    moving_mm: int
+    still_mm: int
+    max_speed: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """Movement that is or may become a trip, in summary (a MOVING run), with the state at its
+    start, and its stops while it is too short to be a trip (afterwards they are written)."""
+
+    run: Run
+    checkpoint: "DetectorState"
+    stops: tuple[Run, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorState:
+    last: Point | None = None
+    ignition: bool | None = None  # the last ignition reading (ignition method)
+    parking: Run | None = None  # the open parking so far (BREAK)
+    candidate: Candidate | None = None
+    pause: Run | None = None  # a pause after the candidate, shorter than a parking so far
+    open: tuple[tuple[str, int], ...] = ()  # (kind, start µs) of the open intervals given
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "last": None if self.last is None else list(_point_fields(self.last)),
+            "ignition": self.ignition,
+            "parking": _run_json(self.parking),
+            "candidate": None
+            if self.candidate is None
+            else {
+                "run": _run_json(self.candidate.run),
+                "checkpoint": self.candidate.checkpoint.to_json(),
+                "stops": [_run_json(stop) for stop in self.candidate.stops],
+            },
+            "pause": _run_json(self.pause),
+            "open": [list(key) for key in self.open],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> "DetectorState":
+        if not data or data.get("version") != STATE_VERSION:
+            return cls()
+        candidate = data["candidate"]
+        return cls(
+            last=None if data["last"] is None else Point(*data["last"]),
+            ignition=data["ignition"],
+            parking=_run_of(data["parking"]),
+            candidate=None
+            if candidate is None
+            else Candidate(
+                _required(_run_of(candidate["run"])),
+                cls.from_json(candidate["checkpoint"]),
+                tuple(_required(_run_of(stop)) for stop in candidate["stops"]),
+            ),
+            pause=_run_of(data["pause"]),
+            open=tuple((kind, int(start)) for kind, start in data["open"]),
+        )
+
+
+def _point_fields(point: Point) -> tuple[Any, ...]:
+    return (point.t, point.lat, point.lon, point.moving, point.ignition, point.mileage)
+
+
+def _run_json(run: Run | None) -> list[Any] | None:
+    if run is None:
+        return None
+    return [
+        run.kind, run.t0, run.t1, run.lat0, run.lon0, run.lat1, run.lon1,
+        run.moving_mm, run.still_mm, run.max_speed,
+    ]  # fmt: skip
+
+
+def _run_of(data: list[Any] | None) -> Run | None:
+    return None if data is None else Run(*data)
+
+
+def _required(run: Run | None) -> Run:
+    assert run is not None
+    return run
+
+
+# --- the answer -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    kind: Kind
+    start_us: int
+    end_us: int
+    start_lat: float
+    start_lon: float
+    end_lat: float
+    end_lon: float
+    distance_mm: int
+    max_speed: float | None
+    open: bool
+    checkpoint: DetectorState | None = None  # trips: the state to start again from
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.kind.value, self.start_us)
+
+    @property
+    def duration_s(self) -> float:
+        return (self.end_us - self.start_us) / _MICROSECONDS
+
+    @property
+    def distance_m(self) -> float:
+        return self.distance_mm / _MM_PER_M
+
+    @property
+    def avg_speed(self) -> float:
+        """km/h over the whole interval."""
+        duration = self.duration_s
+        return 0.0 if duration <= 0 else self.distance_m / duration * 3.6
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """What changed: intervals to write (each replaces one of the same kind and start), the
+    open intervals given before that are gone, and the state to keep."""
+
+    intervals: list[Interval]
+    gone: list[tuple[str, int]]
+    state: DetectorState
+
+
+# --- detection ------------------------------------------------------------------------------
+
+
+def detect(
+    columns: Columns,
+    settings: DetectorSettings,
+    state: DetectorState | None = None,
+    sensor: SensorDefinition | None = None,
+) -> Detection:
+    """The intervals of a device's next messages (`columns`, oldest first, newer than any
+    `state` has seen), given the state the earlier ones left (None: from scratch). `sensor` is
+    the ignition or mileage sensor the method needs, if the device has one; `columns` must hold
+    its parameter."""
+    state = state or DetectorState()
+    points = _points(columns, settings, state, sensor)
+    if len(points.t) < 2:
+        last = state.last if len(points.t) == 0 else points.point(0)
+        return Detection([], [], replace(state, last=last, ignition=points.ignition))
+    runs = _with_state(_runs(points, settings), state)
+    return _intervals(runs, points, state, settings)
+
+
+@dataclass(frozen=True, slots=True)
+class _Points:
+    """The points, the state's last one first (when it has one)."""
+
+    t: IntArray
+    lat: FloatArray
+    lon: FloatArray
+    speed: FloatArray
+    moving: BoolArray
+    ignition_at: npt.NDArray[np.int8]  # -1 unknown, 0 off, 1 on
+    mileage: FloatArray
+    ignition: bool | None  # the last reading of all the messages
+
+    def after(self, last: Point) -> "_Points":
+        """These points after `last` (the state's)."""
+        known = -1 if last.ignition is None else int(last.ignition)
+        return _Points(
+            np.concatenate(([last.t], self.t)).astype(np.int64),
+            np.concatenate(([last.lat], self.lat)),
+            np.concatenate(([last.lon], self.lon)),
+            np.concatenate(([np.nan], self.speed)),
+            np.concatenate(([last.moving], self.moving)).astype(np.bool_),
+            np.concatenate(([known], self.ignition_at)).astype(np.int8),
+            np.concatenate(([np.nan if last.mileage is None else last.mileage], self.mileage)),
+            self.ignition,
+        )
+
+    def point(self, index: int) -> Point:
+        ignition = int(self.ignition_at[index])
+        mileage = float(self.mileage[index])
+        return Point(
+            int(self.t[index]),
+            float(self.lat[index]),
+            float(self.lon[index]),
+            bool(self.moving[index]),
+            None if ignition < 0 else bool(ignition),
+            None if np.isnan(mileage) else mileage,
+        )
+
+
+def _points(
+    columns: Columns,
+    settings: DetectorSettings,
+    state: DetectorState,
+    sensor: SensorDefinition | None,
+) -> _Points:
+    valid = ~columns.filtered
+    time_us = columns.time_us[valid]
+    lat, lon = columns.lat[valid], columns.lon[valid]
+    satellites = columns.satellites[valid]
+    used = np.isfinite(lat) & np.isfinite(lon)
+    used &= np.isnan(satellites) | (satellites >= settings.min_satellites)
+    readings = _sensor_column(columns, sensor)[valid]
+    ignition_at, last_ignition = _ignition(readings, settings, state)
+    mileage = np.full(len(time_us), np.nan)
+    if settings.method == Method.MILEAGE and sensor is not None:
+        mileage = readings * MILEAGE_UNITS_M.get(sensor.unit.strip().lower(), 1000.0)
+    if settings.method == Method.MILEAGE:
+        used &= np.isfinite(mileage)
+    speed = columns.speed[valid][used]
+    moving = speed >= settings.min_moving_speed  # NaN: not moving
+    if settings.method == Method.IGNITION:
+        moving &= ignition_at[used] == 1
+    elif settings.method != Method.SPEED:
+        moving[:] = False
+    points = _Points(
+        time_us[used],
+        lat[used],
+        lon[used],
+        speed,
+        moving,
+        ignition_at[used],
+        mileage[used],
+        last_ignition,
+    )
+    return points if state.last is None else points.after(state.last)
+
+
+def _sensor_column(columns: Columns, sensor: SensorDefinition | None) -> FloatArray:
+    """The sensor's value in each message (switches as 0/1), NaN where it has none: the
+    sensors' own calculation, run once per distinct raw reading."""
+    if sensor is None:
+        return np.full(len(columns), np.nan)
+    raw = columns.params.get(sensor.parameter, np.full(len(columns), np.nan))
+    keys = np.stack([raw, columns.inputs.astype(np.float64), columns.outputs.astype(np.float64)])
+    distinct, inverse = np.unique(keys, axis=1, return_inverse=True)
+    values = np.empty(distinct.shape[1])
+    for index in range(distinct.shape[1]):
+        value, inputs, outputs = distinct[:, index]
+        params = {} if np.isnan(value) else {sensor.parameter: float(value)}
+        found = compute_value(
+            sensor,
+            params,
+            None if inputs < 0 else int(inputs),
+            None if outputs < 0 else int(outputs),
+        )
+        values[index] = float(found) if isinstance(found, bool | int | float) else np.nan
+    column: FloatArray = values[inverse.reshape(-1)]
+    return column
+
+
+def _ignition(
+    readings: FloatArray, settings: DetectorSettings, state: DetectorState
+) -> tuple[npt.NDArray[np.int8], bool | None]:
+    """Each message's ignition (the last reading at or before it; -1 unknown) and the last."""
+    if settings.method != Method.IGNITION:
+        return np.full(len(readings), -1, dtype=np.int8), None
+    known = np.flatnonzero(np.isfinite(readings))
+    index = np.full(len(readings), -1, dtype=np.int64)
+    index[known] = known
+    index = np.maximum.accumulate(index) if len(index) else index
+    before = -1 if state.ignition is None else int(state.ignition)
+    values = np.where(index >= 0, readings[np.maximum(index, 0)] != 0, before != 0)
+    ignition_at = np.where((index < 0) & (before < 0), -1, values).astype(np.int8)
+    last = state.ignition if len(known) == 0 else bool(readings[known[-1]] != 0)
+    return ignition_at, last
+
+
+# --- runs -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Runs:
+    kind: npt.NDArray[np.int8]
+    t0: IntArray
+    t1: IntArray
+    lat0: FloatArray
+    lon0: FloatArray
+    lat1: FloatArray
+    lon1: FloatArray
+    moving_mm: IntArray
+    still_mm: IntArray
+    max_speed: FloatArray
+    p0: IntArray  # index of the first point among the points (-1: from the state)
+
+    def __len__(self) -> int:
+        return len(self.kind)
+
+    def run(self, index: int, kind: int | None = None) -> Run:
+        speed = float(self.max_speed[index])
+        return Run(
+            int(self.kind[index]) if kind is None else kind,
+            int(self.t0[index]),
+            int(self.t1[index]),
+            float(self.lat0[index]),
+            float(self.lon0[index]),
+            float(self.lat1[index]),
+            float(self.lon1[index]),
+            int(self.moving_mm[index]),
+            int(self.still_mm[index]),
+            None if np.isnan(speed) else speed,
+        )
+
+    def summary(self, first: int, last: int, kind: int) -> Run:
+        """Runs first..last (inclusive) as one."""
+        speeds = self.max_speed[first : last + 1]
+        speed = float(np.fmax.reduce(speeds)) if len(speeds) else float("nan")
+        return Run(
+            int(kind),
+            int(self.t0[first]),
+            int(self.t1[last]),
+            float(self.lat0[first]),
+            float(self.lon0[first]),
+            float(self.lat1[last]),
+            float(self.lon1[last]),
+            int(self.moving_mm[first : last + 1].sum()),
+            int(self.still_mm[first : last + 1].sum()),
+            None if np.isnan(speed) else speed,
+        )
+
+
+def _runs(points: _Points, settings: DetectorSettings) -> _Runs:
+    t = points.t
+    elapsed = np.diff(t)
+    distance_mm = _segment_mm(points, settings)
+    if settings.method in (Method.SPEED, Method.IGNITION):
+        moving = points.moving[:-1] | points.moving[1:]
+    else:  # the distance covered says whether it moved
+        moving = distance_mm / elapsed * 3600 >= settings.min_moving_speed
+    kind = np.where(moving, _Run.MOVING, _Run.PAUSED).astype(np.int8)
+    kind[elapsed > settings.max_gap_s * _MICROSECONDS] = _Run.GAP
+    count = len(kind)
+    starts = np.concatenate(([0], np.flatnonzero(kind[1:] != kind[:-1]) + 1))
+    ends = np.concatenate((starts[1:], [count]))  # exclusive; the run's last point is its end
+    run_kind = kind[starts]
+    total_mm = np.add.reduceat(distance_mm, starts)
+    is_moving = run_kind == _Run.MOVING
+    return _Runs(
+        kind=run_kind,
+        t0=t[starts],
+        t1=t[ends],
+        lat0=points.lat[starts],
+        lon0=points.lon[starts],
+        lat1=points.lat[ends],
+        lon1=points.lon[ends],
+        moving_mm=np.where(is_moving, total_mm, 0),
+        still_mm=np.where(is_moving, 0, total_mm),
+        max_speed=np.fmax.reduceat(points.speed[1:], starts),
+        p0=starts.astype(np.int64),
+    )
+
+
+def _segment_mm(points: _Points, settings: DetectorSettings) -> IntArray:
+    if settings.method == Method.MILEAGE:  # a counter that went back was reset: no distance
+        metres = np.maximum(np.diff(points.mileage), 0.0)
+    else:
+        metres = path_distances_m(points.lat, points.lon)
+    return np.rint(metres * _MM_PER_M).astype(np.int64)
+
+
+def _with_state(runs: _Runs, state: DetectorState) -> _Runs:
+    """The state's summary runs, then the new ones; a new run that goes on from the state's
+    last one (movement, or a pause) joins it."""
+    prefix = [
+        run
+        for run in (
+            state.parking,
+            None if state.candidate is None else state.candidate.run,
+            state.pause,
+        )
+        if run is not None
+    ]
+    if not prefix:
+        return runs
+    first = runs.run(0)
+    if prefix[-1].kind == first.kind:
+        prefix[-1] = _joined(prefix[-1], first)
+        runs = _Runs(*(getattr(runs, name)[1:] for name in _RUN_FIELDS))
+    head = _Runs(
+        kind=np.array([r.kind for r in prefix], dtype=np.int8),
+        t0=np.array([r.t0 for r in prefix], dtype=np.int64),
+        t1=np.array([r.t1 for r in prefix], dtype=np.int64),
+        lat0=np.array([r.lat0 for r in prefix]),
+        lon0=np.array([r.lon0 for r in prefix]),
+        lat1=np.array([r.lat1 for r in prefix]),
+        lon1=np.array([r.lon1 for r in prefix]),
+        moving_mm=np.array([r.moving_mm for r in prefix], dtype=np.int64),
+        still_mm=np.array([r.still_mm for r in prefix], dtype=np.int64),
+        max_speed=np.array([np.nan if r.max_speed is None else r.max_speed for r in prefix]),
+        p0=np.full(len(prefix), -1, dtype=np.int64),
+    )
+    return _Runs(*(np.concatenate((getattr(head, n), getattr(runs, n))) for n in _RUN_FIELDS))
+
+
+_RUN_FIELDS = (
+    "kind", "t0", "t1", "lat0", "lon0", "lat1", "lon1", "moving_mm", "still_mm", "max_speed", "p0",
+)  # fmt: skip
+
+
+def _joined(before: Run, after: Run) -> Run:
+    speeds = [s for s in (before.max_speed, after.max_speed) if s is not None]
+    return Run(
+        before.kind,
+        before.t0,
+        after.t1,
+        before.lat0,
+        before.lon0,
+        after.lat1,
+        after.lon1,
+        before.moving_mm + after.moving_mm,
+        before.still_mm + after.still_mm,
+        max(speeds) if speeds else None,
+    )
+
+
+# --- intervals ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Groups:
+    """Maximal sequences of runs, alternately in and out of a mask, with their totals."""
+
+    inside: BoolArray
+    first: IntArray
+    last: IntArray
+    moving_mm: IntArray
+    still_mm: IntArray
+    max_speed: FloatArray
+
+    @classmethod
+    def of(cls, mask: BoolArray, runs: "_Runs") -> "_Groups":
+        first = np.concatenate(([0], np.flatnonzero(mask[1:] != mask[:-1]) + 1))
+        last = np.concatenate((first[1:], [len(mask)])) - 1
+        moving = np.concatenate(([0], np.cumsum(runs.moving_mm)))
+        still = np.concatenate(([0], np.cumsum(runs.still_mm)))
+        return cls(
+            inside=mask[first],
+            first=first,
+            last=last,
+            moving_mm=moving[last + 1] - moving[first],
+            still_mm=still[last + 1] - still[first],
+            max_speed=np.fmax.reduceat(runs.max_speed, first),
+        )
+
+    def where(self, selected: BoolArray) -> "_Groups":
+        return _Groups(*(getattr(self, name)[selected] for name in _GROUP_FIELDS))
+
+    def summary(self, index: int, runs: "_Runs", kind: int) -> Run:
+        first, last = int(self.first[index]), int(self.last[index])
+        speed = float(self.max_speed[index])
+        return Run(
+            int(kind),
+            int(runs.t0[first]),
+            int(runs.t1[last]),
+            float(runs.lat0[first]),
+            float(runs.lon0[first]),
+            float(runs.lat1[last]),
+            float(runs.lon1[last]),
+            int(self.moving_mm[index]),
+            int(self.still_mm[index]),
+            None if np.isnan(speed) else speed,
+        )
+
+
+_GROUP_FIELDS = ("inside", "first", "last", "moving_mm", "still_mm", "max_speed")
+
+
+def _intervals(
+    runs: _Runs, points: _Points, state: DetectorState, settings: DetectorSettings
+) -> Detection:
+    count = len(runs)
+    is_moving = runs.kind == _Run.MOVING
+    after_moving = np.concatenate(([False], is_moving[:-1]))
+    before_moving = np.concatenate((is_moving[1:], [False]))
+    short_pause = (runs.kind == _Run.PAUSED) & (
+        runs.t1 - runs.t0 < settings.min_parking_s * _MICROSECONDS
+    )
+    stop = short_pause & after_moving & before_moving
+    # A short pause after movement at the very end: a stop or a parking, the next data says.
+    pending = bool(short_pause[-1] and after_moving[-1])
+
+    groups = _Groups.of(is_moving | stop, runs)
+    candidates = groups.where(groups.inside)
+    duration = runs.t1[candidates.last] - runs.t0[candidates.first]
+    qualifies = (duration >= settings.min_trip_s * _MICROSECONDS) & (
+        candidates.moving_mm >= round(settings.min_trip_m * _MM_PER_M)
+    )
+    open_candidate = -1
+    if len(candidates.first) and candidates.last[-1] == count - 1 - int(pending):
+        open_candidate = len(candidates.first) - 1
+    open_trip = open_candidate >= 0 and bool(qualifies[open_candidate])
+
+    trip_edges = np.zeros(count + 1, dtype=np.int64)
+    np.add.at(trip_edges, candidates.first[qualifies], 1)
+    np.add.at(trip_edges, candidates.last[qualifies] + 1, -1)
+    in_trip = np.cumsum(trip_edges[:-1]) > 0
+    if pending and open_trip:
+        in_trip[-1] = True
+    by_trip = _Groups.of(in_trip, runs)
+    parkings = by_trip.where(~by_trip.inside)
+    state_candidate = -1 if state.candidate is None else int(state.parking is not None)
+
+    def checkpoint_at(first: int) -> DetectorState:
+        """The state just after the point a candidate starts from, as detection from scratch
+        over the messages up to it would leave it: the parking before it, open."""
+        if first == state_candidate and state.candidate is not None:
+            return state.candidate.checkpoint
+        parking = None
+        if first > 0:  # the runs before it are a parking's (a trip's end is not a start)
+            group = int(np.searchsorted(parkings.first, first - 1, side="right")) - 1
+            parking = runs.summary(int(parkings.first[group]), first - 1, _Run.BREAK)
+        point = points.point(int(runs.p0[first]))
+        return DetectorState(
+            last=point,
+            ignition=point.ignition,
+            parking=parking,
+            open=() if parking is None else ((Kind.PARKING.value, parking.t0),),
+        )
+
+    found: list[Interval] = []
+    parking_open = parkings.last == count - 1
+    found += _made(Kind.PARKING, runs, parkings, parking_open)
+    trips = candidates.where(qualifies)
+    trip_open = np.flatnonzero(qualifies) == open_candidate
+    checkpoints = [checkpoint_at(int(first)) for first in trips.first]
+    trip_intervals = _made(Kind.TRIP, runs, trips, trip_open, checkpoints, moving_only=True)
+    found += trip_intervals
+    if state_candidate >= 0 and state.candidate is not None and in_trip[state_candidate]:
+        found += [_interval(Kind.STOP, run, False) for run in state.candidate.stops]
+    stops = _Groups.of(stop & in_trip, runs)
+    stops = stops.where(stops.inside)
+    found += _made(Kind.STOP, runs, stops, np.zeros(len(stops.first), dtype=np.bool_))
+    if pending and open_trip:
+        found.append(_interval(Kind.STOP, runs.run(count - 1), True))
+
+    # What is left open: the parking since the last trip, or the movement after it.
+    base = DetectorState(last=points.point(len(points.t) - 1), ignition=points.ignition)
+    if open_candidate < 0:
+        open_parking = parkings.summary(len(parkings.first) - 1, runs, _Run.BREAK)
+        new_state = replace(base, parking=open_parking)
+    else:
+        first = int(candidates.first[open_candidate])
+        last = int(candidates.last[open_candidate])
+        pending_stops: tuple[Run, ...] = ()
+        parking = None
+        if not open_trip:  # its stops wait until it is a trip; the parking goes on meanwhile
+            if first == state_candidate and state.candidate is not None:
+                pending_stops = state.candidate.stops
+            inside = np.flatnonzero(stop[first : last + 1]) + first
+            pending_stops += tuple(runs.run(int(index)) for index in inside)
+            parking_start = int(parkings.first[-1])
+            if parking_start < first:
+                parking = runs.summary(parking_start, first - 1, _Run.BREAK)
+        summary = candidates.summary(open_candidate, runs, _Run.MOVING)
+        candidate = Candidate(summary, checkpoint_at(first), pending_stops)
+        pause = runs.run(count - 1) if pending else None
+        new_state = replace(base, parking=parking, candidate=candidate, pause=pause)
+    new_state = replace(new_state, open=tuple(i.key for i in found if i.open))
+    written = {interval.key for interval in found}
+    gone = [key for key in state.open if key not in written]
+    found.sort(key=lambda interval: (interval.start_us, interval.kind != Kind.PARKING))
+    return Detection(found, gone, new_state)
+
+
+def _made(
+    kind: Kind,
+    runs: _Runs,
+    groups: _Groups,
+    is_open: BoolArray,
+    checkpoints: list[DetectorState] | None = None,
+    *,
+    moving_only: bool = False,
+) -> list[Interval]:
+    """An interval of each group, built from lists (no numpy scalar per field)."""
+    first, last = groups.first, groups.last
+    distance = groups.moving_mm if moving_only else groups.moving_mm + groups.still_mm
+    speeds = [None if np.isnan(s) else s for s in groups.max_speed.tolist()]
+    columns = (
+        runs.t0[first].tolist(),
+        runs.t1[last].tolist(),
+        runs.lat0[first].tolist(),
+        runs.lon0[first].tolist(),
+        runs.lat1[last].tolist(),
+        runs.lon1[last].tolist(),
+        distance.tolist(),
+        speeds,
+        is_open.tolist(),
+        checkpoints if checkpoints is not None else [None] * len(first),
+    )
+    return [Interval(kind, *values) for values in zip(*columns, strict=True)]
+
+
+def _interval(kind: Kind, run: Run, is_open: bool) -> Interval:
+    return Interval(
+        kind,
+        run.t0,
+        run.t1,
+        run.lat0,
+        run.lon0,
+        run.lat1,
+        run.lon1,
+        run.moving_mm + run.still_mm,
+        run.max_speed,
+        is_open,
+    )
+
+
+def resume_point(
+    trips: Sequence[tuple[int, DetectorState | None]], late_us: int
+) -> tuple[int | None, DetectorState | None]:
+    """Where detection starts again when messages at or after `late_us` changed: the start of
+    the latest trip (start µs, checkpoint) that began before them, with its checkpoint (the
+    intervals that end at or after that start are then to be detected again, from the messages
+    after it); (None, None) for from scratch."""
+    earlier = [(start, checkpoint) for start, checkpoint in trips if start < late_us]
+    if not earlier:
+        return None, None
+    start, checkpoint = max(earlier, key=lambda trip: trip[0])
+    if checkpoint is None:
+        return None, None
+    return start, checkpoint
