@@ -218,18 +218,25 @@ def test_the_mileage_method_counts_the_sensors_distance() -> None:
 
 steps = st.sampled_from([1, 5, 10, 10, 10, 30, 59, 60, 61, 299, 300, 301, 3600, 3601])
 speeds = st.sampled_from([0.0, 0.0, 4.99, 5.0, 20.0, 80.0, math.nan])
-messages = st.lists(
+# Legs of messages at one speed and pace, as vehicles move and stand, with now and then a
+# message without a position, from few satellites, without ignition, or filtered.
+legs = st.lists(
     st.tuples(
-        steps,
+        st.integers(1, 12),  # messages
+        st.sampled_from([1, 10, 10, 10, 30, 61, 299, 301, 3601]),  # seconds between them
         speeds,
-        st.sampled_from([0.0, 0.5, 14.0, 30.0, 300.0]),  # metres moved
-        st.sampled_from([math.nan, 3.0, 4.0, 9.0, 9.0]),  # satellites
-        st.booleans(),  # has a position
-        st.sampled_from([math.nan, 0.0, 1.0]),  # ignition reading
-        st.booleans(),  # filtered
+        st.sampled_from([0.0, 0.5, 14.0, 30.0, 300.0]),  # metres moved between them
+        st.sampled_from([math.nan, 0.0, 1.0, 1.0]),  # ignition reading
     ),
     min_size=1,
-    max_size=120,
+    max_size=14,
+)
+oddities = st.lists(
+    st.tuples(
+        st.integers(0, 200),
+        st.sampled_from(["no position", "3 satellites", "4 satellites", "unknown", "filtered"]),
+    ),
+    max_size=6,
 )
 detector_settings = st.builds(
     DetectorSettings,
@@ -243,28 +250,36 @@ detector_settings = st.builds(
 )
 
 
-def random_columns(rows: list[tuple[Any, ...]]) -> Columns:
+def random_columns(rows: list[tuple[Any, ...]], odd: list[tuple[int, str]]) -> Columns:
     drive = Drive()
-    positions, ignition, filtered = [True], [math.nan], [False]
-    for step, speed, metres, satellites, has_position, ign, is_filtered in rows:
-        drive.report(step, speed, moved_m=metres)
-        drive.satellites[-1] = satellites
-        positions.append(has_position)
-        ignition.append(ign)
-        filtered.append(is_filtered)
+    ignition = [math.nan]
+    for count, step, speed, metres, reading in rows:
+        for _ in range(count):
+            drive.report(step, speed, moved_m=metres)
+            ignition.append(reading)
     columns = drive.columns()
-    columns.lat[~np.array(positions)] = np.nan
     columns.params["ign"][:] = ignition
-    columns.filtered[:] = filtered
+    for index, oddity in odd:
+        at = index % len(columns)
+        if oddity == "no position":
+            columns.lat[at] = np.nan
+        elif oddity == "filtered":
+            columns.filtered[at] = True
+        else:
+            satellites = {"3 satellites": 3.0, "4 satellites": 4.0, "unknown": math.nan}
+            columns.satellites[at] = satellites[oddity]
     return columns
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(messages, detector_settings, st.data())
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(legs, oddities, detector_settings, st.data())
 def test_detection_in_rounds_equals_detection_from_scratch(
-    rows: list[tuple[Any, ...]], options: DetectorSettings, data: st.DataObject
+    rows: list[tuple[Any, ...]],
+    odd: list[tuple[int, str]],
+    options: DetectorSettings,
+    data: st.DataObject,
 ) -> None:
-    columns = random_columns(rows)
+    columns = random_columns(rows, odd)
     sensor = SENSORS.get(options.method)
     scratch = Store()
     scratch.take(detect(columns, options, None, sensor))
