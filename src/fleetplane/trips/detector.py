@@ -263,8 +263,86 @@ def detect(
     if len(points.t) < 2:
         last = state.last if len(points.t) == 0 else points.point(0)
         return Detection([], [], replace(state, last=last, ignition=points.ignition))
-    runs = _with_state(_runs(points, settings), state)
+    kind, distance_mm = _segments(points, settings)
+    extended = _tail_extended(points, kind, distance_mm, state, settings)
+    if extended is not None:
+        return extended
+    runs = _with_state(_runs(points, kind, distance_mm), state)
     return _intervals(runs, points, state, settings)
+
+
+def _tail_extended(
+    points: "_Points",
+    kind: npt.NDArray[np.int8],
+    distance_mm: IntArray,
+    state: DetectorState,
+    settings: DetectorSettings,
+) -> Detection | None:
+    """The answer when the new segments only lengthen the state's last run and change no
+    interval's kind (the usual round: still driving, still standing): exactly what
+    `_intervals` gives then, without building the runs. None when they do more."""
+    first = int(kind[0])
+    if first == _Run.GAP or not (kind == first).all() or state.last is None:
+        return None
+    speeds = points.speed[1:]
+    speed = float(np.fmax.reduce(speeds))
+    total = int(distance_mm.sum())
+    moving = first == _Run.MOVING
+    new = Run(
+        first,
+        int(points.t[0]),
+        int(points.t[-1]),
+        float(points.lat[0]),
+        float(points.lon[0]),
+        float(points.lat[-1]),
+        float(points.lon[-1]),
+        total if moving else 0,
+        0 if moving else total,
+        None if np.isnan(speed) else speed,
+    )
+    candidate, pause, parking = state.candidate, state.pause, state.parking
+    if candidate is None:
+        if parking is None or moving:
+            return None
+        parking = _joined(parking, new)  # standing on: the parking goes on
+    elif pause is not None:
+        if moving:
+            return None
+        pause = _joined(pause, new)
+        if pause.t1 - pause.t0 >= settings.min_parking_s * _MICROSECONDS:
+            return None  # now a parking: the trip has ended
+    else:
+        if not moving:
+            return None
+        was_trip = _qualifies(candidate.run, settings)
+        candidate = replace(candidate, run=_joined(candidate.run, new))
+        if not was_trip and _qualifies(candidate.run, settings):
+            return None  # it has just become a trip
+    base = DetectorState(points.point(len(points.t) - 1), points.ignition)
+    new_state = replace(base, parking=parking, candidate=candidate, pause=pause, open=state.open)
+    found: list[Interval] = []
+    if candidate is not None and _qualifies(candidate.run, settings):
+        trip = _interval(Kind.TRIP, candidate.run, True)
+        found.append(
+            replace(trip, distance_mm=candidate.run.moving_mm, checkpoint=candidate.checkpoint)
+        )
+        if pause is not None:
+            found.append(_interval(Kind.STOP, pause, True))
+    else:  # the open parking, with the movement that may yet become a trip
+        tail = [
+            run for run in (parking, None if candidate is None else candidate.run, pause) if run
+        ]
+        whole = tail[0]
+        for run in tail[1:]:
+            whole = _joined(whole, run)
+        found.append(_interval(Kind.PARKING, replace(whole, kind=int(_Run.BREAK)), True))
+    return Detection(found, [], new_state)
+
+
+def _qualifies(run: Run, settings: DetectorSettings) -> bool:
+    return run.t1 - run.t0 >= settings.min_trip_s * _MICROSECONDS and run.moving_mm >= round(
+        settings.min_trip_m * _MM_PER_M
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,9 +516,9 @@ class _Runs:
         )
 
 
-def _runs(points: _Points, settings: DetectorSettings) -> _Runs:
-    t = points.t
-    elapsed = np.diff(t)
+def _segments(points: _Points, settings: DetectorSettings) -> tuple[npt.NDArray[np.int8], IntArray]:
+    """Each segment's kind (a _Run) and distance in millimetres."""
+    elapsed = np.diff(points.t)
     distance_mm = _segment_mm(points, settings)
     if settings.method in (Method.SPEED, Method.IGNITION):
         moving = points.moving[:-1] | points.moving[1:]
@@ -448,6 +526,11 @@ def _runs(points: _Points, settings: DetectorSettings) -> _Runs:
         moving = distance_mm / elapsed * 3600 >= settings.min_moving_speed
     kind = np.where(moving, _Run.MOVING, _Run.PAUSED).astype(np.int8)
     kind[elapsed > settings.max_gap_s * _MICROSECONDS] = _Run.GAP
+    return kind, distance_mm
+
+
+def _runs(points: _Points, kind: npt.NDArray[np.int8], distance_mm: IntArray) -> _Runs:
+    t = points.t
     count = len(kind)
     starts = np.concatenate(([0], np.flatnonzero(kind[1:] != kind[:-1]) + 1))
     ends = np.concatenate((starts[1:], [count]))  # exclusive; the run's last point is its end
