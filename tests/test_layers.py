@@ -55,6 +55,9 @@ ROUTER_FILES = {"studio", "module"}
 # Pure modules another domain may use too: sensor types and the conversion of raw values,
 # which the live state, the pipeline and the message history all apply.
 SHARED_PURE_MODULES = {"fleetplane.sensors.calculation"}
+# Interfaces of one domain that others build on: the pipeline step contract, which a domain's
+# step implements, and messages as columns, which whatever works on many messages reads.
+SHARED_INTERFACES = {"fleetplane.steps.contract", "fleetplane.messages.columns"}
 
 
 def module_name(path: Path) -> str:
@@ -112,7 +115,7 @@ def why_not(importer: str, imported: str) -> str | None:
     importer_layer, imported_layer = layer(importer), layer(imported)
     if importer_layer == "assembly" or imported_layer == "foundation":
         return None
-    if part(importer) == part(imported) or imported in SHARED_PURE_MODULES:
+    if part(importer) == part(imported) or imported in SHARED_PURE_MODULES | SHARED_INTERFACES:
         return None
     if imported == RUNTIME and importer_layer == "domain":
         if importer.rsplit(".", 1)[-1] in ROUTER_FILES:

@@ -14,7 +14,13 @@ DEVICES = ModuleInfo(
     "The customer's devices: what they are, where they are now, and what they reported.",
 )
 
-MODULE_INFOS: tuple[ModuleInfo, ...] = (DEVICES,)
+TRIPS = ModuleInfo(
+    "trips",
+    "Trips",
+    "Trips, stops and parkings detected from each device's messages, and their tracks.",
+)
+
+MODULE_INFOS: tuple[ModuleInfo, ...] = (DEVICES, TRIPS)
 
 
 def module_names() -> set[str]:

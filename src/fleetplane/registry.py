@@ -13,6 +13,8 @@ from fleetplane.devices import studio as devices_studio
 from fleetplane.sensors import studio as sensors_studio
 from fleetplane.steps import studio as steps_studio
 from fleetplane.steps.contract import Step
+from fleetplane.trips import module as trips_module
+from fleetplane.trips import processor as trips_processor
 
 STUDIO_ROUTERS: list[APIRouter] = [
     customers_studio.router,
@@ -26,9 +28,10 @@ STUDIO_ROUTERS: list[APIRouter] = [
 
 MODULES: list[Module] = [
     devices_module.module,
+    trips_module.module,
 ]
 
 
 # What is derived from stored messages, after their devices were answered (steps.contract),
 # in the order the steps run.
-STEPS: list[Step] = []
+STEPS: list[Step] = [trips_processor.step]

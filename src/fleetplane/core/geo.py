@@ -8,9 +8,9 @@ its error is about 1e-5 of the distance or less (tests/core/test_geo.py checks i
 GeographicLib), where a sphere is off by up to 0.5 %. It is closed-form, so it vectorises, and
 costs about 2 microseconds in plain Python.
 
-With h = sin²(σ/2) of the central angle σ between the reduced latitudes β1, β2:
-    d = a (σ - f/2 (X + Y)),  X = (σ - sin σ) ((sin β1 + sin β2)/2)² / (1 - h),
-                              Y = (σ + sin σ) ((sin β2 - sin β1)/2)² / h
+With h = sin²(s/2) of the central angle s between the reduced latitudes b1, b2:
+    d = a (s - f/2 (X + Y)),  X = (s - sin s) ((sin b1 + sin b2)/2)² / (1 - h),
+                              Y = (s + sin s) ((sin b2 - sin b1)/2)² / h
 """
 
 from math import asin, atan, cos, radians, sin, sqrt, tan

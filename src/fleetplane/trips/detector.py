@@ -394,9 +394,7 @@ def _points(
     valid = ~columns.filtered
     time_us = columns.time_us[valid]
     lat, lon = columns.lat[valid], columns.lon[valid]
-    satellites = columns.satellites[valid]
-    used = np.isfinite(lat) & np.isfinite(lon)
-    used &= np.isnan(satellites) | (satellites >= settings.min_satellites)
+    used = fix_mask(columns, settings)[valid]
     readings = _sensor_column(columns, sensor)[valid]
     ignition_at, last_ignition = _ignition(readings, settings, state)
     mileage = np.full(len(time_us), np.nan)
@@ -421,6 +419,14 @@ def _points(
         last_ignition,
     )
     return points if state.last is None else points.after(state.last)
+
+
+def fix_mask(columns: Columns, settings: DetectorSettings) -> BoolArray:
+    """The messages whose fixes detection uses: valid, with a position, from enough
+    satellites (unknown satellites count as enough)."""
+    satellites = columns.satellites
+    mask: BoolArray = ~columns.filtered & np.isfinite(columns.lat) & np.isfinite(columns.lon)
+    return mask & (np.isnan(satellites) | (satellites >= settings.min_satellites))
 
 
 def _sensor_column(columns: Columns, sensor: SensorDefinition | None) -> FloatArray:
