@@ -304,7 +304,7 @@ async def save_detections(
     """Writes a round's intervals (each replacing its earlier self), deletes the open ones
     that are gone and keeps each device's state: a statement per table."""
     rows = [
-        _interval_row(device, i) for device, detection in detections for i in detection.intervals
+        interval_row(device, i) for device, detection in detections for i in detection.intervals
     ]
     gone = [
         interval_id(device, kind, start)
@@ -326,7 +326,7 @@ async def save_detections(
         await bulk.write_rows(connection, table, states, update_on=("device_id",))
 
 
-def _interval_row(device: StepDevice, interval: Interval) -> dict[str, Any]:
+def interval_row(device: StepDevice, interval: Interval) -> dict[str, Any]:
     kind = interval.kind.value
     return {
         "id": interval_id(device, kind, interval.start_us),
