@@ -269,14 +269,17 @@ def test_a_failing_step_neither_delays_nor_blocks_acknowledgements(
         wait_until(lambda: output(fleet.server, "broken") == everything, "the fixed step caught up")
         wait_until(lambda: output(fleet.server, "healthy") == everything, "the healthy step too")
         mark = everything[-1].isoformat().replace("+00:00", "Z")
-        items = wait_until(
-            lambda: [
+        ours = ("broken", "healthy")  # beside the registered steps
+
+        def both_well() -> list[dict[str, Any]]:
+            items = [
                 item
                 for item in progress(fleet.tenant, device_id=fleet.device_id)
-                if item["status"] == "ok" and item["mark"] == mark
-            ],
-            "both steps are well and at the newest message",
-        )
+                if item["status"] == "ok" and item["mark"] == mark and item["step"] in ours
+            ]
+            return items if len(items) == len(ours) else []
+
+        items = wait_until(both_well, "both steps are well and at the newest message")
         assert sorted(item["step"] for item in items) == ["broken", "healthy"]
         assert all(item["attempts"] == 0 and item["last_error"] is None for item in items)
 
