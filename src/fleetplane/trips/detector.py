@@ -157,9 +157,11 @@ class DetectorState:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any] | None) -> "DetectorState":
+    def from_json(cls, data: dict[str, Any] | None) -> "DetectorState | None":
+        """The state `to_json` gave; None for none, or one of another format version (its
+        device is then detected from scratch)."""
         if not data or data.get("version") != STATE_VERSION:
-            return cls()
+            return None
         candidate = data["candidate"]
         return cls(
             last=None if data["last"] is None else Point(*data["last"]),
@@ -169,7 +171,7 @@ class DetectorState:
             if candidate is None
             else Candidate(
                 _required(_run_of(candidate["run"])),
-                cls.from_json(candidate["checkpoint"]),
+                cls.from_json(candidate["checkpoint"]) or cls(),
                 tuple(_required(_run_of(stop)) for stop in candidate["stops"]),
             ),
             pause=_run_of(data["pause"]),
