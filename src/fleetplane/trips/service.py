@@ -166,7 +166,7 @@ def interval_shape(
 
     def shape(row: Row[Any]) -> dict[str, Any]:
         clipped = (since is not None and row.start_time < since) or (
-            until is not None and (row.open or row.end_time > until)
+            until is not None and row.end_time > until
         )
         odometer_start, odometer_end = interval_odometers(row)
         driver_id, driver_name = interval_driver(row)
