@@ -11,7 +11,8 @@ every 10 s, GPS noise on the speed while driving. Then it times, separately:
 - **read**: `messages.columns.read` of all of the device's messages (what a re-computation
   reads);
 - **detect**: `trips.detector.detect` over them from scratch (the pure function the pipeline
-  step and the re-computation share), and the rows the step would write from its answer.
+  step and the re-computation share; the best of three runs), and apart from it the rows the
+  step would write from its answer.
 
 The design target (DESIGN.md) is under 3 s for the detection of one device-year.
 """
@@ -49,6 +50,7 @@ YEAR_MESSAGES = 365 * 24 * 360  # one every 10 s
 INTERVAL_SECONDS = 10
 BATCH_ROWS = 20_000
 TARGET_SECONDS = 3.0
+DETECTION_RUNS = 3
 START = datetime(2025, 1, 1, tzinfo=UTC)
 SEED = 20250101
 
@@ -102,9 +104,12 @@ async def _run(name: str, url: str, message_count: int, console: Console) -> Tim
             read_seconds = time.perf_counter() - began
     finally:
         await engine.dispose()
-    began = time.perf_counter()
-    detection = detect(found, DetectorSettings())
-    detect_seconds = time.perf_counter() - began
+    seconds = []
+    for _ in range(DETECTION_RUNS):  # the best of a few: other work on the machine only adds
+        began = time.perf_counter()
+        detection = detect(found, DetectorSettings())
+        seconds.append(time.perf_counter() - began)
+    detect_seconds = min(seconds)
     began = time.perf_counter()
     device = StepDevice(device_id, seq, "", None)
     rows = [trips.interval_row(device, interval) for interval in detection.intervals]
