@@ -16,9 +16,11 @@ from fleetplane.messages.columns import Columns
 from fleetplane.trips.detector import (
     DetectorSettings,
     DetectorState,
+    DeviceInput,
     Interval,
     Method,
     detect,
+    detect_all,
     resume_point,
 )
 
@@ -311,3 +313,32 @@ def test_detection_in_rounds_equals_detection_from_scratch(
     rewound.take(detect(part(columns, after), options, rewound.state, sensor))
     assert rewound.sorted() == scratch.sorted()
     assert rewound.state == scratch.state
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(legs, oddities, detector_settings, st.integers(0, 200)), min_size=1, max_size=5
+    )
+)
+def test_devices_detected_together_are_detected_as_each_alone(
+    fleet: list[tuple[list[tuple[Any, ...]], list[tuple[int, str]], DetectorSettings, int]],
+) -> None:
+    """A pipeline round detects all its devices at once: no device's answer depends on the
+    others'. Each device goes in two rounds (cut at a drawn point), with its own settings."""
+    devices = [(random_columns(rows, odd), options, cut) for rows, odd, options, cut in fleet]
+    alone = [Store() for _ in devices]
+    together = [Store() for _ in devices]
+    for round_ in range(2):
+        inputs = []
+        for index, (columns, options, cut) in enumerate(devices):
+            at = cut % len(columns)
+            part_ = part(columns, 0, at) if round_ == 0 else part(columns, at)
+            sensor = SENSORS.get(options.method)
+            alone[index].take(detect(part_, options, alone[index].state, sensor))
+            inputs.append(DeviceInput(part_, options, together[index].state, sensor))
+        for store, found in zip(together, detect_all(inputs), strict=True):
+            store.take(found)
+    for single, joint in zip(alone, together, strict=True):
+        assert joint.sorted() == single.sorted()
+        assert joint.state == single.state

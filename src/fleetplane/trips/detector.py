@@ -250,27 +250,45 @@ class Detection:
 # --- detection ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceInput:
+    """One device's next messages (`columns`, oldest first, newer than any `state` has seen),
+    its settings, the state the earlier ones left (None: from scratch) and the ignition or
+    mileage sensor its method reads, if it has one (`columns` must hold its parameter)."""
+
+    columns: Columns
+    settings: DetectorSettings
+    state: DetectorState | None = None
+    sensor: SensorDefinition | None = None
+
+
 def detect(
     columns: Columns,
     settings: DetectorSettings,
     state: DetectorState | None = None,
     sensor: SensorDefinition | None = None,
 ) -> Detection:
-    """The intervals of a device's next messages (`columns`, oldest first, newer than any
-    `state` has seen), given the state the earlier ones left (None: from scratch). `sensor` is
-    the ignition or mileage sensor the method needs, if the device has one; `columns` must hold
-    its parameter."""
-    state = state or DetectorState()
-    points = _points(columns, settings, state, sensor)
-    if len(points.t) < 2:
-        last = state.last if len(points.t) == 0 else points.point(0)
-        return Detection([], [], replace(state, last=last, ignition=points.ignition))
-    kind, distance_mm = _segments(points, settings)
-    extended = _tail_extended(points, kind, distance_mm, state, settings)
-    if extended is not None:
-        return extended
-    runs = _with_state(_runs(points, kind, distance_mm), state)
-    return _intervals(runs, points, state, settings)
+    """The intervals of one device's next messages (see `DeviceInput`)."""
+    return detect_all([DeviceInput(columns, settings, state, sensor)])[0]
+
+
+def detect_all(devices: Sequence[DeviceInput]) -> list[Detection]:
+    """The intervals of each device's next messages. The work per message is done for all the
+    devices at once (one pass of numpy over a pipeline round, whatever its number of devices),
+    then each device's runs; the answer for a device does not depend on the others."""
+    answers = []
+    for device, (points, kind, distance_mm) in zip(devices, _prepared(devices), strict=True):
+        state = device.state or DetectorState()
+        if len(points.t) < 2:
+            last = state.last if len(points.t) == 0 else points.point(0)
+            answers.append(Detection([], [], replace(state, last=last, ignition=points.ignition)))
+            continue
+        found = _tail_extended(points, kind, distance_mm, state, device.settings)
+        if found is None:
+            runs = _with_state(_runs(points, kind, distance_mm), state)
+            found = _intervals(runs, points, state, device.settings)
+        answers.append(found)
+    return answers
 
 
 def _tail_extended(
@@ -387,48 +405,182 @@ class _Points:
         )
 
 
-def _points(
-    columns: Columns,
-    settings: DetectorSettings,
-    state: DetectorState,
-    sensor: SensorDefinition | None,
-) -> _Points:
-    valid = ~columns.filtered
-    time_us = columns.time_us[valid]
-    lat, lon = columns.lat[valid], columns.lon[valid]
-    used = fix_mask(columns, settings)[valid]
-    readings = _sensor_column(columns, sensor)[valid]
-    ignition_at, last_ignition = _ignition(readings, settings, state)
-    mileage = np.full(len(time_us), np.nan)
-    if settings.method == Method.MILEAGE and sensor is not None:
-        mileage = readings * MILEAGE_UNITS_M.get(sensor.unit.strip().lower(), 1000.0)
-    if settings.method == Method.MILEAGE:
-        used &= np.isfinite(mileage)
-    speed = columns.speed[valid][used]
-    moving = speed >= settings.min_moving_speed  # NaN: not moving
-    if settings.method == Method.IGNITION:
-        moving &= ignition_at[used] == 1
-    elif settings.method != Method.SPEED:
-        moving[:] = False
-    points = _Points(
-        time_us[used],
-        lat[used],
-        lon[used],
-        speed,
-        moving,
-        ignition_at[used],
-        mileage[used],
-        last_ignition,
-    )
-    return points if state.last is None else points.after(state.last)
-
-
 def fix_mask(columns: Columns, settings: DetectorSettings) -> BoolArray:
     """The messages whose fixes detection uses: valid, with a position, from enough
     satellites (unknown satellites count as enough)."""
+    return _fixes(columns, settings.min_satellites)
+
+
+def _fixes(columns: Columns, min_satellites: int | IntArray) -> BoolArray:
     satellites = columns.satellites
     mask: BoolArray = ~columns.filtered & np.isfinite(columns.lat) & np.isfinite(columns.lon)
-    return mask & (np.isnan(satellites) | (satellites >= settings.min_satellites))
+    return mask & (np.isnan(satellites) | (satellites >= min_satellites))
+
+
+_SPEED, _COORDINATES, _IGNITION, _MILEAGE = 0, 1, 2, 3
+_METHOD_CODES = {
+    Method.SPEED: _SPEED,
+    Method.COORDINATES: _COORDINATES,
+    Method.IGNITION: _IGNITION,
+    Method.MILEAGE: _MILEAGE,
+}
+
+
+def _prepared(
+    devices: Sequence[DeviceInput],
+) -> list[tuple["_Points", npt.NDArray[np.int8], IntArray]]:
+    """Each device's points (its state's last point first) and the kind (a _Run) and distance
+    (mm) of each segment between them, computed for all the devices in one pass."""
+    count = len(devices)
+    lengths = np.array([len(device.columns) for device in devices], dtype=np.int64)
+    columns = _concatenated([device.columns for device in devices])
+    row_device = np.repeat(np.arange(count), lengths)
+    first_row = np.cumsum(lengths) - lengths
+    settings = [device.settings for device in devices]
+    method = np.array([_METHOD_CODES[s.method] for s in settings], dtype=np.int8)
+    min_speed = np.array([s.min_moving_speed for s in settings])
+    max_gap_us = np.array([s.max_gap_s * _MICROSECONDS for s in settings], dtype=np.int64)
+    min_satellites = np.array([s.min_satellites for s in settings], dtype=np.int64)
+    used = _fixes(columns, min_satellites[row_device])
+    row_method = method[row_device]
+
+    readings = np.full(len(row_device), np.nan)
+    if any(device.sensor is not None for device in devices):
+        readings = np.concatenate([_sensor_column(d.columns, d.sensor) for d in devices])
+        readings[columns.filtered] = np.nan  # filtered messages say nothing
+    ignition_readings = np.where(row_method == _IGNITION, readings, np.nan)
+    ignition_at, last_ignition = _ignition(ignition_readings, row_device, first_row, devices)
+    factor = np.array([_mileage_factor(device) for device in devices])
+    mileage = np.where(row_method == _MILEAGE, readings, np.nan) * factor[row_device]
+    used &= (row_method != _MILEAGE) | np.isfinite(mileage)
+    moving = columns.speed >= min_speed[row_device]  # NaN: not moving
+    moving &= (row_method == _SPEED) | ((row_method == _IGNITION) & (ignition_at == 1))
+
+    chosen = np.flatnonzero(used)
+    point_device = row_device[chosen]
+    arrays: list[npt.NDArray[Any]] = [
+        columns.time_us[chosen],
+        columns.lat[chosen],
+        columns.lon[chosen],
+        columns.speed[chosen],
+        moving[chosen],
+        ignition_at[chosen],
+        mileage[chosen],
+        point_device,
+    ]
+    per_device = np.bincount(point_device, minlength=count)
+    lasts = [(index, d.state.last) for index, d in enumerate(devices) if d.state and d.state.last]
+    if lasts:  # each state's last point goes before its device's points
+        at = (np.cumsum(per_device) - per_device)[[index for index, _ in lasts]]
+        firsts: list[list[Any]] = [
+            [p.t for _, p in lasts],
+            [p.lat for _, p in lasts],
+            [p.lon for _, p in lasts],
+            [np.nan] * len(lasts),
+            [p.moving for _, p in lasts],
+            [-1 if p.ignition is None else int(p.ignition) for _, p in lasts],
+            [np.nan if p.mileage is None else p.mileage for _, p in lasts],
+            [index for index, _ in lasts],
+        ]
+        arrays = [
+            np.insert(array, at, np.array(values))
+            for array, values in zip(arrays, firsts, strict=True)
+        ]
+        per_device[[index for index, _ in lasts]] += 1
+    t = arrays[0].astype(np.int64)
+    lat, lon, speed = arrays[1], arrays[2], arrays[3]
+    point_moving = arrays[4].astype(np.bool_)
+    point_ignition = arrays[5].astype(np.int8)
+    point_mileage = arrays[6]
+    point_device = arrays[7].astype(np.int64)
+
+    # Segments, over all the points at once; those joining two devices are never looked at.
+    segment_device = point_device[:-1]
+    segment_method = method[segment_device]
+    elapsed = np.diff(t)
+    by_mileage = segment_method == _MILEAGE
+    distance_mm = np.zeros(len(elapsed), dtype=np.int64)
+    if not by_mileage.all():
+        distance_mm = _mm(path_distances_m(lat, lon))
+    if by_mileage.any():  # a counter that went back was reset: no distance
+        increments = np.nan_to_num(np.maximum(np.diff(point_mileage), 0.0))
+        distance_mm = np.where(by_mileage, _mm(increments), distance_mm)
+    by_speed = (segment_method == _SPEED) | (segment_method == _IGNITION)
+    segment_moving = point_moving[:-1] | point_moving[1:]
+    if not by_speed.all():  # the distance covered says whether it moved
+        with np.errstate(divide="ignore", invalid="ignore"):
+            implied = distance_mm / elapsed * 3600 >= min_speed[segment_device]
+        segment_moving = np.where(by_speed, segment_moving, implied)
+    kind = np.where(segment_moving, _Run.MOVING, _Run.PAUSED).astype(np.int8)
+    kind[elapsed > max_gap_us[segment_device]] = _Run.GAP
+
+    prepared = []
+    starts = (np.cumsum(per_device) - per_device).tolist()
+    for index, (start, size) in enumerate(zip(starts, per_device.tolist(), strict=True)):
+        stop = start + size
+        points = _Points(
+            t[start:stop],
+            lat[start:stop],
+            lon[start:stop],
+            speed[start:stop],
+            point_moving[start:stop],
+            point_ignition[start:stop],
+            point_mileage[start:stop],
+            last_ignition[index],
+        )
+        end = max(start, stop - 1)
+        prepared.append((points, kind[start:end], distance_mm[start:end]))
+    return prepared
+
+
+def _mm(metres: FloatArray) -> IntArray:
+    return np.rint(metres * _MM_PER_M).astype(np.int64)
+
+
+def _mileage_factor(device: DeviceInput) -> float:
+    if device.sensor is None:
+        return 1000.0
+    return MILEAGE_UNITS_M.get(device.sensor.unit.strip().lower(), 1000.0)
+
+
+def _concatenated(parts: Sequence[Columns]) -> Columns:
+    if len(parts) == 1:
+        return parts[0]
+    fields = (
+        "time_us", "lat", "lon", "speed", "altitude", "course", "satellites", "hdop", "inputs",
+        "outputs", "filtered",
+    )  # fmt: skip
+    joined: dict[str, Any] = {
+        name: np.concatenate([getattr(part, name) for part in parts]) for name in fields
+    }
+    return Columns(**joined)
+
+
+def _ignition(
+    readings: FloatArray,
+    row_device: IntArray,
+    first_row: IntArray,
+    devices: Sequence[DeviceInput],
+) -> tuple[npt.NDArray[np.int8], list[bool | None]]:
+    """Each message's ignition (its device's last reading at or before it, else the one its
+    state kept; -1 unknown) and each device's last reading."""
+    before = np.array(
+        [-1 if d.state is None or d.state.ignition is None else int(d.state.ignition)
+         for d in devices],
+        dtype=np.int8,
+    )  # fmt: skip
+    index = np.where(np.isfinite(readings), np.arange(len(readings)), -1)
+    if len(index):
+        index = np.maximum.accumulate(index)
+    own = index >= first_row[row_device]  # not a reading of the devices before it
+    read = np.where(readings[np.maximum(index, 0)] != 0, 1, 0).astype(np.int8)
+    ignition_at = np.where(own, read, before[row_device]).astype(np.int8)
+    last: list[bool | None] = []
+    sizes = [len(device.columns) for device in devices]
+    for device, (start, size) in enumerate(zip(first_row.tolist(), sizes, strict=True)):
+        value = int(ignition_at[start + size - 1]) if size else int(before[device])
+        last.append(None if value < 0 else bool(value))
+    return ignition_at, last
 
 
 def _sensor_column(columns: Columns, sensor: SensorDefinition | None) -> FloatArray:
@@ -452,23 +604,6 @@ def _sensor_column(columns: Columns, sensor: SensorDefinition | None) -> FloatAr
         values[index] = float(found) if isinstance(found, bool | int | float) else np.nan
     column: FloatArray = values[inverse.reshape(-1)]
     return column
-
-
-def _ignition(
-    readings: FloatArray, settings: DetectorSettings, state: DetectorState
-) -> tuple[npt.NDArray[np.int8], bool | None]:
-    """Each message's ignition (the last reading at or before it; -1 unknown) and the last."""
-    if settings.method != Method.IGNITION:
-        return np.full(len(readings), -1, dtype=np.int8), None
-    known = np.flatnonzero(np.isfinite(readings))
-    index = np.full(len(readings), -1, dtype=np.int64)
-    index[known] = known
-    index = np.maximum.accumulate(index) if len(index) else index
-    before = -1 if state.ignition is None else int(state.ignition)
-    values = np.where(index >= 0, readings[np.maximum(index, 0)] != 0, before != 0)
-    ignition_at = np.where((index < 0) & (before < 0), -1, values).astype(np.int8)
-    last = state.ignition if len(known) == 0 else bool(readings[known[-1]] != 0)
-    return ignition_at, last
 
 
 # --- runs -----------------------------------------------------------------------------------
@@ -524,19 +659,6 @@ class _Runs:
         )
 
 
-def _segments(points: _Points, settings: DetectorSettings) -> tuple[npt.NDArray[np.int8], IntArray]:
-    """Each segment's kind (a _Run) and distance in millimetres."""
-    elapsed = np.diff(points.t)
-    distance_mm = _segment_mm(points, settings)
-    if settings.method in (Method.SPEED, Method.IGNITION):
-        moving = points.moving[:-1] | points.moving[1:]
-    else:  # the distance covered says whether it moved
-        moving = distance_mm / elapsed * 3600 >= settings.min_moving_speed
-    kind = np.where(moving, _Run.MOVING, _Run.PAUSED).astype(np.int8)
-    kind[elapsed > settings.max_gap_s * _MICROSECONDS] = _Run.GAP
-    return kind, distance_mm
-
-
 def _runs(points: _Points, kind: npt.NDArray[np.int8], distance_mm: IntArray) -> _Runs:
     t = points.t
     count = len(kind)
@@ -558,14 +680,6 @@ def _runs(points: _Points, kind: npt.NDArray[np.int8], distance_mm: IntArray) ->
         max_speed=np.fmax.reduceat(points.speed[1:], starts),
         p0=starts.astype(np.int64),
     )
-
-
-def _segment_mm(points: _Points, settings: DetectorSettings) -> IntArray:
-    if settings.method == Method.MILEAGE:  # a counter that went back was reset: no distance
-        metres = np.maximum(np.diff(points.mileage), 0.0)
-    else:
-        metres = path_distances_m(points.lat, points.lon)
-    return np.rint(metres * _MM_PER_M).astype(np.int64)
 
 
 def _with_state(runs: _Runs, state: DetectorState) -> _Runs:

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleetplane.messages.columns import from_messages
 from fleetplane.steps.contract import DeviceMessages, StepDevice
 from fleetplane.trips import service
-from fleetplane.trips.detector import Detection, detect
+from fleetplane.trips.detector import DeviceInput, detect_all
 
 
 class TripDetectorStep:
@@ -24,14 +24,16 @@ class TripDetectorStep:
         sensors = await service.method_sensors(
             session, [batch.device for batch in batches], settings
         )
-        detections: list[tuple[StepDevice, Detection]] = []
+        inputs = []
         for batch in batches:
-            device_id = batch.device.id
-            sensor = sensors.get(device_id)
+            sensor = sensors.get(batch.device.id)
             params = () if sensor is None else (sensor.parameter,)
             columns = from_messages(batch.messages, params)
-            found = detect(columns, settings[device_id], states[device_id], sensor)
-            detections.append((batch.device, found))
+            state = states[batch.device.id]
+            inputs.append(DeviceInput(columns, settings[batch.device.id], state, sensor))
+        # The whole round at once: numpy's cost per call is paid once, not once per device.
+        found = detect_all(inputs)
+        detections = [(batch.device, answer) for batch, answer in zip(batches, found, strict=True)]
         await service.save_detections(session, detections)
 
     async def rewind(
