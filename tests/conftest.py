@@ -319,6 +319,7 @@ class Tenant:
     channel_id: str = ""
     customers: list[dict[str, Any]] = field(default_factory=list)
     devices: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    settings: Settings | None = None  # its server's, for work in the database (`run_in_db`)
 
     def device_body(self, **fields: Any) -> dict[str, Any]:
         """A body for POST /api/devices on this tenant's channel."""
@@ -336,6 +337,7 @@ def make_tenant(server: RunningServer, name: str = "Test provider", customers: i
     created = run_in_db(server.settings, lambda s: bootstrap.create_provider(s, name))
     assert created.api_key is not None
     tenant = Tenant(created.provider_id, Api(server.base_url, created.api_key))
+    tenant.settings = server.settings
     tenant.channel_id = create_channel(tenant.api)["id"]
     for index in range(customers):
         response = tenant.api.post(

@@ -10,8 +10,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from conftest import Api, Tenant, channel_port, create_channel
+from conftest import Api, Tenant, channel_port, create_channel, run_in_db
+from fleetplane.core.ids import new_id
+from fleetplane.trips.models import TripInterval
 
 Call = tuple[str, dict[str, Any] | None]  # concrete path, JSON body
 
@@ -91,6 +95,29 @@ def _fresh_assignment(t: Tenant) -> str:
 def _in_an_hour() -> str:
     return (datetime.now(UTC) + timedelta(hours=1)).isoformat()
 
+
+def _interval(t: Tenant) -> str:
+    """A trip of the first customer's first device, stored as the trip step stores one."""
+    assert t.settings is not None
+    device_id = _device(t)
+
+    async def store(session: AsyncSession) -> str:
+        interval_id = new_id("ivl")
+        now = datetime.now(UTC)
+        row = {
+            "id": interval_id, "device_id": device_id, "kind": "trip",
+            "start_time": now - timedelta(minutes=20), "end_time": now - timedelta(minutes=5),
+            "start_lat": 56.9, "start_lon": 24.1, "end_lat": 56.95, "end_lon": 24.12,
+            "distance_m": 6000.0, "max_speed": 50.0, "avg_speed": 24.0, "open": False,
+            "resume_state": None,
+        }  # fmt: skip
+        await session.execute(sa.insert(TripInterval), [row])
+        return interval_id
+
+    return run_in_db(t.settings, store)
+
+
+_SETTINGS = {"method": "speed", "min_moving_speed": 6, "min_parking_s": 240}
 
 OPERATIONS: list[Operation] = [
     # Studio: customers
@@ -251,6 +278,23 @@ OPERATIONS: list[Operation] = [
     Operation(
         "DELETE", "/module/drivers/assignments/{assignment_id}", "delete:drivers",
         lambda t: (f"/module/drivers/assignments/{_fresh_assignment(t)}", None), 204,
+    ),
+    # Module: trips
+    Operation(
+        "GET", "/module/trips/intervals", "read:trips",
+        lambda t: (f"/module/trips/intervals?device_id={_device(t)}", None),
+    ),
+    Operation(
+        "GET", "/module/trips/intervals/{interval_id}/track", "read:trips",
+        lambda t: (f"/module/trips/intervals/{_interval(t)}/track", None),
+    ),
+    Operation(
+        "GET", "/module/trips/settings/{device_id}", "read:trips",
+        lambda t: (f"/module/trips/settings/{_device(t)}", None),
+    ),
+    Operation(
+        "PUT", "/module/trips/settings/{device_id}", "update:trips",
+        lambda t: (f"/module/trips/settings/{_device(t)}", _SETTINGS),
     ),
 ]  # fmt: skip
 

@@ -121,6 +121,10 @@ def test_serve_demo_prints_a_key_that_works(tmp_path: Path) -> None:
                 assert reporting["odometer_km"] == values["Odometer"]
                 assert values["Engine hours"] is not None
                 assert reporting["engine_hours_sensor"] == values["Engine hours"]
+                # The trips module is on, and the fleet's messages go through the trip step.
+                assert all("trips" in customer["modules"] for customer in items)
+                listed = client.get("/module/trips/intervals", headers=headers)
+                assert listed.status_code == 200, listed.text
         finally:
             process.terminate()
             process.wait(timeout=20)

@@ -9,8 +9,7 @@ The layers, from the bottom:
 - **domains**: every other folder of `fleetplane/` (customers, devices, sensors, ...). A domain
   imports the foundation, its own files, and another domain's public face only:
   `service` (its rules) and `schemas` (the request and response shapes it shares), plus the
-  modules named in `SHARED_PURE_MODULES` (pure functions, value types and the step contract,
-  no tables; and the columnar message read).
+  modules named in `SHARED_PURE_MODULES` (pure functions and value types, no tables, no I/O).
   Never another domain's `models` (its tables), `studio` or `module` (its routers),
   `processor` (its pipeline step) or any other private file, and never the intake or the
   assembly.
@@ -53,15 +52,12 @@ PUBLIC_FACE = {"service", "schemas"}
 # routers. Other domain files are handed the parts they need by the routers.
 RUNTIME = "fleetplane.runtime"
 ROUTER_FILES = {"studio", "module"}
-# Modules another domain may use too: sensor types and the conversion of raw values, which
-# the live state, the pipeline and the message history all apply; the pipeline step contract
-# (value types and a protocol) every domain with a step implements; and messages as columns,
-# the read path of everything that works on many messages at once.
-SHARED_PURE_MODULES = {
-    "fleetplane.sensors.calculation",
-    "fleetplane.steps.contract",
-    "fleetplane.messages.columns",
-}
+# Pure modules another domain may use too: sensor types and the conversion of raw values,
+# which the live state, the pipeline and the message history all apply.
+SHARED_PURE_MODULES = {"fleetplane.sensors.calculation"}
+# Interfaces of one domain that others build on: the pipeline step contract, which a domain's
+# step implements, and messages as columns, which whatever works on many messages reads.
+SHARED_INTERFACES = {"fleetplane.steps.contract", "fleetplane.messages.columns"}
 
 
 def module_name(path: Path) -> str:
@@ -119,7 +115,7 @@ def why_not(importer: str, imported: str) -> str | None:
     importer_layer, imported_layer = layer(importer), layer(imported)
     if importer_layer == "assembly" or imported_layer == "foundation":
         return None
-    if part(importer) == part(imported) or imported in SHARED_PURE_MODULES:
+    if part(importer) == part(imported) or imported in SHARED_PURE_MODULES | SHARED_INTERFACES:
         return None
     if imported == RUNTIME and importer_layer == "domain":
         if importer.rsplit(".", 1)[-1] in ROUTER_FILES:

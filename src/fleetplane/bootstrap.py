@@ -14,7 +14,7 @@ from fleetplane.channels.models import Channel
 from fleetplane.channels.schemas import ChannelCreate, ChannelUpdate, Protocol
 from fleetplane.channels.service import ChannelPolicy
 from fleetplane.customers import service as customers
-from fleetplane.customers.schemas import Contact, CustomerCreate
+from fleetplane.customers.schemas import Contact, CustomerCreate, CustomerUpdate
 from fleetplane.devices import service as devices
 from fleetplane.devices.schemas import DeviceCreate
 from fleetplane.drivers import service as drivers
@@ -124,6 +124,7 @@ async def seed_demo(
         provider = await providers.create(session, DEMO_PROVIDER)
         await _seed_demo_fleet(session, Actor(provider_id=provider.id), policy)
     actor = Actor(provider_id=provider.id)
+    await _enable_new_modules(session, actor)
     for key in (await session.execute(api_keys.list_query(provider.id, False))).scalars():
         if key.name == DEMO_KEY_NAME:
             await api_keys.revoke(session, actor, key.id, revoker=None)
@@ -136,6 +137,16 @@ async def seed_demo(
     ]
     port = next((c.port for c in demo if c.protocol == Protocol.WIALON_IPS), None)
     return ProviderWithKey(provider.id, secret, port, moved)
+
+
+async def _enable_new_modules(session: AsyncSession, actor: Actor) -> None:
+    """The demo customers have every module, also those added since the demo was seeded."""
+    every = module_names()
+    statement = customers.list_query(actor.provider_id)
+    for customer in (await session.execute(statement)).scalars():
+        if not every <= set(customer.modules):
+            modules = sorted(every | set(customer.modules))
+            await customers.update(session, actor, customer.id, CustomerUpdate(modules=modules))
 
 
 async def _onto_free_port(

@@ -317,6 +317,24 @@ def bench_storage(
     raise typer.Exit(code)
 
 
+@bench_app.command("trips")
+def bench_trips(
+    messages: Annotated[
+        int, typer.Option(min=2, help="Messages of the device (a year of one every 10 s).")
+    ] = 3_153_600,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Also a PostgreSQL database (migrated; a new provider and device are added)."
+        ),
+    ] = None,
+) -> None:
+    """Trip detection over one device-year of messages, read from the store (see
+    docs/benchmarks.md)."""
+    bench = load_bench("trips")
+    raise typer.Exit(bench.main(message_count=messages, database_url=database_url, console=console))
+
+
 def load_bench(name: str) -> ModuleType:
     """Imports bench/NAME.py by path, once: bench/ is beside src/ in a checkout, absent from a
     wheel. The benchmarks load their shared helpers (bench/support.py) through it too."""

@@ -14,6 +14,12 @@ DEVICES = ModuleInfo(
     "The customer's devices: what they are, where they are now, and what they reported.",
 )
 
+TRIPS = ModuleInfo(
+    "trips",
+    "Trips",
+    "Trips, stops and parkings detected from each device's messages, and their tracks.",
+)
+
 DRIVERS = ModuleInfo(
     "drivers",
     "Drivers",
@@ -21,7 +27,7 @@ DRIVERS = ModuleInfo(
     "by the trackers' key readers or by hand.",
 )
 
-MODULE_INFOS: tuple[ModuleInfo, ...] = (DEVICES, DRIVERS)
+MODULE_INFOS: tuple[ModuleInfo, ...] = (DEVICES, TRIPS, DRIVERS)
 
 
 def module_names() -> set[str]:

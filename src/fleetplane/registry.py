@@ -16,6 +16,8 @@ from fleetplane.drivers import processor as drivers_processor
 from fleetplane.sensors import studio as sensors_studio
 from fleetplane.steps import studio as steps_studio
 from fleetplane.steps.contract import Step
+from fleetplane.trips import module as trips_module
+from fleetplane.trips import processor as trips_processor
 
 STUDIO_ROUTERS: list[APIRouter] = [
     customers_studio.router,
@@ -29,6 +31,7 @@ STUDIO_ROUTERS: list[APIRouter] = [
 
 MODULES: list[Module] = [
     devices_module.module,
+    trips_module.module,
     drivers_module.module,
 ]
 
@@ -38,4 +41,5 @@ MODULES: list[Module] = [
 STEPS: list[Step] = [
     device_counters.DeviceCountersStep(),
     drivers_processor.step,
+    trips_processor.step,
 ]

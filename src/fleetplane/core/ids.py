@@ -36,5 +36,12 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{_encode(millis, 10)}{_encode(randomness, 16)}"
 
 
+def id_at(prefix: str, millis: int, tail: int) -> str:
+    """An id made from given values: `millis` where `new_id` puts the time (so it sorts the
+    same way) and `tail` (0 <= tail < 2**80) after it. The same values give the same id, for
+    rows that are re-computed in place."""
+    return f"{prefix}_{_encode(millis, 10)}{_encode(tail, 16)}"
+
+
 def looks_like_id(value: str) -> bool:
     return bool(ID_PATTERN.match(value))

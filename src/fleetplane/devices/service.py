@@ -151,6 +151,22 @@ async def history_window(
     return HistoryWindow(row[0], None if row[1] is None else as_utc(row[1]))
 
 
+def history_windows_query(provider_id: str, customer_id: str) -> Select[str, datetime | None]:
+    """(device_id, since) of each of the customer's devices: where the window of its history
+    the customer may see starts (`history_window`; null: all of it), for reads of history
+    across devices (join it on the device and keep the rows with a time from `since` on)."""
+    return (
+        select(Device.id.label("device_id"), DeviceAssignment.history_from.label("since"))
+        .join(DeviceAssignment, DeviceAssignment.device_id == Device.id)
+        .where(
+            Device.provider_id == provider_id,
+            Device.customer_id == customer_id,
+            DeviceAssignment.customer_id == customer_id,
+            DeviceAssignment.ended_at.is_(None),
+        )
+    )
+
+
 async def _one(session: AsyncSession, statement: Select[Device], device_id: str) -> Device:
     device = None
     if looks_like_id(device_id):

@@ -1,7 +1,7 @@
 """Drivers: a customer's drivers, their key codes, and their assignments to devices.
 
 Revision ID: 0018
-Revises: 0016
+Revises: 0017
 """
 
 import sqlalchemy as sa
@@ -11,7 +11,7 @@ from fleetplane.core.db import UTCDateTime
 from fleetplane.migrations import rls
 
 revision = "0018"
-down_revision = "0016"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,1 @@
+"""Trips: trips, stops and parkings detected from messages, their settings per device."""

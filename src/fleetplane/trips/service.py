@@ -1,0 +1,388 @@
+"""Trip rules around the detector: each device's settings, its intervals as the API shows them,
+and what the pipeline step keeps (the intervals it found and the detector's state)."""
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row, Select, delete, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleetplane.audit import service as audit
+from fleetplane.audit.service import Actor
+from fleetplane.core import bulk
+from fleetplane.core.errors import not_found, validation_error
+from fleetplane.core.ids import id_at, looks_like_id
+from fleetplane.core.timeutil import EARLIEST, utcnow
+from fleetplane.devices import service as devices
+from fleetplane.messages import columns as message_columns
+from fleetplane.sensors import service as sensors
+from fleetplane.sensors.calculation import SensorDefinition, SensorType
+from fleetplane.steps import service as steps
+from fleetplane.steps.contract import StepDevice
+from fleetplane.trips.detector import (
+    Detection,
+    DetectorSettings,
+    DetectorState,
+    Interval,
+    Kind,
+    Method,
+    fix_mask,
+    resume_point,
+)
+from fleetplane.trips.models import TripDetectorState, TripInterval, TripSettings
+from fleetplane.trips.schemas import TripSettingsBody
+
+DEVICES_PER_QUERY = 1000
+ID_PREFIX = "ivl"
+_KIND_CODES = {Kind.TRIP.value: 0, Kind.PARKING.value: 1, Kind.STOP.value: 2}
+_MICROSECOND = timedelta(microseconds=1)
+# The sensor each method reads, by the sensor's type.
+METHOD_SENSORS = {Method.IGNITION: SensorType.IGNITION, Method.MILEAGE: SensorType.MILEAGE}
+_SETTINGS_FIELDS = tuple(TripSettingsBody.model_fields)
+
+
+# --- settings -------------------------------------------------------------------------------
+
+
+async def settings_out(
+    session: AsyncSession, provider_id: str, customer_id: str, device_id: str
+) -> dict[str, Any]:
+    device = await devices.get_for_customer(session, provider_id, customer_id, device_id)
+    row = await session.get(TripSettings, device.id)
+    if row is None:
+        values = TripSettingsBody().model_dump()
+        return {"device_id": device.id, **values, "updated_at": None}
+    return {
+        "device_id": device.id,
+        **{name: getattr(row, name) for name in _SETTINGS_FIELDS},
+        "updated_at": row.updated_at,
+    }
+
+
+async def put_settings(
+    session: AsyncSession, actor: Actor, customer_id: str, device_id: str, body: TripSettingsBody
+) -> dict[str, Any]:
+    """Replaces the device's settings and has its intervals detected again, from its first
+    message, with them (the step is told as it is told of late data)."""
+    device = await devices.get_for_customer(session, actor.provider_id, customer_id, device_id)
+    await _require_method_sensor(session, actor.provider_id, device.id, body.method)
+    values = body.model_dump(mode="json")
+    row = await session.get(TripSettings, device.id)
+    if row is None:
+        row = TripSettings(device_id=device.id)
+        session.add(row)
+    for name, value in values.items():
+        setattr(row, name, value)
+    row.updated_at = utcnow()
+    await audit.record(session, actor, "trips.settings.update", "device", device.id, values)
+    await session.flush()
+    await steps.record_late(session, {device.id: EARLIEST})
+    return await settings_out(session, actor.provider_id, customer_id, device.id)
+
+
+async def _require_method_sensor(
+    session: AsyncSession, provider_id: str, device_id: str, method: Method
+) -> None:
+    wanted = METHOD_SENSORS.get(method)
+    if wanted is None:
+        return
+    found = await sensors.values_for_devices(session, provider_id, [device_id])
+    if not any(sensor.type == wanted for sensor in found[device_id]):
+        raise validation_error(
+            ["body", "method"],
+            f"The {method.value} method needs a {wanted.value} sensor on the device; "
+            "add one first (POST /api/sensors).",
+        )
+
+
+# --- intervals as the API shows them --------------------------------------------------------
+
+
+def intervals_query(
+    provider_id: str,
+    customer_id: str,
+    *,
+    device_ids: Sequence[str] = (),
+    since: datetime | None = None,
+    until: datetime | None = None,
+    kind: Kind | None = None,
+) -> Select[*tuple[Any, ...]]:
+    """The customer's devices' intervals that overlap [since, until) (an open one goes on to
+    now), each only when it began in the window of its device's history the customer sees."""
+    windows = devices.history_windows_query(provider_id, customer_id).subquery()
+    statement: Select[*tuple[Any, ...]] = (
+        select(*_INTERVAL_COLUMNS)
+        .join(windows, windows.c.device_id == TripInterval.device_id)
+        .where(or_(windows.c.since.is_(None), TripInterval.start_time >= windows.c.since))
+    )
+    if device_ids:
+        statement = statement.where(TripInterval.device_id.in_(device_ids))
+    if kind is not None:
+        statement = statement.where(TripInterval.kind == kind.value)
+    if until is not None:
+        statement = statement.where(TripInterval.start_time < until)
+    if since is not None:
+        statement = statement.where(or_(TripInterval.end_time > since, TripInterval.open))
+    return statement
+
+
+async def require_customer_devices(
+    session: AsyncSession, provider_id: str, customer_id: str, device_ids: Sequence[str]
+) -> None:
+    """`not_found` unless every one of them is the customer's device."""
+    wanted = set(device_ids)
+    if not wanted:
+        return
+    if not all(looks_like_id(device_id) for device_id in wanted):
+        raise not_found("device")
+    theirs = await devices.customer_device_ids(session, provider_id, customer_id)
+    if not wanted <= theirs:
+        raise not_found("device")
+
+
+_INTERVAL_COLUMNS = (
+    TripInterval.id,
+    TripInterval.device_id,
+    TripInterval.kind,
+    TripInterval.start_time,
+    TripInterval.end_time,
+    TripInterval.start_lat,
+    TripInterval.start_lon,
+    TripInterval.end_lat,
+    TripInterval.end_lon,
+    TripInterval.distance_m,
+    TripInterval.max_speed,
+    TripInterval.avg_speed,
+    TripInterval.open,
+)
+
+
+def interval_shape(
+    since: datetime | None, until: datetime | None
+) -> Callable[[Row[Any]], dict[str, Any]]:
+    """Shapes rows of `intervals_query` as the API, the event stream and exports show an
+    interval; `clipped` when [since, until) cuts it."""
+
+    def shape(row: Row[Any]) -> dict[str, Any]:
+        clipped = (since is not None and row.start_time < since) or (
+            until is not None and row.end_time > until
+        )
+        odometer_start, odometer_end = interval_odometers(row)
+        driver_id, driver_name = interval_driver(row)
+        geofence_start, geofence_end = interval_geofences(row)
+        return {
+            "id": row.id,
+            "device_id": row.device_id,
+            "kind": row.kind,
+            "start": {"time": row.start_time, "lat": row.start_lat, "lon": row.start_lon},
+            "end": {"time": row.end_time, "lat": row.end_lat, "lon": row.end_lon},
+            "duration_s": (row.end_time - row.start_time).total_seconds(),
+            "distance_m": row.distance_m,
+            "max_speed": row.max_speed,
+            "avg_speed": row.avg_speed,
+            "odometer_start_m": odometer_start,
+            "odometer_end_m": odometer_end,
+            "driver_id": driver_id,
+            "driver_name": driver_name,
+            "geofence_start": geofence_start,
+            "geofence_end": geofence_end,
+            "open": row.open,
+            "clipped": bool(clipped),
+        }
+
+    return shape
+
+
+# What other domains add to an interval, in one place each. The device's odometer comes from
+# the device counters, drivers from the drivers module and the names of geofences from the
+# geofences module: none of them is there to ask yet, so these say null.
+
+
+def interval_odometers(row: Row[Any]) -> tuple[float | None, float | None]:
+    """The device's odometer (metres) at the interval's start and end."""
+    return None, None
+
+
+def interval_driver(row: Row[Any]) -> tuple[str | None, str | None]:
+    """(driver_id, driver_name) of the driver assigned during the interval."""
+    return None, None
+
+
+def interval_geofences(row: Row[Any]) -> tuple[str | None, str | None]:
+    """The names of the address geofences at the interval's start and end."""
+    return None, None
+
+
+async def track(
+    session: AsyncSession, provider_id: str, customer_id: str, interval_id: str
+) -> dict[str, Any]:
+    """The interval's points as a GeoJSON Feature: a LineString of the fixes detection used
+    between its start and end, their times in `properties.times`."""
+    row = None
+    if looks_like_id(interval_id):
+        statement = intervals_query(provider_id, customer_id).where(TripInterval.id == interval_id)
+        row = (await session.execute(statement)).one_or_none()
+    if row is None:
+        raise not_found("interval")
+    settings = (await detector_settings(session, [row.device_id]))[row.device_id]
+    seq = (await devices.seqs_of(session, [row.device_id]))[row.device_id]
+    found = await message_columns.read(
+        session, seq, after=row.start_time - _MICROSECOND, until=row.end_time
+    )
+    used = fix_mask(found, settings)
+    times = [message_columns.time_of(int(us)) for us in found.time_us[used].tolist()]
+    coordinates = [
+        [lon, lat]
+        for lon, lat in zip(found.lon[used].tolist(), found.lat[used].tolist(), strict=True)
+    ]
+    geometry = {"type": "LineString", "coordinates": coordinates} if len(times) > 1 else None
+    properties = {"interval_id": row.id, "device_id": row.device_id, "kind": row.kind}
+    return {"type": "Feature", "geometry": geometry, "properties": {**properties, "times": times}}
+
+
+# --- what the pipeline step keeps -----------------------------------------------------------
+
+
+async def detector_settings(
+    session: AsyncSession, device_ids: Sequence[str]
+) -> dict[str, DetectorSettings]:
+    """Each device's settings (the defaults for a device without its own)."""
+    found = {device_id: DetectorSettings() for device_id in device_ids}
+    for chunk in _chunks(list(found)):
+        statement = select(TripSettings).where(TripSettings.device_id.in_(chunk))
+        for row in (await session.execute(statement)).scalars():
+            values = {name: getattr(row, name) for name in _SETTINGS_FIELDS}
+            found[row.device_id] = DetectorSettings(**{**values, "method": Method(row.method)})
+    return found
+
+
+async def detector_states(
+    session: AsyncSession, device_ids: Sequence[str]
+) -> dict[str, DetectorState | None]:
+    found: dict[str, DetectorState | None] = dict.fromkeys(device_ids)
+    for chunk in _chunks(list(found)):
+        statement = select(TripDetectorState.device_id, TripDetectorState.state).where(
+            TripDetectorState.device_id.in_(chunk)
+        )
+        for device_id, state in await session.execute(statement):
+            found[device_id] = DetectorState.from_json(state)
+    return found
+
+
+async def method_sensors(
+    session: AsyncSession,
+    devices_: Sequence[StepDevice],
+    settings: dict[str, DetectorSettings],
+) -> dict[str, SensorDefinition]:
+    """The sensor each device's method reads (its first of that type), for the devices whose
+    method reads one."""
+    by_provider: dict[str, list[str]] = {}
+    for device in devices_:
+        if settings[device.id].needs_sensor():
+            by_provider.setdefault(device.provider_id, []).append(device.id)
+    found: dict[str, SensorDefinition] = {}
+    for provider_id, device_ids in by_provider.items():
+        definitions = await sensors.values_for_devices(session, provider_id, device_ids)
+        for device_id, listed in definitions.items():
+            wanted = METHOD_SENSORS[settings[device_id].method]
+            match = next((sensor for sensor in listed if sensor.type == wanted), None)
+            if match is not None:
+                found[device_id] = match
+    return found
+
+
+def interval_id(device: StepDevice, kind: str, start_us: int) -> str:
+    """The id of a device's interval of a kind starting at a time: ids sort by start time."""
+    millis, micros = divmod(start_us, 1000)
+    return id_at(ID_PREFIX, millis, (device.seq << 32) | (_KIND_CODES[kind] << 16) | micros)
+
+
+async def save_detections(
+    session: AsyncSession, detections: Sequence[tuple[StepDevice, Detection]]
+) -> None:
+    """Writes a round's intervals (each replacing its earlier self), deletes the open ones
+    that are gone and keeps each device's state: a statement per table."""
+    rows = [
+        interval_row(device, i) for device, detection in detections for i in detection.intervals
+    ]
+    gone = [
+        interval_id(device, kind, start)
+        for device, detection in detections
+        for kind, start in detection.gone
+    ]
+    connection = await session.connection()
+    if gone:
+        await session.execute(delete(TripInterval).where(TripInterval.id.in_(gone)))
+    if rows:
+        await bulk.write_rows(connection, TripInterval.__table__, rows, update_on=("id",))
+    now = utcnow()
+    states = [
+        {"device_id": device.id, "state": detection.state.to_json(), "updated_at": now}
+        for device, detection in detections
+    ]
+    if states:
+        table = TripDetectorState.__table__
+        await bulk.write_rows(connection, table, states, update_on=("device_id",))
+
+
+def interval_row(device: StepDevice, interval: Interval) -> dict[str, Any]:
+    kind = interval.kind.value
+    return {
+        "id": interval_id(device, kind, interval.start_us),
+        "device_id": device.id,
+        "kind": kind,
+        "start_time": message_columns.time_of(interval.start_us),
+        "end_time": message_columns.time_of(interval.end_us),
+        "start_lat": interval.start_lat,
+        "start_lon": interval.start_lon,
+        "end_lat": interval.end_lat,
+        "end_lon": interval.end_lon,
+        "distance_m": interval.distance_m,
+        "max_speed": interval.max_speed,
+        "avg_speed": interval.avg_speed,
+        "open": interval.open,
+        "resume_state": None if interval.checkpoint is None else interval.checkpoint.to_json(),
+    }
+
+
+async def rewind(session: AsyncSession, device: StepDevice, from_time: datetime) -> datetime:
+    """Late data from `from_time` on: deletes the intervals from the start of the latest trip
+    before it on, puts back the detector's state at that start, and returns the time after
+    which the messages are to be detected again (from the beginning when no trip began
+    before it)."""
+    statement = (
+        select(TripInterval.start_time, TripInterval.resume_state)
+        .where(
+            TripInterval.device_id == device.id,
+            TripInterval.kind == Kind.TRIP.value,
+            TripInterval.start_time < from_time,
+        )
+        .order_by(TripInterval.start_time.desc())
+        .limit(1)
+    )
+    found = (await session.execute(statement)).one_or_none()
+    trips = []
+    if found is not None:
+        start_us = message_columns.time_us(found.start_time)
+        trips.append((start_us, DetectorState.from_json(found.resume_state)))
+    resume_us, state = resume_point(trips, message_columns.time_us(from_time))
+    intervals = delete(TripInterval).where(TripInterval.device_id == device.id)
+    if resume_us is None or state is None:
+        await session.execute(intervals)
+        await session.execute(
+            delete(TripDetectorState).where(TripDetectorState.device_id == device.id)
+        )
+        return EARLIEST
+    start = message_columns.time_of(resume_us)
+    await session.execute(intervals.where(TripInterval.end_time >= start))
+    row = {"device_id": device.id, "state": state.to_json(), "updated_at": utcnow()}
+    table = TripDetectorState.__table__
+    await bulk.write_rows(await session.connection(), table, [row], update_on=("device_id",))
+    return start + _MICROSECOND
+
+
+def _chunks(ids: list[str]) -> list[list[str]]:
+    return [
+        ids[start : start + DEVICES_PER_QUERY] for start in range(0, len(ids), DEVICES_PER_QUERY)
+    ]
