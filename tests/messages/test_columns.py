@@ -1,6 +1,6 @@
 """Messages as columns: `columns.read` gives what `from_messages` makes of the stored messages,
 whether a day comes from the column store or from the rows, through late data, duplicates,
-filtered messages, retention, and writers that never told the column store anything."""
+filtered messages and retention."""
 
 import asyncio
 import math
@@ -26,7 +26,7 @@ Result = TypeVar("Result")
 BASE = datetime(2026, 3, 1, tzinfo=UTC)
 DAYS = 4
 PARAMS = ("ign", "fuel", "custom_level", "note", "absent")
-# After every day of the histories: the builder takes every stale day as over.
+# After every day of the histories.
 LATER = BASE + timedelta(days=DAYS + 30)
 
 
@@ -124,18 +124,18 @@ class History:
     seq: int
     newest: datetime | None = None
 
-    async def store(self, batch: list[Message], *, tell_column_store: bool = True) -> None:
+    async def store(self, batch: list[Message]) -> None:
+        """As the intake stores a batch (`ingest.pipeline`): the rows, then the note."""
         async with system_session(self.sessions) as session:
             await messages.insert_rows(session, [messages.to_row(self.seq, m) for m in batch])
-            if tell_column_store:
-                stored = message_columns.StoredBatch(self.seq, batch, self.newest)
-                await message_columns.note_stored(session, [stored])
+            stored = message_columns.StoredBatch(self.seq, batch, self.newest)
+            await message_columns.note_stored(session, [stored])
         valid = [m.device_time for m in batch if not m.filtered]
         if valid and (self.newest is None or max(valid) > self.newest):
             self.newest = max(valid)
 
     async def build(self) -> None:
-        await column_builder.build_once(self.sessions, now=LATER, pause_seconds=0)
+        await column_builder.build_once(self.sessions, limit=10**6, pause_seconds=0)
 
     async def retain(self, cutoff: datetime) -> None:
         # The retention job's own per-device loop, for this device only (the shared test
@@ -228,9 +228,6 @@ def message(draw: st.DrawFn) -> Message:
 operations = st.lists(
     st.one_of(
         st.tuples(st.just("store"), st.lists(message(), min_size=1, max_size=30)),
-        # A writer that does not tell the column store (an import, say): the reads must not
-        # depend on being told.
-        st.tuples(st.just("store quietly"), st.lists(message(), min_size=1, max_size=5)),
         st.tuples(st.just("build"), st.none()),
         st.tuples(st.just("retain"), minutes),
         st.tuples(st.just("check"), st.tuples(st.one_of(st.none(), minutes), minutes)),
@@ -253,8 +250,6 @@ def test_read_is_what_the_stored_messages_give(
         for operation, argument in history:
             if operation == "store":
                 await device.store(argument)
-            elif operation == "store quietly":
-                await device.store(argument, tell_column_store=False)
             elif operation == "build":
                 await device.build()
             elif operation == "retain":
@@ -303,35 +298,42 @@ def test_days_that_are_over_are_read_from_their_chunks(
         await device.store(reports(BASE, 3 * 288, timedelta(minutes=5)))
         await device.check(None, LATER)
         assert await chunk_days(device) == []  # nothing packed yet
-        await column_builder.build_once(device.sessions, now=BASE + 3 * day, pause_seconds=0)
+        await device.build()
         # The last day is the device's current one: a later day follows the first two.
         assert await chunk_days(device) == [BASE, BASE + day]
         await device.check(None, LATER)
         await device.check(BASE + timedelta(hours=5), BASE + day + timedelta(hours=7))
 
-        # A black box into the first day: its chunk no longer holds the day, the read takes the
-        # rows, and the builder packs the day again.
+        # A black box into the first day: the days from then on are read from the rows until
+        # the builder has packed the first again and seen that the second is as it was.
         late = reports(BASE + timedelta(minutes=2), 3, timedelta(hours=1), from_black_box=True)
         await device.store(late)
-        assert await chunk_days(device) == [BASE + day]
+        assert await chunk_days(device) == []
         await device.check(None, LATER)
-        await column_builder.build_once(device.sessions, now=BASE + 3 * day, pause_seconds=0)
+        await device.build()
         assert await chunk_days(device) == [BASE, BASE + day]
         await device.check(None, LATER)
 
-        # A row nobody told the column store about: the count tells.
-        await device.store(
-            reports(BASE + day + timedelta(minutes=1), 1, day), tell_column_store=False
-        )
+        # A resend of a stored message (the first one stored stays).
+        again = reports(BASE + day, 1, day, from_black_box=True)
+        again[0].params["fuel"] = 99.5
+        await device.store(again)
         assert await chunk_days(device) == [BASE]
+        await device.check(None, LATER)
+        await device.build()
+        assert await chunk_days(device) == [BASE, BASE + day]
         await device.check(None, LATER)
 
         # Retention through the first day: its chunk goes with the rows, and comes back packed
         # from what remains.
         await device.retain(BASE + timedelta(hours=12))
+        assert await chunk_days(device) == [BASE + day]
         await device.check(None, LATER)
-        await column_builder.build_once(device.sessions, now=LATER, pause_seconds=0)
-        assert BASE in await chunk_days(device)
+        await device.build()
+        assert await chunk_days(device) == [BASE, BASE + day]
+        await device.check(None, LATER)
+        await device.retain(BASE + day + timedelta(seconds=1))
+        assert await chunk_days(device) == []
         await device.check(None, LATER)
 
     with_device(server, tenant, play)
@@ -343,9 +345,9 @@ def test_a_builder_that_read_before_a_change_stores_nothing(
     async def play(device: History) -> None:
         await device.store(reports(BASE, 2 * 288, timedelta(minutes=5)))
         async with system_session(device.sessions) as session:
-            waiting = await column_store.waiting_days(session, LATER, 100_000)
+            waiting = await column_store.waiting_days(session, 100_000)
         mine = [day for day in waiting if day.device_seq == device.seq]
-        assert [day.start for day in mine] == [BASE, BASE + timedelta(days=1)]
+        assert [day.start for day in mine] == [BASE]  # the second is the device's current day
         # Late data lands after the builder read the day's version...
         await device.store(reports(BASE + timedelta(seconds=1), 1, timedelta(hours=1)))
         # ...so what it packed from the rows it read then is not stored.
@@ -366,19 +368,20 @@ def test_the_intake_notes_a_day_once_and_late_data_as_it_comes(
         await device.store(first[:12])
         await device.store(first[12:])
         await device.build()
-        assert await chunk_days(device) == [BASE, BASE + timedelta(days=1)]
+        assert await chunk_days(device) == [BASE]
         await device.check(None, LATER)
-        # Filtered messages alone open no day (a day of them is read from the rows).
+        # Filtered messages alone open no day (a day of them is read from the rows)...
         three = reports(BASE + timedelta(days=2), 3, timedelta(minutes=1), filtered=True)
         await device.store(three)
         await device.build()
-        assert await chunk_days(device) == [BASE, BASE + timedelta(days=1)]
+        assert await chunk_days(device) == [BASE]
         await device.check(None, LATER)
-        # A late filtered message still marks its day to be checked.
+        # ...but a late one marks its day stale like any other.
         await device.store(reports(BASE + timedelta(hours=2), 1, timedelta(0), filtered=True))
-        assert await chunk_days(device) == [BASE + timedelta(days=1)]
+        assert await chunk_days(device) == []
+        await device.check(None, LATER)
         await device.build()
-        assert await chunk_days(device) == [BASE, BASE + timedelta(days=1)]
+        assert await chunk_days(device) == [BASE]
         await device.check(None, LATER)
 
     with_device(server, tenant, play)

@@ -8,12 +8,10 @@ SQLite, for the writer lock (held only for the one UPDATE that stores a chunk).
 
 import asyncio
 import logging
-from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleetplane.core.db import system_session, writer_session
-from fleetplane.core.timeutil import utcnow
 from fleetplane.messages import column_store, columns
 from fleetplane.messages.column_store import WaitingDay
 
@@ -39,14 +37,13 @@ async def build_forever(
 
 async def build_once(
     sessions: async_sessionmaker[AsyncSession],
-    now: datetime | None = None,
     limit: int = DAYS_PER_PASS,
     pause_seconds: float = PAUSE_BETWEEN_DAYS_SECONDS,
 ) -> int:
     """Packs, or confirms, up to `limit` stale days that are over; how many it did (a day
     that changed meanwhile is left stale for the next pass)."""
     async with system_session(sessions) as session:
-        waiting = await column_store.waiting_days(session, now or utcnow(), limit)
+        waiting = await column_store.waiting_days(session, limit)
     done = 0
     for day in waiting:
         done += await build_day(sessions, day)

@@ -32,8 +32,9 @@ import numpy.typing as npt
 import zstandard
 
 FORMAT_VERSION = 1
-# Slower to write than the default level, and about 10% smaller; reading is as fast.
-COMPRESSION_LEVEL = 19
+# Measured on the simulated days: 3.94 bytes a message at 6.4 µs to pack, against 4.26 at
+# 1.5 µs (level 9) and 3.95 at 13 µs (level 19); unpacking is as fast at every level.
+COMPRESSION_LEVEL = 15
 MAX_DECIMALS = 9
 # An integer m whose float m / 10**d reads back exactly, whatever the float operations.
 _EXACT_INTEGER_LIMIT = 2.0**53

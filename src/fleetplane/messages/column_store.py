@@ -2,20 +2,26 @@
 device-year reads as a few hundred chunks instead of millions of rows (docs/decisions.md, "A
 column store for analytics").
 
-The rows stay the truth; a chunk is derived from them and is used by `columns.read` only while
-its day still holds the rows it was packed from, which the read checks by counting them (rows
-are only ever added, except by retention, which drops or empties the chunks of the days it
-touches in its own transaction). Who keeps the chunks fresh:
+The rows stay the truth; a chunk is derived from them, and `columns.read` uses it only while it
+is not `stale`. What keeps that exact, each in the transaction that changes the rows:
 
-- the intake notes, in its transaction, each day a device's valid messages reach for the
-  first time (a row, `stale`), and on late data marks the device's days from then on stale
-  again (`messages.processor.note_stored`: a comparison per message, a write per device-day
-  or late batch);
-- the builder (`column_builder`, beside the intake, like retention) packs the stale days that are
-  over, a day per short transaction: it counts the day's rows, and if they are what the chunk
-  holds it only clears `stale`, else it reads them and packs them anew. A chunk is stored only
-  if its row's `version` is still the one read before the rows were: any change in between
-  (late data, retention) raised it.
+- the intake (`messages.processor.note_stored`) notes each day a device's valid messages reach
+  for the first time (a row, `stale`), and on late data marks the device's days from the late
+  message's time on stale again, raising their `version`; a comparison per message, a write
+  per device-day or late batch. A day is packed only once a later day of its device has been
+  noted, so the live state is past it, and anything stored into it afterwards is late;
+- retention (`forget_before`) drops the chunks of the days it deletes and empties the day it
+  cuts through;
+- a device's chunks go with the device (foreign key, cascade).
+
+The intake is the one writer of messages: a new writer stores through the same two calls
+(`messages.service.insert_rows`, then `note_stored`), in one transaction.
+
+The builder (`column_builder`, beside the intake, like retention) packs the stale days that
+are over, a day per short transaction: it counts the day's rows, and if they are what the
+chunk holds it only clears `stale` (a resend of a stored message), else it reads them and packs
+them anew. A chunk is stored only if its row's `version` is still the one read before the rows
+were: a change in between raised it.
 """
 
 from collections.abc import Iterable, Sequence
@@ -23,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, exists, func, or_, select, update
+from sqlalchemy import CursorResult, delete, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -31,9 +37,6 @@ from fleetplane.core import bulk
 from fleetplane.messages.models import MessageColumnsChunk, StoredMessage
 
 DAY = timedelta(days=1)
-# A day no later day of its device follows is packed this long after it ended (a device that
-# fell silent); one that a later day follows, at once.
-QUIET_DAY_GRACE = timedelta(hours=1)
 
 _Chunk = MessageColumnsChunk
 
@@ -113,7 +116,7 @@ async def forget_before(
 
 @dataclass(frozen=True, slots=True)
 class StoredChunk:
-    """A chunk that still holds every row of its day."""
+    """A chunk that holds every row of its day."""
 
     start: datetime
     end: datetime
@@ -123,22 +126,12 @@ class StoredChunk:
 async def current_chunks(
     session: AsyncSession, device_seq: int, *, after: datetime | None, until: datetime
 ) -> list[StoredChunk]:
-    """The device's chunks of the days that meet (after, until], oldest first, that hold what
-    the rows of their day hold now: their rows are counted in the same statement."""
-    stored = (
-        select(func.count())
-        .where(
-            StoredMessage.device_seq == _Chunk.device_seq,
-            StoredMessage.device_time >= _Chunk.period_start,
-            StoredMessage.device_time < _Chunk.period_end,
-        )
-        .scalar_subquery()
-    )
-    statement = select(
-        _Chunk.period_start, _Chunk.period_end, _Chunk.message_count, _Chunk.packed, stored
-    ).where(
+    """The device's chunks that are not stale, of the days that meet (after, until], oldest
+    first."""
+    statement = select(_Chunk.period_start, _Chunk.period_end, _Chunk.packed).where(
         _Chunk.device_seq == device_seq,
         _Chunk.packed.is_not(None),
+        _Chunk.stale.is_(False),
         _Chunk.period_start <= until,
     )
     if after is not None:
@@ -146,8 +139,8 @@ async def current_chunks(
     statement = statement.order_by(_Chunk.period_start)
     return [
         StoredChunk(start, end, packed)
-        for start, end, count, packed, rows in await session.execute(statement)
-        if packed is not None and count == rows
+        for start, end, packed in await session.execute(statement)
+        if packed is not None
     ]
 
 
@@ -166,9 +159,11 @@ class WaitingDay:
     has_chunk: bool
 
 
-async def waiting_days(session: AsyncSession, now: datetime, limit: int) -> list[WaitingDay]:
-    """Stale days that are over: a later day of the device follows, or the device has been
-    quiet since it ended (QUIET_DAY_GRACE); oldest first."""
+async def waiting_days(session: AsyncSession, limit: int) -> list[WaitingDay]:
+    """Stale days that are over, oldest first: a later day of the device has been noted, so
+    the device's live state is past them and whatever the intake stores into them from now on
+    is late, and marks them stale again (a device's newest day is never over: a device that
+    fell silent has that one day read from the rows)."""
     later = aliased(_Chunk)
     followed = exists().where(
         later.device_seq == _Chunk.device_seq, later.period_start > _Chunk.period_start
@@ -182,7 +177,7 @@ async def waiting_days(session: AsyncSession, now: datetime, limit: int) -> list
             _Chunk.message_count,
             _Chunk.packed.is_not(None),
         )
-        .where(_Chunk.stale, or_(_Chunk.period_end <= now - QUIET_DAY_GRACE, followed))
+        .where(_Chunk.stale, followed)
         .order_by(_Chunk.period_start)
         .limit(limit)
     )

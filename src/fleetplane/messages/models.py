@@ -58,11 +58,10 @@ class DriverChatMessage(Base):
 
 class MessageColumnsChunk(Base):
     """One device-day of messages as packed columns (`messages.column_chunks`), for reads of
-    many messages at once (`messages.columns.read`). Derived from the `messages` rows and
-    checked against them on every read: a chunk is used only while the day still holds
-    `message_count` rows (rows are only ever added, except by retention, which drops or
-    empties the chunks it touches in the same transaction). See docs/decisions.md, "A column
-    store for analytics"."""
+    many messages at once (`messages.columns.read`). Derived from the `messages` rows, and
+    used only while not `stale`: whatever changes the day's rows marks it stale in the same
+    transaction (`messages.column_store` says who). See docs/decisions.md, "A column store for
+    analytics"."""
 
     __tablename__ = "message_columns"
     __table_args__ = (
@@ -79,11 +78,11 @@ class MessageColumnsChunk(Base):
     device_seq: Mapped[int] = mapped_column(Integer, ForeignKey("devices.seq", ondelete="CASCADE"))
     period_start: Mapped[datetime] = mapped_column(UTCDateTime())
     period_end: Mapped[datetime] = mapped_column(UTCDateTime())
-    # Set when the day may have changed since the chunk was packed (new rows, a rewind):
+    # Set while the chunk may not hold the day's rows (none packed yet, late data, retention):
     # the builder counts the day's rows again and packs it anew if they differ.
     stale: Mapped[bool] = mapped_column(Boolean)
     # Raised by every change of `stale` or the chunk, so that a builder that read the day
-    # before a change does not store what it packed from the rows it read.
+    # before a change does not store what it packed from the rows it read then.
     version: Mapped[int] = mapped_column(Integer)
-    message_count: Mapped[int | None] = mapped_column(Integer)
+    message_count: Mapped[int | None] = mapped_column(Integer)  # rows packed
     packed: Mapped[bytes | None] = mapped_column(LargeBinary)

@@ -36,10 +36,14 @@ async def note_stored(session: AsyncSession, batches: Iterable[StoredBatch]) -> 
 
 
 def _late_and_new(batch: StoredBatch) -> tuple[datetime | None, list[datetime]]:
-    """(the oldest message time not newer than the newest before, the days to note: of the
-    valid messages, those outside the day of the newest before)."""
+    """(the oldest late message time: not newer than the newest before, and the days to
+    note: of the valid messages, those outside the day of the newest before)."""
     before = batch.newest_before
-    late = None
+    # A device without a live state has no packed day, unless its state was lost: then all
+    # of the batch counts as late, which only costs checking its days again.
+    late = (
+        None if before is not None else min((m.device_time for m in batch.messages), default=None)
+    )
     outside: list[datetime] = []
     day_start = day_of(before) if before is not None else None
     for message in batch.messages:
