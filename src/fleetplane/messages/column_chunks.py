@@ -6,8 +6,9 @@ stays -0.0, every other float keeps its bits).
 A chunk is `version, message count, column count`, then per column: its name, whether it is a
 field or a parameter, its form, and its data (zstd). The forms:
 
-- INTEGERS: the first value, then the differences to the next (int64 arithmetic, which wraps
-  and unwraps alike), stored in the narrowest integer type that holds them;
+- INTEGERS: the first and last values, then the differences to the next (int64 arithmetic,
+  which wraps and unwraps alike), zigzagged when some are negative, in the narrowest unsigned
+  type that holds them;
 - DECIMALS: a float column whose values are all `m / 10**d` exactly, for one d in 0..9 (what
   devices send: whole km/h, 0.9 HDOP, 1e-7 degrees): the integers m as INTEGERS, d, and which
   values are missing (NaN);
@@ -16,9 +17,9 @@ field or a parameter, its form, and its data (zstd). The forms:
 - FLAGS: a boolean column, one bit per value.
 
 Integers are stored least significant byte of every value first, then the next byte of every
-value (byte planes), which is what lets the compressor see that the high bytes of small
-differences are all 0 or all 255. Measured on the simulated trackers' days
-(docs/decisions.md, "A column store for analytics"): about 4 bytes per message.
+value (byte planes), which lets the compressor see that the high bytes of small differences
+are all zero. Measured on the simulated trackers' days (docs/decisions.md, "A column store for
+analytics"): about 3.7 bytes per message.
 """
 
 import struct
@@ -39,10 +40,11 @@ MAX_DECIMALS = 9
 # An integer m whose float m / 10**d reads back exactly, whatever the float operations.
 _EXACT_INTEGER_LIMIT = 2.0**53
 _HEADER = struct.Struct("<BII")  # version, message count, column count
-# name length, role, form, decimals, width, missing, first and last (integers forms)
+# name length, role, form, decimals, coding (`_integers`), missing, first and last values
 _COLUMN = struct.Struct("<IBBBBBqq")
 _LENGTH = struct.Struct("<I")
 _WIDTHS = (1, 2, 4, 8)
+ZIGZAG = 16  # in a column's coding, beside its width
 
 Array = npt.NDArray[Any]
 
@@ -178,24 +180,27 @@ def _last_present(missing: npt.NDArray[np.bool_]) -> npt.NDArray[np.intp]:
 
 
 def _integers(values: npt.NDArray[np.int64]) -> tuple[int, int, int, bytes]:
-    """(first value, last value, width in bytes, the byte planes of the differences)."""
+    """(first value, last value, coding, the byte planes of the differences). The coding is
+    the width in bytes of each difference, plus ZIGZAG when they are stored zigzagged: when
+    some are negative, so that -1 is 1 and 1 is 2 (small either way, where the plain two's
+    complement of a small negative number is all high bytes 255); a column that only grows
+    (time, odometer) keeps its differences as they are."""
     if len(values) == 0:
         return 0, 0, 1, b""
-    differences = np.diff(values)
-    width = _width(differences)
-    planes = _byte_planes(differences.astype(f"<i{width}"))
-    return int(values[0]), int(values[-1]), width, planes
+    differences = np.diff(values)  # wraps round in int64, and unwraps alike
+    coding = 0
+    if len(differences) and differences.min() < 0:
+        differences = (differences << 1) ^ (differences >> 63)
+        coding = ZIGZAG
+    unsigned = differences.view(np.uint64)
+    width = _width(unsigned)
+    planes = _byte_planes(unsigned.astype(f"<u{width}"))
+    return int(values[0]), int(values[-1]), width | coding, planes
 
 
-def _width(values: npt.NDArray[np.int64]) -> int:
-    if len(values) == 0:
-        return 1
-    low, high = int(values.min()), int(values.max())
-    for width in _WIDTHS:
-        limit = 1 << (8 * width - 1)
-        if -limit <= low and high < limit:
-            return width
-    raise AssertionError("an int64 fits 8 bytes")
+def _width(values: npt.NDArray[np.uint64]) -> int:
+    high = int(values.max()) if len(values) else 0
+    return next(width for width in _WIDTHS if high < 1 << (8 * width))
 
 
 def _byte_planes(values: Array) -> bytes:
@@ -253,7 +258,11 @@ class _Column:
         if count:
             out[0] = self.first
             data = decompressor.decompress(self.data) if count > 1 else b""
-            out[1:] = _from_byte_planes(data, f"<i{self.width}", count - 1)
+            width = self.width & ~ZIGZAG
+            stored = _from_byte_planes(data, f"<u{width}", count - 1).astype(np.uint64)
+            if self.width & ZIGZAG:
+                stored = (stored >> np.uint64(1)) ^ (np.uint64(0) - (stored & np.uint64(1)))
+            out[1:] = stored.view(np.int64)
 
     def missing_values(
         self, decompressor: zstandard.ZstdDecompressor, count: int
