@@ -199,8 +199,7 @@ async def _build(
         )
     console.print(f"packing {days} days (column_builder.build_once)")
     began = time.perf_counter()
-    later = last + timedelta(days=1)
-    await column_builder.build_once(sessions, now=later, limit=days, pause_seconds=0)
+    await column_builder.build_once(sessions, limit=days, pause_seconds=0)
     return time.perf_counter() - began
 
 

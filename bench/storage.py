@@ -265,21 +265,17 @@ async def _pack_columns(settings: Settings, console: Console) -> None:
                 )
             )
             days = []
-            newest = None
             for seq, first, last in spans:
                 first, last = _as_time(first), _as_time(last)
-                newest = last if newest is None else max(newest, last)
                 day = column_store.day_of(first)
                 while day <= last:
                     days.append((seq, day))
                     day += column_store.DAY
             await column_store.note_days(session, days)
-        if newest is None:
+        if not days:
             return
         began = time.perf_counter()
-        packed = await column_builder.build_once(
-            sessions, now=newest, limit=len(days), pause_seconds=0
-        )
+        packed = await column_builder.build_once(sessions, limit=len(days), pause_seconds=0)
         seconds = time.perf_counter() - began
         console.print(
             f"column store: {len(days)} device-days noted, {packed} packed in {seconds:.0f} s"
