@@ -60,12 +60,32 @@ def chunk_columns(draw: st.DrawFn) -> dict[str, Any]:
             ],
             np.float64,
         ),
+        "lon": np.array(draw(coordinates(count)), np.float64),
         "filtered": np.array(draw(st.lists(st.booleans(), min_size=count, max_size=count)), bool),
         "fuel": np.array(
             draw(st.lists(st.one_of(st.just(math.nan), floats), min_size=count, max_size=count)),
             np.float64,
         ),
     }
+
+
+def coordinates(count: int) -> st.SearchStrategy[list[float]]:
+    """Stored coordinates: on an NMEA tracker's lattice of 1/10**p minute (as the protocol
+    decoder and the row make them), or any 1e-7 degree, NaN where missing."""
+
+    def on_lattice(steps: list[int], decimals: int) -> list[float]:
+        return [round(k / (60 * 10**decimals) * 1e7) / 1e7 for k in steps]
+
+    step = st.integers(-180 * 60 * 10**5, 180 * 60 * 10**5)
+    lattice = st.builds(
+        on_lattice, st.lists(step, min_size=count, max_size=count), st.sampled_from([3, 4, 5])
+    )
+    anywhere = st.lists(
+        st.one_of(st.integers(-(18 * 10**8), 18 * 10**8).map(lambda n: n / 1e7), st.just(math.nan)),
+        min_size=count,
+        max_size=count,
+    )
+    return st.one_of(lattice, anywhere)
 
 
 def same(mine: np.ndarray, theirs: np.ndarray) -> bool:
@@ -79,7 +99,13 @@ def test_chunks_unpack_to_the_very_arrays_they_were_packed_from(
 ) -> None:
     packed = [
         column_chunks.pack(
-            {"time_us": c["time"], "speed": c["speed"], "lat": c["lat"], "filtered": c["filtered"]},
+            {
+                "time_us": c["time"],
+                "speed": c["speed"],
+                "lat": c["lat"],
+                "lon": c["lon"],
+                "filtered": c["filtered"],
+            },
             {"fuel": c["fuel"]} if i % 2 == 0 else {},
             c["count"],
         )
@@ -90,15 +116,33 @@ def test_chunks_unpack_to_the_very_arrays_they_were_packed_from(
         assert same(alone.fields["time_us"], chunk["time"])
         assert same(alone.fields["speed"], chunk["speed"])
         assert same(alone.fields["lat"], chunk["lat"])
+        assert same(alone.fields["lon"], chunk["lon"])
         assert same(alone.fields["filtered"], chunk["filtered"])
     together = column_chunks.unpack_many(packed, ["fuel", "absent"])
     assert same(together.fields["time_us"], np.concatenate([c["time"] for c in chunks]))
     assert same(together.fields["speed"], np.concatenate([c["speed"] for c in chunks]))
     assert same(together.fields["lat"], np.concatenate([c["lat"] for c in chunks]))
+    assert same(together.fields["lon"], np.concatenate([c["lon"] for c in chunks]))
     assert same(together.fields["filtered"], np.concatenate([c["filtered"] for c in chunks]))
     fuel = [c["fuel"] if i % 2 == 0 else np.full(c["count"], np.nan) for i, c in enumerate(chunks)]
     assert same(together.params["fuel"], np.concatenate(fuel))
     assert "absent" not in together.params
+
+
+def test_coordinates_of_nmea_trackers_are_stored_as_steps_of_their_minutes() -> None:
+    steps = np.arange(33_000_000, 33_000_000 + 500 * 7, 7)  # 1/10,000 minute each
+    lat = np.array([round(k / 600_000 * 1e7) / 1e7 for k in steps])
+    lat[3] = np.nan
+    any_degrees = lat.copy()
+    any_degrees[5] += 1e-7  # off the lattice
+    on, off = (
+        column_chunks.pack({"lat": values}, {}, len(values)) for values in (lat, any_degrees)
+    )
+    assert len(on) < len(off)
+    assert same(column_chunks.unpack(on).fields["lat"], lat)
+    assert same(column_chunks.unpack(off).fields["lat"], any_degrees)
+    together = column_chunks.unpack_many([on, off, on])
+    assert same(together.fields["lat"], np.concatenate([lat, any_degrees, lat]))
 
 
 def test_a_chunk_of_a_newer_format_is_refused() -> None:

@@ -12,6 +12,9 @@ field or a parameter, its form, and its data (zstd). The forms:
 - DECIMALS: a float column whose values are all `m / 10**d` exactly, for one d in 0..9 (what
   devices send: whole km/h, 0.9 HDOP, 1e-7 degrees): the integers m as INTEGERS, d, and which
   values are missing (NaN);
+- MINUTES: a DECIMALS column of 1e-7 degrees whose values all lie on the lattice of
+  1/10**p of a minute (p in 3..5: the `DDMM.MMMM` of NMEA trackers): the lattice's integers
+  as INTEGERS, and p (their differences are 17 to 1,700 times smaller than in 1e-7 degree);
 - DOUBLES: any other float column (a product such as knots * 1.852, -0.0, infinities): the 8
   bytes of each value;
 - FLAGS: a boolean column, one bit per value.
@@ -59,6 +62,14 @@ class Form(IntEnum):
     DECIMALS = 1
     DOUBLES = 2
     FLAGS = 3
+    MINUTES = 4
+
+
+_INTEGER_CODED = (Form.INTEGERS, Form.DECIMALS, Form.MINUTES)
+# Coordinates of NMEA trackers (Wialon IPS among them) are whole 1/10**p of a minute, p in
+# 3..5: a lattice of 1.67 (p = 5) to 167 (p = 3) steps of the stored 1e-7 degree.
+_MINUTE_DECIMALS = (3, 4, 5)
+_COORDINATE_DECIMALS = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +146,10 @@ def _pack_column(
         else:
             form = Form.DECIMALS
             decimals, integers, missing = found
+            on_lattice = _as_minutes(decimals, integers)
+            if on_lattice is not None:
+                form = Form.MINUTES
+                decimals, integers = on_lattice
             first, last, width, data = _integers(integers)
     encoded_name = name.encode()
     has_missing = missing is not None and bool(missing.any())
@@ -170,6 +185,40 @@ def _as_decimals(
                 integers = integers[_last_present(missing)]
             return decimals, integers, missing
     return None
+
+
+def _as_minutes(
+    decimals: int, integers: npt.NDArray[np.int64]
+) -> tuple[int, npt.NDArray[np.int64]] | None:
+    """(p, k): the values m / 10**decimals as the integers k of 1/10**p minute, with the
+    fewest p that gives every m back through `_minutes_to_coordinate` and makes the integers
+    smaller (its step is more than one of m's); None when none does."""
+    if decimals > _COORDINATE_DECIMALS or len(integers) == 0:
+        return None
+    scale = 10 ** (_COORDINATE_DECIMALS - decimals)
+    if int(np.abs(integers).max()) * scale >= _EXACT_INTEGER_LIMIT:
+        return None
+    coordinates = integers * scale
+    for minute_decimals in _MINUTE_DECIMALS:
+        if _minute_step(minute_decimals) <= scale:
+            continue
+        steps = np.round(coordinates / _minute_step(minute_decimals)).astype(np.int64)
+        if np.array_equal(_minutes_to_coordinate(steps, minute_decimals), coordinates):
+            return minute_decimals, steps
+    return None
+
+
+def _minute_step(minute_decimals: int) -> float:
+    """1/10**p minute in 1e-7 degree."""
+    return 10.0**_COORDINATE_DECIMALS / (60 * 10**minute_decimals)
+
+
+def _minutes_to_coordinate(
+    steps: npt.NDArray[np.int64], minute_decimals: int
+) -> npt.NDArray[np.int64]:
+    """The 1e-7 degrees of the lattice's integers: the one computation packing checks and
+    unpacking repeats."""
+    return np.round(steps.astype(np.float64) * _minute_step(minute_decimals)).astype(np.int64)
 
 
 def _last_present(missing: npt.NDArray[np.bool_]) -> npt.NDArray[np.intp]:
@@ -240,11 +289,18 @@ class _Column:
         np.cumsum(integers, out=integers)  # wraps as the differences did
         if self.form == Form.INTEGERS:
             return integers
-        floats = integers.astype(np.float64) / 10.0**self.decimals
+        floats = self.to_floats(integers)
         missing = self.missing_values(decompressor, count)
         if missing is not None:
             floats[missing] = np.nan
         return floats
+
+    def to_floats(self, integers: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+        """The values of the integers of a DECIMALS or MINUTES column."""
+        if self.form == Form.MINUTES:
+            coordinates = _minutes_to_coordinate(integers, self.decimals)
+            return coordinates.astype(np.float64) / 10.0**_COORDINATE_DECIMALS
+        return integers.astype(np.float64) / 10.0**self.decimals
 
     def flags(self, decompressor: zstandard.ZstdDecompressor, count: int) -> Array:
         data = decompressor.decompress(self.data) if count else b""
@@ -253,7 +309,7 @@ class _Column:
     def differences_into(
         self, decompressor: zstandard.ZstdDecompressor, out: npt.NDArray[np.int64]
     ) -> None:
-        """The first value, then the differences (INTEGERS, DECIMALS), into `out`."""
+        """The first value, then the differences (the integer-coded forms), into `out`."""
         count = len(out)
         if count:
             out[0] = self.first
@@ -303,7 +359,7 @@ def _joined(
             [c.flags(decompressor, n) for c, n in zip(columns, counts, strict=True) if c]
             or [np.zeros(0, np.bool_)]
         )
-    if not all(c is not None and c.form in (Form.INTEGERS, Form.DECIMALS) for c in columns):
+    if not all(c is not None and c.form in _INTEGER_CODED for c in columns):
         return np.concatenate(
             [
                 np.full(n, np.nan) if c is None else c.values(decompressor, n)
@@ -327,17 +383,16 @@ def _joined(
     first = columns[0]
     if first is None or first.form == Form.INTEGERS:
         return integers
-    floats = integers.astype(np.float64)
-    scales = {c.decimals for c in columns if c is not None}
+    kinds = {(c.form, c.decimals) for c in columns if c is not None}
+    same_kind = len(kinds) == 1
+    floats = first.to_floats(integers) if same_kind else np.empty(total, dtype=np.float64)
     for column, start, end in zip(columns, starts, ends, strict=True):
         assert column is not None
-        if len(scales) > 1:
-            floats[start:end] /= 10.0**column.decimals
+        if not same_kind:
+            floats[start:end] = column.to_floats(integers[start:end])
         missing = column.missing_values(decompressor, end - start)
         if missing is not None:
             floats[start:end][missing] = np.nan
-    if len(scales) == 1:
-        floats /= 10.0 ** scales.pop()
     return floats
 
 
