@@ -9,10 +9,16 @@ the engine runs) are encoded as Wialon IPS `#D#` packets, or `#B#` black boxes a
 loss, decoded by the protocol decoder, turned into rows by `messages.service.to_row` and written
 by `messages.service.insert_rows` in batches that mix every device, as the pipeline's do.
 
+Then the column store (messages as packed columns per device-day, for analytics) is brought up
+to date as the server's builder would at the newest stored message: each device's days noted,
+as the intake notes them, and every day that is over packed (a day is over once a later day of
+its device has messages; each device's last day is still open).
+
 Then VACUUM ANALYZE, and the bytes per message of the heap, the free space and visibility maps,
-TOAST, the indexes and the total (pg_relation_size, pg_indexes_size, pg_total_relation_size),
-with the average width of each column. The same messages go into a temporary SQLite file too,
-measured with dbstat, for information (the budget is PostgreSQL's).
+TOAST, the indexes, the column store and the total (pg_relation_size, pg_indexes_size,
+pg_total_relation_size), with the average width of each column of the messages table. The
+same messages go into a temporary SQLite file too, measured with dbstat, for information (the
+budget is PostgreSQL's).
 """
 
 import asyncio
@@ -52,6 +58,7 @@ from fleetplane.core.db import (
 from fleetplane.core.db import session_factory as make_sessions
 from fleetplane.devices import service as devices
 from fleetplane.ingest.protocols.wialon_ips import decode_black_box, decode_extended_data
+from fleetplane.messages import column_builder, column_store
 from fleetplane.messages import service as messages
 from fleetplane.simulator.encoding import encode_black_box, encode_data
 from fleetplane.simulator.route import vehicle_fixes
@@ -118,11 +125,13 @@ async def _postgres_run(
     await _fresh_database(async_url, recreate, console)
     settings = Settings(database_url=async_url)
     await _store(settings, message_count, device_count, console)
+    await _pack_columns(settings, console)
     engine = create_async_engine(async_url, isolation_level="AUTOCOMMIT")
     try:
         async with engine.connect() as connection:
-            console.print("VACUUM ANALYZE messages")
+            console.print("VACUUM ANALYZE messages, message_columns")
             await connection.execute(text("VACUUM ANALYZE messages"))
+            await connection.execute(text("VACUUM ANALYZE message_columns"))
             return await _postgres_sizes(connection, make_url(async_url).database or "")
     finally:
         await engine.dispose()
@@ -167,7 +176,10 @@ async def _postgres_sizes(connection: Any, database: str) -> Sizes:
     heap, maps, toast, indexes, total = sizes
     parts = {"heap": heap, "free space + visibility maps": maps, "TOAST": toast}
     parts["indexes"] = indexes
-    return Sizes(f"PostgreSQL ({database})", rows, parts, total, await _column_widths(connection))
+    columns = await connection.scalar(text("SELECT pg_total_relation_size('message_columns')"))
+    parts["column store (message_columns, all forks)"] = columns
+    widths = await _column_widths(connection)
+    return Sizes(f"PostgreSQL ({database})", rows, parts, total + columns, widths)
 
 
 async def _column_widths(connection: Any) -> dict[str, float]:
@@ -199,6 +211,7 @@ async def _sqlite_run(message_count: int, device_count: int, console: Console) -
         path = Path(directory) / "bench.db"
         settings = Settings(database_url=f"sqlite+aiosqlite:///{path}")
         await _store(settings, message_count, device_count, console)
+        await _pack_columns(settings, console)
         engine = create_engine(settings)
         try:
             async with engine.connect() as connection:
@@ -216,9 +229,10 @@ async def _sqlite_sizes(connection: Any, path: Path) -> Sizes:
     try:
         result = await connection.execute(
             text(
-                "SELECT name, sum(pgsize) FROM dbstat WHERE name = 'messages'"
+                "SELECT name, sum(pgsize) FROM dbstat"
+                " WHERE name IN ('messages', 'message_columns')"
                 " OR name IN (SELECT name FROM sqlite_master"
-                "  WHERE type = 'index' AND tbl_name = 'messages')"
+                "  WHERE type = 'index' AND tbl_name IN ('messages', 'message_columns'))"
                 " GROUP BY name"
             )
         )
@@ -227,11 +241,54 @@ async def _sqlite_sizes(connection: Any, path: Path) -> Sizes:
         size = path.stat().st_size
         return Sizes("SQLite (whole file, no dbstat)", rows, {"file": size}, size, {})
     table = by_name.pop("messages", 0)
-    parts = {"table": table, "indexes": sum(by_name.values())}
-    return Sizes("SQLite (dbstat)", rows, parts, table + parts["indexes"], {})
+    columns = by_name.pop("message_columns", 0) + by_name.pop("ix_message_columns_stale", 0)
+    columns += sum(size for name, size in list(by_name.items()) if "message_columns" in name)
+    indexes = sum(size for name, size in by_name.items() if "message_columns" not in name)
+    parts = {"table": table, "indexes": indexes, "column store (message_columns)": columns}
+    return Sizes("SQLite (dbstat)", rows, parts, table + indexes + columns, {})
 
 
 # --- storing ------------------------------------------------------------------------------
+
+
+async def _pack_columns(settings: Settings, console: Console) -> None:
+    """The column store as the server keeps it, at the newest stored message: every device's
+    days noted, the days that are over packed."""
+    engine = create_system_engine(settings)
+    sessions = make_sessions(engine)
+    try:
+        async with system_session(sessions) as session:
+            spans = await session.execute(
+                text(
+                    "SELECT device_seq, min(device_time), max(device_time) FROM messages"
+                    " GROUP BY device_seq"
+                )
+            )
+            days = []
+            for seq, first, last in spans:
+                first, last = _as_time(first), _as_time(last)
+                day = column_store.day_of(first)
+                while day <= last:
+                    days.append((seq, day))
+                    day += column_store.DAY
+            await column_store.note_days(session, days)
+        if not days:
+            return
+        began = time.perf_counter()
+        packed = await column_builder.build_once(sessions, limit=len(days), pause_seconds=0)
+        seconds = time.perf_counter() - began
+        console.print(
+            f"column store: {len(days)} device-days noted, {packed} packed in {seconds:.0f} s"
+        )
+    finally:
+        await engine.dispose()
+
+
+def _as_time(value: Any) -> datetime:
+    """A device time as SQL hands back min/max: a datetime, or SQLite's text."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 async def _store(

@@ -18,7 +18,7 @@ from fleetplane.core.db import warn_if_superuser
 from fleetplane.core.errors import ApiError, install_error_handlers
 from fleetplane.core.middleware import BodyLimitMiddleware, RateLimitHeadersMiddleware
 from fleetplane.core.openapi import build_document
-from fleetplane.messages import retention
+from fleetplane.messages import column_builder, retention
 from fleetplane.registry import MODULES, STEPS, STUDIO_ROUTERS
 from fleetplane.runtime import Runtime
 from fleetplane.steps.contract import Step
@@ -56,6 +56,10 @@ def create_app(
                 settings.retention_interval_seconds,
             )
             tasks.append(asyncio.create_task(purge, name="retention"))
+            pack = column_builder.build_forever(
+                runtime.system_sessions, settings.column_build_interval_seconds
+            )
+            tasks.append(asyncio.create_task(pack, name="message-columns"))
         tasks += [asyncio.create_task(companion()) for companion in companions]
         try:
             yield

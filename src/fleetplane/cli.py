@@ -335,6 +335,34 @@ def bench_trips(
     raise typer.Exit(bench.main(message_count=messages, database_url=database_url, console=console))
 
 
+@bench_app.command("columns")
+def bench_columns(
+    days: Annotated[int, typer.Option(min=1, help="Days of 10 s reports of the device.")] = 365,
+    repeats: Annotated[int, typer.Option(min=1, help="Reads of the whole range.")] = 5,
+    reference_days: Annotated[
+        int, typer.Option(min=1, help="Days read from the rows alone, for comparison.")
+    ] = 7,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="Also on this PostgreSQL database, created for the run."),
+    ] = None,
+    recreate: Annotated[
+        bool, typer.Option(help="Drop that database first when it exists (a previous run's).")
+    ] = False,
+) -> None:
+    """A device-year read as numpy columns, SQLite and PostgreSQL (see docs/benchmarks.md)."""
+    bench = load_bench("columns")
+    code = bench.main(
+        days=days,
+        repeats=repeats,
+        reference_days=reference_days,
+        database_url=database_url,
+        recreate=recreate,
+        console=console,
+    )
+    raise typer.Exit(code)
+
+
 def load_bench(name: str) -> ModuleType:
     """Imports bench/NAME.py by path, once: bench/ is beside src/ in a checkout, absent from a
     wheel. The benchmarks load their shared helpers (bench/support.py) through it too."""

@@ -65,13 +65,20 @@ class Settings(BaseSettings):
     )
     gateway: bool = Field(
         default=True,
-        description="Run the device listeners (channels) and the retention job in this process.",
+        description="Run the device listeners (channels), the retention job and the column store's "
+        "builder in this process.",
     )
     default_retention_days: int = Field(
         default=365, ge=1, description="How long messages of devices of no customer are kept."
     )
     retention_interval_seconds: float = Field(
         default=3600, ge=1, description="How often expired messages are purged."
+    )
+    column_build_interval_seconds: float = Field(
+        default=60,
+        ge=0.01,
+        description="How often the days of messages that are over are packed as columns for "
+        "analytics (messages.column_builder); until then they are read from the rows",
     )
     step_retry_seconds: float = Field(
         default=5.0,

@@ -27,6 +27,7 @@ from fleetplane.core.files import FileStore
 from fleetplane.core.timeutil import utcnow
 from fleetplane.devices import processor as device_states
 from fleetplane.devices import service as devices
+from fleetplane.messages import processor as message_columns
 from fleetplane.messages import service as messages
 from fleetplane.steps import service as steps
 from fleetplane.steps.contract import NewMessages
@@ -159,6 +160,7 @@ class MessageStore:
             seqs = await devices.seqs_of(session, by_device)
             rows = [messages.to_row(seqs[p.device_id], m) for p in batch for m in p.messages]
             await messages.insert_rows(session, rows)
+            await message_columns.note_stored(session, _stored_batches(by_device, states, seqs))
             changed = await device_states.advance_states(session, by_device, states, rules)
             new: dict[str, NewMessages] = {}
             if self._step_runner is not None and self._step_runner.steps:
@@ -183,6 +185,19 @@ class MessageStore:
                     self._events.publish(device_states.state_changed(state), owner)
         except Exception:
             log.exception("announcing %d state changes failed", len(changed))
+
+
+def _stored_batches(
+    by_device: dict[str, list[Message]],
+    states: dict[str, dict[str, Any]],
+    seqs: dict[str, int],
+) -> list[message_columns.StoredBatch]:
+    batches = []
+    for device_id, batch in by_device.items():
+        state = states.get(device_id)
+        newest = None if state is None else state["last_message_at"]
+        batches.append(message_columns.StoredBatch(seqs[device_id], batch, newest))
+    return batches
 
 
 def _late_data(

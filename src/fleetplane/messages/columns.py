@@ -2,18 +2,21 @@
 detection, reports. One array per field, no Python object per message.
 
 Two ways in, with the same result: `from_messages` (the messages a pipeline step was handed)
-and `read` (a device's stored messages over a time range).
+and `read` (a device's stored messages over a time range). `read` takes the days the column
+store holds from their chunks (`column_store`, `column_chunks`) and only the rest from the
+message rows: a device-year in well under a second where the rows alone take about half a
+minute (docs/benchmarks.md, "Messages as columns").
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fleetplane.messages import service
+from fleetplane.messages import column_chunks, column_store, service
 from fleetplane.telemetry import Message
 
 FloatArray = npt.NDArray[np.float64]
@@ -24,6 +27,12 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECONDS_PER_SECOND = 1_000_000
 # A device's messages read from storage in one go.
 READ_CHUNK = 50_000
+_MICROSECOND = timedelta(microseconds=1)
+# The fields of `Columns` but the parameters, as a chunk holds them.
+_FIELDS = (
+    "time_us", "lat", "lon", "speed", "altitude", "course", "satellites", "hdop", "inputs",
+    "outputs", "filtered",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +59,57 @@ class Columns:
 
     def time(self, index: int) -> datetime:
         return time_of(int(self.time_us[index]))
+
+    def equals(self, other: "Columns") -> bool:
+        """The same values, in the same types: NaN equals NaN, -0.0 does not equal 0.0."""
+        if self.params.keys() != other.params.keys():
+            return False
+        pairs = [(getattr(self, f.name), getattr(other, f.name)) for f in fields(self)]
+        pairs = [pair for pair in pairs if not isinstance(pair[0], dict)]
+        pairs += [(self.params[name], other.params[name]) for name in self.params]
+        return all(_same_values(mine, theirs) for mine, theirs in pairs)
+
+    def between(self, after: int | None, until: int) -> "Columns":
+        """The messages with `after` < time_us <= `until` (microseconds, None: no bound)."""
+        first = 0 if after is None else int(np.searchsorted(self.time_us, after, "right"))
+        last = int(np.searchsorted(self.time_us, until, "right"))
+        if first == 0 and last == len(self):
+            return self
+        return Columns(
+            **{name: getattr(self, name)[first:last] for name in _FIELDS},
+            params={name: values[first:last] for name, values in self.params.items()},
+        )
+
+
+def _same_values(mine: npt.NDArray[np.generic], theirs: npt.NDArray[np.generic]) -> bool:
+    if mine.dtype != theirs.dtype or mine.shape != theirs.shape:
+        return False
+    if mine.dtype.kind != "f":
+        return bool(np.array_equal(mine, theirs))
+    nan = np.isnan(mine)
+    if not np.array_equal(nan, np.isnan(theirs)):
+        return False
+    return bool(np.array_equal(mine[~nan].view(np.int64), theirs[~nan].view(np.int64)))
+
+
+def concatenate(pieces: Sequence[Columns], params: Sequence[str]) -> Columns:
+    """The pieces one after the other (each in time order, each older than the next); a
+    parameter a piece lacks is NaN there."""
+    if len(pieces) == 1 and list(pieces[0].params) == list(params):
+        return pieces[0]
+    if not pieces:
+        return from_messages([], params)
+    return Columns(
+        **{name: np.concatenate([getattr(p, name) for p in pieces]) for name in _FIELDS},
+        params={
+            name: np.concatenate([p.params.get(name, _nan(len(p))) for p in pieces])
+            for name in params
+        },
+    )
+
+
+def _nan(count: int) -> FloatArray:
+    return np.full(count, np.nan, dtype=np.float64)
 
 
 def time_us(at: datetime) -> int:
@@ -107,7 +167,44 @@ async def read(
     until: datetime,
     params: Sequence[str] = (),
 ) -> Columns:
-    """The device's stored messages with `after` < device time <= `until`, as columns."""
+    """The device's stored messages with `after` < device time <= `until`, as columns: what
+    `from_messages` makes of `service.stored_since` over the same range. Days with a chunk
+    that still holds their rows come from the column store, the rest from the rows."""
+    chunks = await column_store.current_chunks(session, device_seq, after=after, until=until)
+    bounds = (None if after is None else time_us(after), time_us(until))
+    pieces: list[Columns] = []
+    run: list[bytes] = []  # chunks of consecutive days, unpacked together
+    covered = after  # every message up to this time is in `pieces` or `run`
+    for chunk in chunks:
+        gap_until = min(chunk.start - _MICROSECOND, until)
+        if covered is None or covered < gap_until:
+            if run:
+                pieces.append(from_chunks(run, params).between(*bounds))
+                run = []
+            pieces.append(
+                await read_rows(session, device_seq, after=covered, until=gap_until, params=params)
+            )
+        run.append(chunk.packed)
+        covered = chunk.end - _MICROSECOND
+    if run:
+        pieces.append(from_chunks(run, params).between(*bounds))
+    if covered is None or covered < until:
+        pieces.append(
+            await read_rows(session, device_seq, after=covered, until=until, params=params)
+        )
+    return concatenate([p for p in pieces if len(p)] or pieces[:1], params)
+
+
+async def read_rows(
+    session: AsyncSession,
+    device_seq: int,
+    *,
+    after: datetime | None,
+    until: datetime,
+    params: Sequence[str] | None,
+) -> Columns:
+    """`read` from the message rows alone; `params` None: every parameter that is a number in
+    some message."""
     messages: list[Message] = []
     while True:
         chunk = await service.stored_since(
@@ -115,5 +212,44 @@ async def read(
         )
         messages += chunk
         if len(chunk) < READ_CHUNK:
-            return from_messages(messages, params)
+            break
         after = chunk[-1].device_time
+    if params is None:
+        params = _numeric_params(messages)
+    return from_messages(messages, params)
+
+
+async def read_day(
+    session: AsyncSession, device_seq: int, start: datetime, end: datetime
+) -> Columns:
+    """The device's messages with `start` <= device time < `end` from the rows, with every
+    parameter that is a number in some message: what a chunk holds."""
+    return await read_rows(
+        session, device_seq, after=start - _MICROSECOND, until=end - _MICROSECOND, params=None
+    )
+
+
+def _numeric_params(messages: Sequence[Message]) -> list[str]:
+    names: dict[str, None] = {}
+    for message in messages:
+        for name, value in message.params.items():
+            if name not in names and isinstance(value, int | float):
+                names[name] = None
+    return list(names)
+
+
+def to_chunk(columns: Columns) -> bytes:
+    """The columns packed for the column store."""
+    values = {name: getattr(columns, name) for name in _FIELDS}
+    return column_chunks.pack(values, columns.params, len(columns))
+
+
+def from_chunks(chunks: Sequence[bytes], params: Sequence[str]) -> Columns:
+    """The columns of consecutive chunks, with the parameters in `params` (NaN where a chunk
+    holds none)."""
+    unpacked = column_chunks.unpack_many(chunks, params)
+    found = unpacked.params
+    return Columns(
+        **unpacked.fields,
+        params={name: found[name] if name in found else _nan(unpacked.count) for name in params},
+    )

@@ -1,6 +1,15 @@
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, LargeBinary, PrimaryKeyConstraint, String
+from sqlalchemy import (
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    PrimaryKeyConstraint,
+    String,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from fleetplane.core.db import Base, UTCDateTime, id_column_type
@@ -45,3 +54,35 @@ class DriverChatMessage(Base):
     )
     text: Mapped[str] = mapped_column(String(1400))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class MessageColumnsChunk(Base):
+    """One device-day of messages as packed columns (`messages.column_chunks`), for reads of
+    many messages at once (`messages.columns.read`). Derived from the `messages` rows, and
+    used only while not `stale`: whatever changes the day's rows marks it stale in the same
+    transaction (`messages.column_store` says who). See docs/decisions.md, "A column store for
+    analytics"."""
+
+    __tablename__ = "message_columns"
+    __table_args__ = (
+        PrimaryKeyConstraint("device_seq", "period_start"),
+        # The builder's work list: the few days waiting to be (re)packed.
+        Index(
+            "ix_message_columns_stale",
+            "period_start",
+            sqlite_where=text("stale"),
+            postgresql_where=text("stale"),
+        ),
+    )
+
+    device_seq: Mapped[int] = mapped_column(Integer, ForeignKey("devices.seq", ondelete="CASCADE"))
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    period_end: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Set while the chunk may not hold the day's rows (none packed yet, late data, retention):
+    # the builder counts the day's rows again and packs it anew if they differ.
+    stale: Mapped[bool] = mapped_column(Boolean)
+    # Raised by every change of `stale` or the chunk, so that a builder that read the day
+    # before a change does not store what it packed from the rows it read then.
+    version: Mapped[int] = mapped_column(Integer)
+    message_count: Mapped[int | None] = mapped_column(Integer)  # rows packed
+    packed: Mapped[bytes | None] = mapped_column(LargeBinary)

@@ -1,7 +1,8 @@
 """Retention: messages older than their customer's retention days are deleted in small
 batches, each its own short transaction, so ingestion never waits long behind a purge.
 
-Devices of no customer keep their messages for the platform's default retention."""
+Devices of no customer keep their messages for the platform's default retention. The column
+store's chunks of the days a batch cuts into go with the rows (`column_store.forget_before`)."""
 
 import asyncio
 import logging
@@ -15,6 +16,7 @@ from fleetplane.core.db import system_session
 from fleetplane.core.timeutil import utcnow
 from fleetplane.customers import service as customers
 from fleetplane.devices import service as devices
+from fleetplane.messages import column_store
 from fleetplane.messages.models import StoredMessage
 
 log = logging.getLogger("fleetplane.retention")
@@ -75,6 +77,8 @@ async def _delete_batch(session: AsyncSession, device_ids: list[str], cutoff: da
         .limit(BATCH_ROWS)
     )
     result = await session.execute(delete(StoredMessage).where(key.in_(oldest)))
+    # In the same transaction: a column chunk never outlives a row it was packed from.
+    await column_store.forget_before(session, seqs, cutoff)
     # An UPDATE or DELETE gives a CursorResult, which counts its rows; the session's
     # `execute` is typed for any statement.
     return cast(CursorResult[Any], result).rowcount or 0
