@@ -14,7 +14,14 @@ DEVICES = ModuleInfo(
     "The customer's devices: what they are, where they are now, and what they reported.",
 )
 
-MODULE_INFOS: tuple[ModuleInfo, ...] = (DEVICES,)
+ANALYTICS = ModuleInfo(
+    "analytics",
+    "Analytics",
+    "Reports over the customer's devices: engine hours, idling, speeding, fuel, as JSON, "
+    "CSV, XLSX or a chart.",
+)
+
+MODULE_INFOS: tuple[ModuleInfo, ...] = (DEVICES, ANALYTICS)
 
 
 def module_names() -> set[str]:
