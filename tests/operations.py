@@ -190,6 +190,12 @@ OPERATIONS: list[Operation] = [
         "GET", "/module/devices/{device_id}/commands", "read:commands",
         lambda t: (f"/module/devices/{_device(t)}/commands", None),
     ),
+    # Module: analytics
+    Operation(
+        "GET", "/module/analytics/reports/{report}", "read:analytics",
+        lambda t: ("/module/analytics/reports/engine_hours?from=2026-11-01T00:00:00Z"
+                   f"&to=2026-11-02T00:00:00Z&group_by=day&device_id={_device(t)}", None),
+    ),
 ]  # fmt: skip
 
 STUDIO_OPERATIONS = [op for op in OPERATIONS if not op.is_module]

@@ -5,11 +5,12 @@ removes the spikes a float sensor sends when the vehicle brakes or tilts and kee
 of a fill. On the smoothed levels:
 
 - a **fill** is a rise of at least `fill_threshold` litres within `fuel_window_s` seconds:
-  an unbroken rise of the smoothed level (flat stretches inside it allowed), from the last
-  message at its lowest level to the first at its highest;
+  an unbroken rise of the smoothed level (flat stretches of up to `PAUSE_S` inside it
+  allowed), from the last message at its lowest level to the first at its highest;
 - a **drain** is a fall of at least `drain_threshold` litres within `fuel_window_s`, while
-  the vehicle does not move (every message of the fall below 5 km/h): fuel leaving a parked
-  vehicle is not being burnt;
+  the vehicle does not move (below 5 km/h at every message of the fall): fuel leaving a
+  parked vehicle is not being burnt. Starting or stopping to move ends a rise or fall, so
+  the driving before a drain is not part of it;
 - **consumption** = level at the start + fills - level at the end, the levels at a period's
   edges read off the smoothed levels (linear between the messages around the edge), so the
   periods' consumption adds up to the whole range's.
@@ -48,34 +49,56 @@ from fleetplane.sensors.calculation import SensorDefinition, SensorType
 
 IntArray = npt.NDArray[np.int64]
 LITRE_DECIMALS = 1
+# A level that stays put longer than this ends a rise or fall: what follows is another one.
+PAUSE_S = 300
 
 
 def smoothed(levels: FloatArray, window: int) -> FloatArray:
-    """The median of each level and its neighbours, `window` messages centred on it (fewer
-    at the ends, where the window is cut)."""
+    """The median of each level and its neighbours, `window` messages centred on it (an even
+    window grows by one). Near the ends the window shrinks evenly on both sides, so it stays
+    centred: the first and last levels are kept as they are."""
     half = max(window, 1) // 2
-    if half == 0 or len(levels) < 3:
-        return levels.copy()
-    padded = np.pad(levels, half, mode="constant", constant_values=np.nan)
-    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1)
-    return np.nanmedian(windows, axis=1)
+    count = len(levels)
+    out = levels.copy()
+    if half == 0 or count < 3:
+        return out
+    if count > 2 * half:
+        windows = np.lib.stride_tricks.sliding_window_view(levels, 2 * half + 1)
+        out[half : count - half] = np.median(windows, axis=1)
+    for index in range(min(half, count)):
+        out[index] = np.median(levels[: 2 * index + 1])
+        end = count - 1 - index
+        out[end] = np.median(levels[2 * end - count + 1 :])
+    return out
 
 
-def level_moves(levels: FloatArray) -> tuple[IntArray, IntArray, IntArray]:
-    """The unbroken rises and falls of the levels: (direction +1/-1, index of the last
-    message at the low or high end it starts from, index of the first at the end it
-    reaches). Flat stretches inside a move belong to it."""
+def level_moves(
+    levels: FloatArray, time_us: IntArray, parked: npt.NDArray[np.bool_]
+) -> tuple[IntArray, IntArray, IntArray, npt.NDArray[np.bool_]]:
+    """The rises and falls of the levels: (direction +1/-1, index of the last message at the
+    level a move starts from, index of the first at the level it reaches, whether it happened
+    while parked).
+
+    A move goes on through short flat stretches; it ends where the direction turns, where
+    the level stays flat longer than `PAUSE_S`, and where the vehicle starts or stops
+    moving (a drain while parked is told apart from the driving before it)."""
     change = np.diff(levels)
     moving = np.flatnonzero(change != 0)
     if len(moving) == 0:
         empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, empty
+        return empty, empty, empty, np.zeros(0, dtype=np.bool_)
     direction = np.sign(change[moving]).astype(np.int64)
+    while_parked = parked[moving] & parked[moving + 1]
     new_move = np.ones(len(moving), dtype=np.bool_)
-    new_move[1:] = direction[1:] != direction[:-1]
+    flat_us = time_us[moving[1:]] - time_us[moving[:-1] + 1]
+    new_move[1:] = (
+        (direction[1:] != direction[:-1])
+        | (while_parked[1:] != while_parked[:-1])
+        | (flat_us > PAUSE_S * 1_000_000)
+    )
     starts = np.flatnonzero(new_move)
     ends = np.append(starts[1:], len(moving)) - 1
-    return direction[starts], moving[starts], moving[ends] + 1
+    return direction[starts], moving[starts], moving[ends] + 1, while_parked[starts]
 
 
 def fuel_of(
@@ -101,12 +124,12 @@ def fuel_of(
             "drained_l": zero,
             "consumed_l": nothing,
         }
-    direction, low, high = level_moves(levels)
+    parked = speed < MIN_MOVING_SPEED_KMH
+    direction, low, high, while_parked = level_moves(levels, time_us, parked)
     amount = np.abs(levels[high] - levels[low])
     quick = (time_us[high] - time_us[low]) <= params.fuel_window_s * 1_000_000
     fills = (direction > 0) & quick & (amount >= params.fill_threshold)
-    parked = _all_parked(speed, low, high)
-    drains = (direction < 0) & quick & parked & (amount >= params.drain_threshold)
+    drains = (direction < 0) & quick & while_parked & (amount >= params.drain_threshold)
     period_of_start = periods.index_of(time_us[low])
     edges = np.interp(periods.boundaries_us.astype(np.float64), time_us, levels)
     start_level = _rounded(edges[:-1])
@@ -122,12 +145,6 @@ def fuel_of(
         # From the figures as shown, so a row's consumption is its other figures' sum.
         "consumed_l": start_level + filled - end_level,
     }
-
-
-def _all_parked(speed: FloatArray, low: IntArray, high: IntArray) -> npt.NDArray[np.bool_]:
-    """Whether every message from `low` to `high` (each move) is below the moving speed."""
-    moving = np.concatenate(([0], np.cumsum(speed >= MIN_MOVING_SPEED_KMH)))
-    return (moving[high + 1] - moving[low]) == 0
 
 
 def _count_per_period(index: IntArray, count: int) -> FloatArray:
