@@ -47,8 +47,15 @@ def store(server: RunningServer, device_id: str, history: Sequence[Message]) -> 
     run_in_db(server.settings, write)
 
 
-def add_sensor(tenant: Tenant, device_id: str, sensor_type: str, parameter: str, **extra: Any) -> None:
-    body = {"device_id": device_id, "name": sensor_type, "type": sensor_type, "parameter": parameter}
+def add_sensor(
+    tenant: Tenant, device_id: str, sensor_type: str, parameter: str, **extra: Any
+) -> None:
+    body = {
+        "device_id": device_id,
+        "name": sensor_type,
+        "type": sensor_type,
+        "parameter": parameter,
+    }
     response = tenant.api.post("/api/sensors", json=body | extra)
     assert response.status_code == 201, response.text
 

@@ -98,7 +98,7 @@ def test_engine_hours_by_week_and_month_across_a_month_end(
     assert weeks["2026-W44"] == 3600 + 1800
     assert weeks["2026-W45"] == 1800
     assert sum(weeks.values()) == 7200
-    assert list(weeks)[0] == "2026-W40"  # Thursday 1 Oct: its week, cut to `from`
+    assert next(iter(weeks)) == "2026-W40"  # Thursday 1 Oct: its week, cut to `from`
     assert by_week["rows"][0]["period_start"] == "2026-09-30T21:00:00Z"
     week_45 = next(row for row in by_week["rows"] if row["period"] == "2026-W45")
     assert week_45["period_start"] == "2026-11-01T22:00:00Z"  # Monday, local midnight

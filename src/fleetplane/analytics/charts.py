@@ -62,13 +62,14 @@ class _Scale:
     factor: float
 
 
-_SCALES = {
-    Unit.SECONDS: _Scale("hours", 1 / 3600),
-    Unit.METRES: _Scale("km", 1 / 1000),
-    Unit.KMH: _Scale("km/h", 1.0),
-    Unit.LITRES: _Scale("litres", 1.0),
-    Unit.COUNT: _Scale("", 1.0),
-}
+def _scale(unit: Unit, largest: float) -> _Scale:
+    """Durations in hours (minutes when short), distances in km (metres when short)."""
+    if unit == Unit.SECONDS:
+        return _Scale("hours", 1 / 3600) if largest >= 2 * 3600 else _Scale("minutes", 1 / 60)
+    if unit == Unit.METRES:
+        return _Scale("km", 1 / 1000) if largest >= 2000 else _Scale("m", 1.0)
+    labels = {Unit.KMH: "km/h", Unit.LITRES: "litres", Unit.COUNT: "count"}
+    return _Scale(labels[unit], 1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,7 @@ class ChartData:
     """What a chart shows: a value per (device, period), devices and periods as drawn."""
 
     figure: Figure
+    scale: _Scale
     devices: list[tuple[str, str]]  # (id, name)
     periods: list[str]
     values: np.ndarray  # devices x periods, NaN where the figure is null
@@ -113,7 +115,9 @@ def chart_data(shaped: ShapedReport) -> ChartData:
     for index, device_id in enumerate(devices):
         for period in range(len(periods)):
             values[index, period] = cells.get((device_id, period), np.nan)
-    values *= _SCALES[figure.unit].factor
+    largest = float(np.nanmax(values)) if not np.isnan(values).all() else 0.0
+    scale = _scale(figure.unit, largest)
+    values *= scale.factor
     notes = _no_data_notes(devices, values)
     device_list = list(devices.items())
     device_list, values, notes = _keep_largest_devices(figure, device_list, values, notes)
@@ -124,7 +128,7 @@ def chart_data(shaped: ShapedReport) -> ChartData:
             "left out): group by a longer period to see the whole range."
         )
         labels, values = labels[:MAX_PERIODS], values[:, :MAX_PERIODS]
-    return ChartData(figure, device_list, labels, values, notes)
+    return ChartData(figure, scale, device_list, labels, values, notes)
 
 
 def _period_key(row: dict[str, Any]) -> int:
@@ -150,7 +154,7 @@ def _no_data_notes(devices: dict[str, str], values: np.ndarray) -> list[str]:
     ]
     if not empty:
         return []
-    return [f"No data for {_names(empty)} (no sensor for this report)."]
+    return [f"No data for {_names(empty)}."]
 
 
 def _keep_largest_devices(
@@ -172,10 +176,9 @@ def _keep_largest_devices(
 def _draw(figure: ChartFigure, shaped: ShapedReport, data: ChartData) -> None:
     axes = figure.add_subplot()
     report, periods = shaped.report, shaped.periods
-    scale = _SCALES[data.figure.unit]
     zone = ZoneInfo(periods.timezone)
     figure.suptitle(
-        f"{report.title}: {data.figure.title.lower()}",
+        report.title,
         x=0.01, ha="left", fontsize=16, fontweight="bold", color=INK,
     )  # fmt: skip
     axes.set_title(
@@ -193,19 +196,20 @@ def _draw(figure: ChartFigure, shaped: ShapedReport, data: ChartData) -> None:
         _grouped_bars(axes, data)
     else:
         _stacked_bars(axes, data)
-    _style_axes(axes, scale)
+    _style_axes(axes, f"{data.figure.title} ({data.scale.label})")
     if data.notes:
         figure.text(0.01, 0.005, "\n".join(data.notes), fontsize=8.5, color=MUTED,
                     ha="left", va="bottom", wrap=True)  # fmt: skip
 
 
 def _bars_per_device(axes: Any, data: ChartData) -> None:
-    values = np.nan_to_num(data.values[:, 0])
+    shown = data.values[:, 0]
+    values = np.nan_to_num(shown)
     positions = np.arange(len(values))
     colours = [PALETTE[i % len(PALETTE)] for i in range(len(values))]
     bars = axes.bar(positions, values, color=colours, width=0.6, zorder=3)
     axes.set_xticks(positions, [name for _, name in data.devices])
-    _label_bars(axes, bars, values)
+    _label_bars(axes, bars, shown)
     _rotate_if_crowded(axes, [name for _, name in data.devices])
 
 
@@ -213,6 +217,8 @@ def _stacked_bars(axes: Any, data: ChartData) -> None:
     positions = np.arange(len(data.periods))
     bottom = np.zeros(len(data.periods))
     for index, (_, name) in enumerate(data.devices):
+        if np.isnan(data.values[index]).all():
+            continue  # no data: named in the notes, not in the legend
         values = np.nan_to_num(data.values[index])
         axes.bar(positions, values, bottom=bottom, width=0.72, label=name,
                  color=PALETTE[index % len(PALETTE)], edgecolor="white", linewidth=0.6,
@@ -225,12 +231,13 @@ def _stacked_bars(axes: Any, data: ChartData) -> None:
 
 def _grouped_bars(axes: Any, data: ChartData) -> None:
     positions = np.arange(len(data.periods))
-    count = len(data.devices)
-    width = 0.8 / count
-    for index, (_, name) in enumerate(data.devices):
-        offset = (index - (count - 1) / 2) * width
+    drawn = [i for i in range(len(data.devices)) if not np.isnan(data.values[i]).all()]
+    width = 0.8 / max(len(drawn), 1)
+    for slot, index in enumerate(drawn):
+        offset = (slot - (len(drawn) - 1) / 2) * width
         axes.bar(positions + offset, np.nan_to_num(data.values[index]), width=width * 0.95,
-                 label=name, color=PALETTE[index % len(PALETTE)], zorder=3)  # fmt: skip
+                 label=data.devices[index][1], color=PALETTE[index % len(PALETTE)],
+                 zorder=3)  # fmt: skip
     _period_axis(axes, data, positions)
 
 
@@ -244,7 +251,7 @@ def _period_axis(axes: Any, data: ChartData, positions: np.ndarray) -> None:
                     title="Device", alignment="left")  # fmt: skip
 
 
-def _style_axes(axes: Any, scale: _Scale) -> None:
+def _style_axes(axes: Any, label: str) -> None:
     if not axes.axison:
         return
     for side in ("top", "right", "left"):
@@ -252,7 +259,7 @@ def _style_axes(axes: Any, scale: _Scale) -> None:
     axes.grid(axis="y", color=GRID, linewidth=0.9, zorder=0)
     axes.tick_params(axis="y", length=0)
     axes.tick_params(axis="x", length=0, pad=6)
-    axes.set_ylabel(scale.label)
+    axes.set_ylabel(label)
     axes.yaxis.set_major_locator(MaxNLocator(nbins=6, min_n_ticks=3))
     axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: _number(value)))
     axes.set_ylim(bottom=0)
@@ -260,8 +267,8 @@ def _style_axes(axes: Any, scale: _Scale) -> None:
 
 def _label_bars(axes: Any, bars: Any, values: np.ndarray) -> None:
     if len(values) <= 31:
-        axes.bar_label(bars, labels=[_number(v) for v in values], padding=3, fontsize=8.5,
-                       color=INK)  # fmt: skip
+        labels = ["no data" if np.isnan(v) else _number(v) for v in values]
+        axes.bar_label(bars, labels=labels, padding=3, fontsize=8.5, color=INK)
 
 
 def _label_totals(axes: Any, positions: np.ndarray, totals: np.ndarray) -> None:

@@ -84,14 +84,14 @@ def runs(state: BoolArray, spans: Spans, time_us: IntArray) -> Runs:
     """The runs of messages with `state` true. A silence longer than `MAX_GAP_SECONDS` ends a
     run (nothing is known of the time after the cap)."""
     n = len(state)
-    if n == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return Runs(empty, empty, empty)
     # A message continues the run of the one before when both are in the state and the span
     # between them was whole.
     joined = np.zeros(n, dtype=np.bool_)
     joined[1:] = state[1:] & state[:-1] & spans.whole
     first = np.flatnonzero(state & ~joined)
+    if len(first) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return Runs(empty, empty, empty)
     next_first = np.append(first[1:], n)
     # Each run's last message: the last in the state before the next run's first one.
     in_state = np.flatnonzero(state)
