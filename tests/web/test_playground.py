@@ -163,7 +163,11 @@ class Playground:
 
     def open_module(self, title: str) -> None:
         self.page.get_by_role("tab", name=re.compile("FleetSpace")).click()
-        self.page.locator("#module-list .module", has_text=title).click()
+        # By the title alone: other modules' descriptions may name it ("the customer's devices").
+        title_text = self.page.locator(
+            ".module-title", has_text=re.compile(f"^{re.escape(title)}$")
+        )
+        self.page.locator("#module-list .module", has=title_text).click()
 
     def operation(self, host: str, method: str, path: str) -> Any:
         summary = f'.opblock-summary-path[data-path="{path}"]'
