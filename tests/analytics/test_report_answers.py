@@ -144,6 +144,22 @@ def test_svg_chart_names_report_range_zone_and_devices(engine_tenant: Tenant) ->
     assert {"Fri 06 Nov", "Sat 07 Nov", "Sun 08 Nov"} <= set(texts)
 
 
+def test_device_names_are_drawn_as_written(engine_tenant: Tenant) -> None:
+    names = ["Van $\\frac{1}{$ & <b>", "_spare"]
+    for number, name in enumerate(names):
+        device = device_of(engine_tenant, 0, number)
+        renamed = engine_tenant.api.patch(f"/api/devices/{device}", json={"name": name})
+        assert renamed.status_code == 200, renamed.text
+    for chart_format in ("png", "svg"):
+        response = get_report(
+            engine_tenant.module_api(0), "engine_hours", format=chart_format, **DAY
+        )
+        assert response.status_code == 200, response.text
+    texts = svg_texts(response.content)
+    assert names[0] in texts
+    assert "\u200b_spare" in texts  # in the legend, which skips labels starting with "_"
+
+
 def test_a_chart_of_many_devices_and_periods_says_what_it_left_out(
     server: RunningServer, tenant: Tenant
 ) -> None:

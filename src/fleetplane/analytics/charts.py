@@ -49,6 +49,7 @@ STYLE: dict[str, Any] = {
     "xtick.color": MUTED,
     "ytick.color": MUTED,
     "svg.fonttype": "none",  # text stays text: small, sharp and searchable
+    "text.parse_math": False,  # a device named "$5 $van" is text, not TeX
     "svg.hashsalt": "fleetplane",  # the same chart, the same file
 }
 _DRAWING = threading.Lock()
@@ -119,7 +120,7 @@ def chart_data(shaped: ShapedReport) -> ChartData:
     scale = _scale(figure.unit, largest)
     values *= scale.factor
     notes = _no_data_notes(devices, values)
-    device_list = list(devices.items())
+    device_list = [(device_id, _shown_name(name)) for device_id, name in devices.items()]
     device_list, values, notes = _keep_largest_devices(figure, device_list, values, notes)
     if len(labels) > MAX_PERIODS:
         left_out = len(labels) - MAX_PERIODS
@@ -291,6 +292,11 @@ def _number(value: float) -> str:
     if abs(value) >= 100 or float(value).is_integer():
         return f"{value:,.0f}"
     return f"{value:,.1f}"
+
+
+def _shown_name(name: str) -> str:
+    # Matplotlib leaves labels starting with "_" out of legends.
+    return f"\u200b{name}" if name.startswith("_") else name
 
 
 def _names(names: Sequence[str]) -> str:
