@@ -12,7 +12,9 @@ from analytics.helpers import (
     set_timezone,
     store,
 )
-from conftest import RunningServer, Tenant
+from conftest import RunningServer, Tenant, create_channel
+from fleetplane.ingest.protocols.wialon_ips import crc_text
+from ingest.test_wialon_tcp_server import Tracker, v2
 
 RIGA = "Europe/Riga"  # UTC+3 in summer, UTC+2 from 2026-10-25 04:00 local (01:00 UTC)
 
@@ -236,3 +238,34 @@ def test_a_device_without_the_sensor_has_null_figures(tenant: Tenant) -> None:
     ]
     assert all(row["engine_seconds"] is None for row in body["rows"])
     assert body["totals"] == {"engine_seconds": 0}
+
+
+def test_engine_hours_of_messages_sent_over_wialon_ips(tenant: Tenant) -> None:
+    """The same rule over the real intake: a black box of a Wialon IPS 2.0 tracker."""
+    channel = create_channel(tenant.api, enabled=True)
+    imei = "354330030099001"
+    body = tenant.device_body(
+        channel_id=channel["id"], unique_id=imei, customer_id=tenant.customers[0]["id"]
+    )
+    device = tenant.api.post("/api/devices", json=body).json()["id"]
+    add_sensor(tenant, device, "ignition", "in1")  # the tracker's first digital input
+    # (time, inputs mask, km/h): on at 07:00, a stop with the engine on, off at 07:40.
+    reports = [("070000", 1, 0), ("071000", 1, 60), ("072500", 1, 0), ("074000", 0, 0)]
+    packets = [
+        f"081126;{at};5657.0000;N;02406.0000;E;{speed};90;10;9;1.0;{mask};0;NA;NA;pwr:2:12.5"
+        for at, mask, speed in reports
+    ]
+    tracker = Tracker(channel["port"])
+    try:
+        assert tracker.ask(v2("L", f"2.0;{imei};NA")) == "#AL#1"
+        covered = ("|".join(packets) + "|").encode()
+        assert tracker.ask(b"#B#" + covered + crc_text(covered).encode() + b"\r\n") == "#AB#4"
+    finally:
+        tracker.close()
+        tenant.api.patch(f"/api/channels/{channel['id']}", json={"enabled": False})
+    window = {"device_id": device, "from_": "2026-11-08T00:00:00Z", "to": "2026-11-09T00:00:00Z"}
+    api = tenant.module_api(0)
+    [hours] = report_json(api, "engine_hours", **window)["rows"]
+    assert hours["engine_seconds"] == 40 * 60
+    [idle] = report_json(api, "idling", **window)["rows"]
+    assert (idle["idle_seconds"], idle["idle_periods"]) == (10 * 60 + 15 * 60, 2)
