@@ -101,6 +101,19 @@ def test_login_data_and_black_box_are_stored_before_the_answer(
         tracker.close()
 
 
+def wait_counted(tenant: Tenant, device_id: str, newest: str) -> None:
+    """Waits until the device counters step (odometer, engine hours) has counted the device's
+    messages up to `newest`: it runs after the messages are answered."""
+    deadline = time.monotonic() + 20
+    query = {"device_id": device_id, "step": "device_counters"}
+    while time.monotonic() < deadline:
+        items = tenant.api.get("/api/pipeline/steps", params=query).json()["items"]
+        if items and items[0]["mark"] == newest:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the counters did not count up to {newest}")
+
+
 def test_live_state_and_message_history_through_the_module_api(
     listening: tuple[Tenant, dict[str, Any], dict[str, Any]],
 ) -> None:
@@ -132,13 +145,19 @@ def test_live_state_and_message_history_through_the_module_api(
     finally:
         tracker.close()
     api = tenant.module_api(0)
+    wait_counted(tenant, device["id"], "2026-11-25T10:01:00Z")
+    deadline = time.monotonic() + 20
+    while api.get(f"/module/devices/{device['id']}").json()["odometer_km"] < 2:
+        assert time.monotonic() < deadline, "the late message was not counted"
+        time.sleep(0.05)  # the counters go back for it once the runner takes it in
     seen = api.get(f"/module/devices/{device['id']}").json()
     assert seen["last_message_at"] == "2026-11-25T10:01:00Z"  # the late message moved nothing
     assert seen["position"]["lon"] == pytest.approx(24 + 7.312 / 60)
     assert seen["position"]["speed"] == 45
     assert seen["params"]["fuel"] == 50.1
     assert seen["inputs"] == 1
-    assert seen["odometer_km"] == pytest.approx(1.015, abs=0.01)  # one minute of longitude here
+    # one minute of longitude here from 10:00 to 10:01, and one more from the late 09:59 on
+    assert seen["odometer_km"] == pytest.approx(2 * 1.015, abs=0.02)
     assert seen["online"] is True
     assert seen["ignition"] is True  # input 1 is on
     # counted from ignition on at 10:00 to 10:01; the device sends no hour meter
@@ -366,6 +385,7 @@ def test_the_validity_filter_flags_messages_that_derived_data_ignores(
     api = tenant.module_api(0)
     stored = api.get(f"/module/devices/{device['id']}/messages").json()["items"]
     assert [m["valid"] for m in stored] == [True, False, False, True, False]
+    wait_counted(tenant, device["id"], "2026-11-25T14:04:00Z")
     seen = api.get(f"/module/devices/{device['id']}").json()
     assert seen["last_message_at"] == "2026-11-25T14:04:00Z"
     assert seen["odometer_km"] == pytest.approx(2 * 1.015, abs=0.02)  # the jump is not counted
@@ -376,8 +396,9 @@ def test_the_validity_filter_flags_messages_that_derived_data_ignores(
 def test_rule_changes_apply_to_the_next_packet(
     listening: tuple[Tenant, dict[str, Any], dict[str, Any]],
 ) -> None:
-    """The pipeline keeps each device's validity rules and ignition sensor in memory; changing
-    them through the API applies from the next packet on, not after the cache expires."""
+    """The pipeline keeps each device's validity rules in memory; changing them through the
+    API applies from the next packet on, not after the cache expires. The counters count with
+    the ignition sensor the device has when they count."""
     tenant, channel, device = listening
     tenant.api.patch(
         f"/api/devices/{device['id']}", json={"customer_id": tenant.customers[0]["id"]}
@@ -394,6 +415,7 @@ def test_rule_changes_apply_to_the_next_packet(
     try:
         assert tracker.ask(v2("L", "2.0;354330030000001;NA")) == "#AL#1"
         assert tracker.ask(packet("120000", 3, 1)) == "#AD#1"  # no rules, no ignition sensor
+        wait_counted(tenant, device["id"], "2026-11-25T12:00:00Z")  # counted without a sensor
         patched = tenant.api.patch(
             f"/api/devices/{device['id']}", json={"validity": {"min_satellites": 5}}
         )
@@ -410,12 +432,14 @@ def test_rule_changes_apply_to_the_next_packet(
         ).json()
         assert tracker.ask(packet("120200", 9, 1)) == "#AD#1"  # the engine is on
         assert tracker.ask(packet("120300", 9, 1)) == "#AD#1"  # a minute of engine time
+        wait_counted(tenant, device["id"], "2026-11-25T12:03:00Z")
         running = api.get(f"/module/devices/{device['id']}").json()
         assert tenant.api.delete(f"/api/sensors/{sensor['id']}").status_code == 204
         # Without an ignition sensor the minute from 12:03 to 12:04 is not engine time.
         assert tracker.ask(packet("120400", 9, 0)) == "#AD#1"
     finally:
         tracker.close()
+    wait_counted(tenant, device["id"], "2026-11-25T12:04:00Z")
     stored = api.get(f"/module/devices/{device['id']}/messages").json()["items"]
     assert [m["valid"] for m in stored] == [True, False, True, True, True]
     assert running["ignition"] is True
