@@ -296,6 +296,12 @@ OPERATIONS: list[Operation] = [
         "PUT", "/module/trips/settings/{device_id}", "update:trips",
         lambda t: (f"/module/trips/settings/{_device(t)}", _SETTINGS),
     ),
+    # Module: analytics
+    Operation(
+        "GET", "/module/analytics/reports/{report}", "read:analytics",
+        lambda t: ("/module/analytics/reports/engine_hours?from=2026-11-01T00:00:00Z"
+                   f"&to=2026-11-02T00:00:00Z&group_by=day&device_id={_device(t)}", None),
+    ),
 ]  # fmt: skip
 
 STUDIO_OPERATIONS = [op for op in OPERATIONS if not op.is_module]

@@ -363,6 +363,16 @@ def bench_columns(
     raise typer.Exit(code)
 
 
+@bench_app.command("reports")
+def bench_reports(
+    messages: Annotated[int, typer.Option(min=2, help="Messages of the one device.")] = 3_153_600,
+    devices: Annotated[int, typer.Option(min=1, help="Devices in the big answer.")] = 130,
+) -> None:
+    """The reports' computation and answer formats, without the database (docs/benchmarks.md)."""
+    code = load_bench("reports").main(messages=messages, devices=devices, console=console)
+    raise typer.Exit(code)
+
+
 def load_bench(name: str) -> ModuleType:
     """Imports bench/NAME.py by path, once: bench/ is beside src/ in a checkout, absent from a
     wheel. The benchmarks load their shared helpers (bench/support.py) through it too."""

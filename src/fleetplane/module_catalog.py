@@ -27,7 +27,14 @@ DRIVERS = ModuleInfo(
     "by the trackers' key readers or by hand.",
 )
 
-MODULE_INFOS: tuple[ModuleInfo, ...] = (DEVICES, TRIPS, DRIVERS)
+ANALYTICS = ModuleInfo(
+    "analytics",
+    "Analytics",
+    "Reports over the customer's devices: engine hours, idling, speeding, fuel, as JSON, "
+    "CSV, XLSX or a chart.",
+)
+
+MODULE_INFOS: tuple[ModuleInfo, ...] = (DEVICES, TRIPS, DRIVERS, ANALYTICS)
 
 
 def module_names() -> set[str]:

@@ -3,6 +3,7 @@ its entry in `module_catalog` and its lines here."""
 
 from fastapi import APIRouter
 
+from fleetplane.analytics import module as analytics_module
 from fleetplane.api_keys import studio as api_keys_studio
 from fleetplane.audit import studio as audit_studio
 from fleetplane.channels import studio as channels_studio
@@ -33,6 +34,7 @@ MODULES: list[Module] = [
     devices_module.module,
     trips_module.module,
     drivers_module.module,
+    analytics_module.module,
 ]
 
 

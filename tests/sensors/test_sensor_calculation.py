@@ -1,7 +1,9 @@
+import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fleetplane.core.geo import distance_m, distances_m
 from fleetplane.sensors.calculation import (
     CalibrationTable,
     OutOfTable,
@@ -9,6 +11,7 @@ from fleetplane.sensors.calculation import (
     SensorType,
     as_number,
     compute_value,
+    compute_values,
 )
 
 FUEL_TABLE = CalibrationTable.of([{"x": 0, "y": 0}, {"x": 10, "y": 100}, {"x": 20, "y": 150}])
@@ -181,3 +184,55 @@ def test_a_calibrated_value_stays_between_its_neighbours_ys(
         rounding = 1e-12 * max(abs(low), abs(high))
         assert isinstance(value, float)
         assert low - rounding <= value <= high + rounding
+
+
+# ---- many messages at once -------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    sensor_type=st.sampled_from([SensorType.FUEL_LEVEL, SensorType.IGNITION, SensorType.VOLTAGE]),
+    parameter=st.sampled_from(["adc1", "in2", "out1"]),
+    table=st.none() | st.just(FUEL_TABLE),
+    out_of_table=st.sampled_from(list(OutOfTable)),
+    low=st.none() | st.floats(-10, 50),
+    values=st.lists(
+        st.tuples(
+            st.none() | st.floats(-50, 50, allow_nan=False) | st.integers(-5, 30),
+            st.none() | st.integers(0, 15),
+            st.none() | st.integers(0, 15),
+        ),
+        max_size=20,
+    ),
+)
+def test_columns_give_the_values_one_message_gives(
+    sensor_type: SensorType,
+    parameter: str,
+    table: CalibrationTable | None,
+    out_of_table: OutOfTable,
+    low: float | None,
+    values: list[tuple[float | None, int | None, int | None]],
+) -> None:
+    definition = sensor(
+        sensor_type, parameter, calibration=table, out_of_table=out_of_table, min=low
+    )
+    raw = np.array([np.nan if v is None else v for v, _, _ in values], dtype=np.float64)
+    inputs = np.array([-1 if i is None else i for _, i, _ in values], dtype=np.int64)
+    outputs = np.array([-1 if o is None else o for _, _, o in values], dtype=np.int64)
+    columns = compute_values(definition, raw, inputs, outputs)
+    for index, (value, message_inputs, message_outputs) in enumerate(values):
+        params = {} if value is None else {parameter: value}
+        one = compute_value(definition, params, message_inputs, message_outputs)
+        if one is None:
+            assert np.isnan(columns[index])
+        else:
+            assert columns[index] == pytest.approx(float(one))
+
+
+def test_distances_of_many_pairs_are_the_distance_of_each() -> None:
+    lat1, lon1 = np.array([56.95, 0.0, -33.9]), np.array([24.1, 0.0, 151.2])
+    lat2, lon2 = np.array([54.69, 0.0, 51.5]), np.array([25.28, 1.0, -0.12])
+    many = distances_m(lat1, lon1, lat2, lon2)
+    for index in range(3):
+        one = distance_m(lat1[index], lon1[index], lat2[index], lon2[index])
+        assert many[index] == pytest.approx(one, rel=1e-12)

@@ -21,15 +21,13 @@ from fleetplane.core.changes import Change, note
 from fleetplane.core.events import EventHub
 from fleetplane.core.geo import distance_m
 from fleetplane.devices.models import DeviceCounterCheckpoint, DeviceState
-from fleetplane.devices.service import DEVICE_COUNTERS_CHANGE
+from fleetplane.devices.service import DEVICE_COUNTERS_CHANGE, MAX_GAP_SECONDS
 from fleetplane.sensors import service as sensors
 from fleetplane.sensors.calculation import SensorDefinition, compute_value
 from fleetplane.steps.contract import DeviceMessages, StepDevice
 from fleetplane.telemetry import Message
 
 STEP_NAME = "device_counters"
-# A longer silence than this is not counted as engine time in full (trip rules use the same).
-MAX_GAP_SECONDS = 3600.0
 # A rewind to before every checkpoint counts again from the device's first message.
 _BEGINNING = datetime(1, 1, 2, tzinfo=UTC)
 _CHECKPOINT = DeviceCounterCheckpoint.__table__

@@ -40,6 +40,9 @@ DEVICE_CHANGE = "device"
 DEVICE_STATE_CHANGE = "device_state"
 # The counters in a device's live state (`devices.counters`): values carry them as written.
 DEVICE_COUNTERS_CHANGE = "device_counters"
+# A longer silence than this is not counted as engine time in full (trip rules use the same):
+# the device counters and the reports on time between messages count up to it.
+MAX_GAP_SECONDS = 3600.0
 
 
 def note_changed(
@@ -127,13 +130,8 @@ class HistoryWindow:
         return self.since if start is None else max(as_utc(start), self.since)
 
 
-async def history_window(
-    session: AsyncSession, provider_id: str, customer_id: str, device_id: str
-) -> HistoryWindow:
-    """The customer's device and the window of its history they may see: every read of a
-    device's history for a customer goes through here. `not_found` when the device is not
-    the customer's (now)."""
-    statement = (
+def _history_windows_query(provider_id: str, customer_id: str) -> Select[Device, datetime | None]:
+    return (
         select(Device, DeviceAssignment.history_from)
         .join(DeviceAssignment, DeviceAssignment.device_id == Device.id)
         .where(
@@ -143,6 +141,15 @@ async def history_window(
             DeviceAssignment.ended_at.is_(None),
         )
     )
+
+
+async def history_window(
+    session: AsyncSession, provider_id: str, customer_id: str, device_id: str
+) -> HistoryWindow:
+    """The customer's device and the window of its history they may see: every read of a
+    device's history for a customer goes through here. `not_found` when the device is not
+    the customer's (now)."""
+    statement = _history_windows_query(provider_id, customer_id)
     row = None
     if looks_like_id(device_id):
         row = (await session.execute(statement.where(Device.id == device_id))).one_or_none()
@@ -165,6 +172,28 @@ def history_windows_query(provider_id: str, customer_id: str) -> Select[str, dat
             DeviceAssignment.ended_at.is_(None),
         )
     )
+
+
+async def history_windows(
+    session: AsyncSession, provider_id: str, customer_id: str, device_ids: Iterable[str] | None
+) -> list[HistoryWindow]:
+    """`history_window` of several of the customer's devices (all of them when `device_ids`
+    is None), by name; `not_found` when one named is not the customer's."""
+    statement = _history_windows_query(provider_id, customer_id).order_by(Device.name, Device.id)
+    if device_ids is None:
+        rows = (await session.execute(statement)).all()
+    else:
+        wanted = list(dict.fromkeys(device_ids))
+        if not all(looks_like_id(device_id) for device_id in wanted):
+            raise not_found("device")
+        rows = []
+        for start in range(0, len(wanted), DEVICES_PER_QUERY):
+            chunk = wanted[start : start + DEVICES_PER_QUERY]
+            rows += (await session.execute(statement.where(Device.id.in_(chunk)))).all()
+        if len(rows) != len(wanted):
+            raise not_found("device")
+        rows.sort(key=lambda row: (row[0].name, row[0].id))
+    return [HistoryWindow(row[0], None if row[1] is None else as_utc(row[1])) for row in rows]
 
 
 async def _one(session: AsyncSession, statement: Select[Device], device_id: str) -> Device:

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
 
+import numpy as np
+import numpy.typing as npt
+
 ParamValue = int | float | str
 SensorValue = bool | int | float | str
 
@@ -183,3 +186,38 @@ def _in_valid_range(sensor: SensorDefinition, value: int | float) -> bool:
     if sensor.min is not None and value < sensor.min:
         return False
     return sensor.max is None or value <= sensor.max
+
+
+def compute_values(
+    sensor: SensorDefinition,
+    raw: npt.NDArray[np.float64],
+    inputs: npt.NDArray[np.int64],
+    outputs: npt.NDArray[np.int64],
+) -> npt.NDArray[np.float64]:
+    """`compute_value` over many messages at once (messages as columns: `raw` is the sensor's
+    parameter as a number per message, NaN where absent; `inputs`/`outputs` are the masks, -1
+    where absent). NaN where a message has no valid value; switch sensors give 1.0 or 0.0.
+
+    Numeric sensors only: text values (driver keys, custom text) are not numbers."""
+    values = np.array(raw, dtype=np.float64, copy=True)
+    mask_bit = _mask_bit(sensor.parameter)
+    if mask_bit is not None:
+        is_input, bit = mask_bit
+        masks = inputs if is_input else outputs
+        from_mask = np.isnan(values) & (masks >= 0)
+        values[from_mask] = (masks[from_mask] >> bit) & 1
+    if sensor.calibration is not None:
+        xs = np.array(sensor.calibration.xs, dtype=np.float64)
+        ys = np.array(sensor.calibration.ys, dtype=np.float64)
+        outside = (values < xs[0]) | (values > xs[-1])
+        values = np.interp(values, xs, ys)  # clamps outside the table; NaN stays NaN
+        if sensor.out_of_table == OutOfTable.REJECT:
+            values[outside] = np.nan
+    if sensor.min is not None:
+        values[values < sensor.min] = np.nan
+    if sensor.max is not None:
+        values[values > sensor.max] = np.nan
+    if sensor.type in SWITCH_TYPES:
+        known = ~np.isnan(values)
+        values[known] = (values[known] != 0).astype(np.float64)
+    return values

@@ -286,6 +286,58 @@
     });
   }
 
+  // ---- image answers ----------------------------------------------------------------------
+  //
+  // Swagger UI shows an SVG answer as XML text (its content type contains "xml") and a PNG
+  // through a blob: URL it never releases. An answer of any image type (a report's chart)
+  // is shown here as the image itself, with a link to save it under the server's file name.
+
+  function mediaTypeOf(contentType) {
+    return String(contentType || "").split(";")[0].trim().toLowerCase();
+  }
+
+  function isImageAnswer(props) {
+    return mediaTypeOf(props.contentType).startsWith("image/") && Boolean(props.content);
+  }
+
+  function answerFileName(headers, mediaType) {
+    const disposition = headerValue(headers, "content-disposition");
+    const quoted = /filename="([^"]+)"/i.exec(disposition);
+    const plain = /filename=([^;]+)/i.exec(disposition);
+    const name = quoted ? quoted[1] : plain ? plain[1].trim() : "";
+    return name || `answer.${mediaType.split("/")[1].split("+")[0]}`;
+  }
+
+  function imageAnswers(system) {
+    const React = system.React;
+    const h = React.createElement;
+
+    function ImageAnswer({ content, contentType, headers }) {
+      const mediaType = mediaTypeOf(contentType);
+      // The bytes Swagger UI fetched (a Blob, or text for SVG) under the answer's own type,
+      // which an <img> needs to draw an SVG. Released when the answer is replaced.
+      const url = React.useMemo(
+        () => URL.createObjectURL(new Blob([content], { type: mediaType })),
+        [content, mediaType],
+      );
+      React.useEffect(() => () => URL.revokeObjectURL(url), [url]);
+      const fileName = answerFileName(headers, mediaType);
+      return h(
+        "div",
+        { className: "image-answer" },
+        h("img", { src: url, alt: `The answer: ${fileName}`, className: "image-answer-image" }),
+        h("a", { href: url, download: fileName, className: "image-answer-save" }, `Save ${fileName}`),
+      );
+    }
+
+    return {
+      wrapComponents: {
+        responseBody: (Original) => (props) =>
+          isImageAnswer(props) ? h(ImageAnswer, props) : h(Original, props),
+      },
+    };
+  }
+
   // ---- Swagger UI -------------------------------------------------------------------------
 
   function createSwaggerUI(domId, url, sendCustomer) {
@@ -293,6 +345,7 @@
       dom_id: `#${domId}`,
       url,
       presets: [window.SwaggerUIBundle.presets.apis],
+      plugins: [imageAnswers],
       layout: "BaseLayout",
       requestInterceptor: withPlatformHeaders(sendCustomer),
       validatorUrl: null, // the default badge would call validator.swagger.io
