@@ -2,6 +2,7 @@
 built by hand, its figures worked out by hand in the test."""
 
 import pytest
+from geographiclib.geodesic import Geodesic
 
 from analytics.helpers import (
     add_sensor,
@@ -137,8 +138,11 @@ def test_idling_counts_long_idle_periods(server: RunningServer, tenant: Tenant) 
     assert (row["idle_seconds"], row["idle_periods"], row["long_idle_seconds"]) == (700, 2, 600)
 
 
-# One step along a meridian: 0.0025 degrees of latitude on the 6,371,008.8 m sphere.
-STEP_M = 277.9877
+def step_m(n: int) -> float:
+    """The n-th step along a meridian (0.0025 degrees of latitude from 56 degrees north) on the
+    WGS 84 ellipsoid, by GeographicLib."""
+    start = 56 + 0.0025 * n
+    return float(Geodesic.WGS84.Inverse(start, 24.0, start + 0.0025, 24.0)["s12"])
 
 
 def test_speeding_episodes_time_distance_and_top_speed(
@@ -162,10 +166,10 @@ def test_speeding_episodes_time_distance_and_top_speed(
     assert row["episodes"] == 2  # 95-100, then 120
     assert row["speeding_seconds"] == 30  # from each message above 90 to the next
     assert row["max_speed"] == 120
-    assert row["speeding_distance_m"] == round(3 * STEP_M)
+    assert row["speeding_distance_m"] == round(step_m(1) + step_m(2) + step_m(4))
     [stricter] = report_json(api, "speeding", threshold=110, **window)["rows"]
     assert (stricter["episodes"], stricter["speeding_seconds"]) == (1, 10)
-    assert stricter["speeding_distance_m"] == round(STEP_M)
+    assert stricter["speeding_distance_m"] == round(step_m(4))
 
 
 def fuel_history() -> list[tuple[int, float, float]]:
