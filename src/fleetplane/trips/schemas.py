@@ -1,7 +1,7 @@
 """Request and response bodies of the trips module."""
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
@@ -102,6 +102,3 @@ class TrackOut(BaseModel):
         description="[lon, lat] of each message used; null with fewer than two."
     )
     properties: TrackProperties
-
-
-IntervalRow = dict[str, Any]
