@@ -75,7 +75,9 @@ async def put_settings(
     for name, value in values.items():
         setattr(row, name, value)
     row.updated_at = utcnow()
-    await audit.record(session, actor, "trips.settings.update", "device", device.id, values)
+    await audit.record(
+        session, actor, "trips.settings.update", "device", device.id, values, customer_id
+    )
     await session.flush()
     await steps.record_late(session, {device.id: EARLIEST})
     return await settings_out(session, actor.provider_id, customer_id, device.id)
