@@ -85,12 +85,16 @@ def report_json(api: Api, report: str, **query: Any) -> dict[str, Any]:
 
 
 def assert_totals_are_the_rows_added_up(body: dict[str, Any]) -> None:
-    """Every total equals its rows summed (as the decimals they show) or their maximum."""
+    """Every total equals its rows summed (as the decimals they show) or their maximum; a
+    ratio's, and each row's, is its figures' ratio (to the shown decimals)."""
     for figure in body["figures"]:
         name = figure["name"]
         values = [row[name] for row in body["rows"] if row[name] is not None]
         if figure["total"] == "none":
             assert name not in body["totals"]
+        elif figure["total"] == "ratio":
+            for values_of in (*body["rows"], body["totals"]):
+                assert_ratio(figure, values_of)
         elif figure["total"] == "max":
             assert body["totals"][name] == (max(values) if values else None)
         else:
@@ -100,3 +104,19 @@ def assert_totals_are_the_rows_added_up(body: dict[str, Any]) -> None:
 
 def figures_by_period(body: dict[str, Any], name: str) -> dict[str | None, Any]:
     return {row["period"]: row[name] for row in body["rows"]}
+
+
+def assert_ratio(figure: dict[str, Any], values: dict[str, Any]) -> None:
+    """A ratio figure's value is its numerator over its denominator times its factor, as
+    shown (to its last digit: whole, or one decimal)."""
+    ratio = figure["ratio"]
+    numerator = values[ratio["numerator"]]
+    denominator = 1 if ratio["denominator"] is None else values[ratio["denominator"]]
+    shown = values[figure["name"]]
+    if numerator is None or not denominator:
+        assert shown is None, (figure["name"], values)
+        return
+    expected = numerator / denominator * ratio["factor"]
+    assert shown is not None, (figure["name"], values)
+    last_digit = 0.5 if isinstance(shown, int) else 0.05
+    assert abs(shown - expected) <= last_digit + 1e-9, (figure["name"], values)

@@ -207,10 +207,6 @@ def error_fields(body: dict[str, Any]) -> list[Any]:
         ("engine_hours", {"from_": "yesterday"}, "from"),
         ("speeding", {"threshold": "-5"}, "threshold"),
         ("fuel", {"smoothing": "0"}, "smoothing"),
-        ("mileage", {}, "report"),
-        ("trips", {}, "report"),
-        ("parkings", {}, "report"),
-        ("utilization", {}, "report"),
     ],
 )
 def test_bad_requests_name_the_field(
@@ -225,14 +221,6 @@ def test_bad_requests_name_the_field(
 def test_a_range_of_366_days_is_allowed(tenant: Tenant) -> None:
     query = {"from_": "2025-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z", "group_by": "month"}
     report_json(tenant.module_api(0), "engine_hours", **query)
-
-
-def test_reports_on_trips_say_they_need_the_trips_module(tenant: Tenant) -> None:
-    window = {"from_": "2026-11-01T00:00:00Z", "to": "2026-11-02T00:00:00Z"}
-    response = get_report(tenant.module_api(0), "mileage", **window)
-    body = assert_problem(response, 422, "validation_failed")
-    assert body["errors"][0]["loc"] == ["path", "report"]
-    assert "trips module's intervals" in body["detail"]
 
 
 def test_too_many_rows_are_refused(tenant: Tenant) -> None:

@@ -1,8 +1,8 @@
 """A shaped report as a bar chart (PNG or SVG), drawn with Matplotlib's Agg backend.
 
 One chart shows the report's main figure: a bar per period, one colour per device (stacked
-when the figure adds up, side by side when it is a maximum); with no grouping, a bar per
-device. The title names the report, the range in the customer's time zone and the zone.
+when the figure adds up, side by side when it is a maximum or a ratio); with no grouping, a
+bar per device. The title names the report, the range in the customer's time zone and the zone.
 A chart stays readable and cheap to draw: at most `MAX_DEVICES` devices (those with the
 largest totals) and `MAX_PERIODS` periods, and a note under it says what was left out.
 
@@ -69,7 +69,13 @@ def _scale(unit: Unit, largest: float) -> _Scale:
         return _Scale("hours", 1 / 3600) if largest >= 2 * 3600 else _Scale("minutes", 1 / 60)
     if unit == Unit.METRES:
         return _Scale("km", 1 / 1000) if largest >= 2000 else _Scale("m", 1.0)
-    labels = {Unit.KMH: "km/h", Unit.LITRES: "litres", Unit.COUNT: "count"}
+    labels = {
+        Unit.KILOMETRES: "km",
+        Unit.KMH: "km/h",
+        Unit.LITRES: "litres",
+        Unit.PERCENT: "%",
+        Unit.COUNT: "count",
+    }
     return _Scale(labels[unit], 1.0)
 
 
@@ -163,8 +169,9 @@ def _keep_largest_devices(
 ) -> tuple[list[tuple[str, str]], np.ndarray, list[str]]:
     if len(devices) <= MAX_DEVICES:
         return devices, values, notes
-    filled = np.nan_to_num(values, nan=-np.inf if figure.total == Total.MAX else 0.0)
-    ranking = filled.max(axis=1) if figure.total == Total.MAX else filled.sum(axis=1)
+    adds_up = figure.total == Total.SUM
+    filled = np.nan_to_num(values, nan=0.0 if adds_up else -np.inf)
+    ranking = filled.sum(axis=1) if adds_up else filled.max(axis=1)
     kept = sorted(np.argsort(-ranking, kind="stable")[:MAX_DEVICES])
     left_out = len(devices) - MAX_DEVICES
     note = (
@@ -193,10 +200,10 @@ def _draw(figure: ChartFigure, shaped: ShapedReport, data: ChartData) -> None:
         axes.set_axis_off()
     elif periods.group_by.value == "none":
         _bars_per_device(axes, data)
-    elif data.figure.total == Total.MAX:
-        _grouped_bars(axes, data)
-    else:
+    elif data.figure.total == Total.SUM:
         _stacked_bars(axes, data)
+    else:
+        _grouped_bars(axes, data)
     _style_axes(axes, f"{data.figure.title} ({data.scale.label})")
     if data.notes:
         figure.text(0.01, 0.005, "\n".join(data.notes), fontsize=8.5, color=MUTED,

@@ -19,27 +19,17 @@ A fill or drain belongs to the period where it starts. Drains are part of consum
 fuel is gone); `drained_l` says how much of it left while parked.
 """
 
-from collections.abc import Sequence
-
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane.analytics.message_reports import MIN_MOVING_SPEED_KMH, known_speed
-from fleetplane.analytics.messages_read import (
-    FloatArray,
-    PeriodFigures,
-    rows_per_device,
-    sensor_values,
-)
+from fleetplane.analytics.messages_read import FloatArray, on_messages, sensor_values
 from fleetplane.analytics.periods import Periods
 from fleetplane.analytics.report import (
     Figure,
+    PeriodFigures,
     Report,
-    ReportCustomer,
-    ReportDevice,
     ReportParameters,
-    ReportRow,
     Total,
     Unit,
     rounded,
@@ -161,25 +151,6 @@ def _rounded(litres: FloatArray) -> FloatArray:
     return np.array([rounded(float(value), LITRE_DECIMALS) for value in litres], dtype=float)
 
 
-async def fuel(
-    session: AsyncSession,
-    customer: ReportCustomer,
-    devices: Sequence[ReportDevice],
-    periods: Periods,
-    parameters: ReportParameters,
-) -> list[ReportRow]:
-    return await rows_per_device(
-        session,
-        customer,
-        devices,
-        periods,
-        parameters,
-        sensor_type=SensorType.FUEL_LEVEL,
-        compute=fuel_of,
-        figure_names=[f.name for f in FUEL.figures],
-    )
-
-
 FUEL = Report(
     "fuel",
     "Fuel",
@@ -198,7 +169,7 @@ FUEL = Report(
         Figure("drained_l", "Drained", Unit.LITRES, decimals=LITRE_DECIMALS),
         Figure("consumed_l", "Consumed", Unit.LITRES, decimals=LITRE_DECIMALS),
     ),
-    compute=fuel,
+    compute=on_messages(fuel_of, sensor_type=SensorType.FUEL_LEVEL),
     chart_figure="consumed_l",
     parameters=("fill_threshold", "drain_threshold", "fuel_window_s", "smoothing"),
 )

@@ -1,36 +1,30 @@
 """Reports on time between messages: engine hours, idling, speeding.
 
 Each is a pure function of one device's columns and the periods (tested without a database),
-and a `compute` that runs it for every device (`messages_read.rows_per_device`). The time of a
-span between two messages follows the state at its first message, as the device counters
-count engine hours; a span that crosses a period boundary is split at it, and a message on a
+which `messages_read.on_messages` runs for every device. The time of a span between two
+messages follows the state at its first message, as the device counters count engine hours
+(`seconds_in`); a span that crosses a period boundary is split at it, and a message on a
 boundary belongs to the period it starts.
 """
 
-from collections.abc import Sequence
-
 import numpy as np
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane.analytics.messages_read import (
     FloatArray,
-    PeriodFigures,
     carried_forward,
-    rows_per_device,
+    on_messages,
     sensor_values,
 )
 from fleetplane.analytics.periods import Periods
 from fleetplane.analytics.report import (
     Figure,
+    PeriodFigures,
     Report,
-    ReportCustomer,
-    ReportDevice,
     ReportParameters,
-    ReportRow,
     Total,
     Unit,
 )
-from fleetplane.analytics.spans import Runs, Spans, runs, spread, time_in_periods
+from fleetplane.analytics.spans import Runs, Spans, runs, seconds_in, spread, time_in_periods
 from fleetplane.core.geo import distances_m
 from fleetplane.messages.columns import Columns
 from fleetplane.sensors.calculation import SensorDefinition, SensorType
@@ -50,6 +44,11 @@ def known_speed(columns: Columns) -> FloatArray:
     return carried_forward(columns.speed, 0.0)
 
 
+def idle_at(columns: Columns, ignition: SensorDefinition) -> np.ndarray:
+    """Whether the engine ran without the vehicle moving at each message."""
+    return ignition_on(columns, ignition) & (known_speed(columns) < MIN_MOVING_SPEED_KMH)
+
+
 # ---- engine hours ------------------------------------------------------------------------
 
 
@@ -58,28 +57,8 @@ def engine_hours_of(
 ) -> PeriodFigures:
     assert ignition is not None
     spans = Spans.between(columns.time_us)
-    running = ignition_on(columns, ignition)[:-1]
-    seconds = time_in_periods(spans.start[running], spans.end[running], periods.boundaries_us)
-    return {"engine_seconds": seconds}
-
-
-async def engine_hours(
-    session: AsyncSession,
-    customer: ReportCustomer,
-    devices: Sequence[ReportDevice],
-    periods: Periods,
-    parameters: ReportParameters,
-) -> list[ReportRow]:
-    return await rows_per_device(
-        session,
-        customer,
-        devices,
-        periods,
-        parameters,
-        sensor_type=SensorType.IGNITION,
-        compute=engine_hours_of,
-        figure_names=[f.name for f in ENGINE_HOURS.figures],
-    )
+    running = ignition_on(columns, ignition)
+    return {"engine_seconds": seconds_in(spans, running, periods.boundaries_us)}
 
 
 ENGINE_HOURS = Report(
@@ -89,7 +68,7 @@ ENGINE_HOURS = Report(
     "with the ignition on to the next one, a silence counted up to 3,600 s (as the device's "
     "engine hours counter counts). Null for a device without an ignition sensor.",
     figures=(Figure("engine_seconds", "Engine time", Unit.SECONDS),),
-    compute=engine_hours,
+    compute=on_messages(engine_hours_of, sensor_type=SensorType.IGNITION),
     chart_figure="engine_seconds",
 )
 
@@ -103,36 +82,15 @@ def idling_of(
     assert ignition is not None
     time_us, boundaries = columns.time_us, periods.boundaries_us
     spans = Spans.between(time_us)
-    idle = ignition_on(columns, ignition) & (known_speed(columns) < MIN_MOVING_SPEED_KMH)
-    counted = idle[:-1]
-    idle_seconds = time_in_periods(spans.start[counted], spans.end[counted], boundaries)
+    idle = idle_at(columns, ignition)
     found = runs(idle, spans, time_us)
     starts = time_us[found.first]
     long = (found.end_us - starts) >= params.min_idle_s * 1_000_000
     return {
-        "idle_seconds": idle_seconds,
+        "idle_seconds": seconds_in(spans, idle, boundaries),
         "idle_periods": _starts_per_period(starts[long], periods),
         "long_idle_seconds": time_in_periods(starts[long], found.end_us[long], boundaries),
     }
-
-
-async def idling(
-    session: AsyncSession,
-    customer: ReportCustomer,
-    devices: Sequence[ReportDevice],
-    periods: Periods,
-    parameters: ReportParameters,
-) -> list[ReportRow]:
-    return await rows_per_device(
-        session,
-        customer,
-        devices,
-        periods,
-        parameters,
-        sensor_type=SensorType.IGNITION,
-        compute=idling_of,
-        figure_names=[f.name for f in IDLING.figures],
-    )
 
 
 IDLING = Report(
@@ -148,10 +106,23 @@ IDLING = Report(
         Figure("idle_periods", "Idle periods", Unit.COUNT),
         Figure("long_idle_seconds", "Time in idle periods", Unit.SECONDS),
     ),
-    compute=idling,
+    compute=on_messages(idling_of, sensor_type=SensorType.IGNITION),
     chart_figure="idle_seconds",
     parameters=("min_idle_s",),
 )
+
+
+def engine_and_idle_of(
+    columns: Columns, ignition: SensorDefinition | None, periods: Periods, _: ReportParameters
+) -> PeriodFigures:
+    """Engine time and idle time, as `engine_hours` and `idling` count them."""
+    assert ignition is not None
+    spans = Spans.between(columns.time_us)
+    boundaries = periods.boundaries_us
+    return {
+        "engine_seconds": seconds_in(spans, ignition_on(columns, ignition), boundaries),
+        "idle_seconds": seconds_in(spans, idle_at(columns, ignition), boundaries),
+    }
 
 
 # ---- speeding ----------------------------------------------------------------------------
@@ -164,33 +135,13 @@ def speeding_of(
     spans = Spans.between(time_us)
     speed = columns.speed
     fast = np.nan_to_num(speed, nan=0.0) > params.threshold
-    counted = fast[:-1]
     episodes: Runs = runs(fast, spans, time_us)
     return {
         "episodes": _starts_per_period(time_us[episodes.first], periods),
-        "speeding_seconds": time_in_periods(spans.start[counted], spans.end[counted], boundaries),
+        "speeding_seconds": seconds_in(spans, fast, boundaries),
         "max_speed": _max_per_period(time_us, speed, periods),
-        "speeding_distance_m": _distance_in_spans(columns, spans, counted, boundaries),
+        "speeding_distance_m": _distance_in_spans(columns, spans, fast[:-1], boundaries),
     }
-
-
-async def speeding(
-    session: AsyncSession,
-    customer: ReportCustomer,
-    devices: Sequence[ReportDevice],
-    periods: Periods,
-    parameters: ReportParameters,
-) -> list[ReportRow]:
-    return await rows_per_device(
-        session,
-        customer,
-        devices,
-        periods,
-        parameters,
-        sensor_type=None,
-        compute=speeding_of,
-        figure_names=[f.name for f in SPEEDING.figures],
-    )
 
 
 SPEEDING = Report(
@@ -206,7 +157,7 @@ SPEEDING = Report(
         Figure("max_speed", "Max speed", Unit.KMH, Total.MAX, decimals=1),
         Figure("speeding_distance_m", "Distance speeding", Unit.METRES),
     ),
-    compute=speeding,
+    compute=on_messages(speeding_of, sensor_type=None),
     chart_figure="speeding_seconds",
     parameters=("threshold",),
 )

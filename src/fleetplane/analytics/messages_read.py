@@ -1,5 +1,6 @@
 """A device's messages for a report, as columns, and the rows made from what is computed on
-them: the part every report on messages shares.
+them: the part every report on messages shares (`on_messages` makes such a report's
+`compute` from its computation over one device's columns).
 
 The read reaches `MAX_GAP_SECONDS` beyond both ends of the range (never before the customer's
 history of the device): the span from the last message before `from` reaches into the range,
@@ -18,11 +19,13 @@ from starlette.concurrency import run_in_threadpool
 
 from fleetplane.analytics.periods import Periods
 from fleetplane.analytics.report import (
+    Compute,
+    PeriodFigures,
     ReportCustomer,
     ReportDevice,
     ReportParameters,
     ReportRow,
-    Value,
+    period_rows,
 )
 from fleetplane.analytics.spans import MAX_GAP_US
 from fleetplane.messages import columns as message_columns
@@ -31,8 +34,6 @@ from fleetplane.sensors import service as sensors
 from fleetplane.sensors.calculation import SensorDefinition, SensorType, compute_values
 
 FloatArray = npt.NDArray[np.float64]
-# Per figure, its value in each period (NaN: no data for it).
-PeriodFigures = dict[str, FloatArray]
 DeviceComputation = Callable[
     [Columns, SensorDefinition | None, Periods, ReportParameters], PeriodFigures
 ]
@@ -41,16 +42,31 @@ _MARGIN = timedelta(microseconds=MAX_GAP_US)
 _JUST_BEFORE = timedelta(microseconds=1)
 
 
+def on_messages(compute: DeviceComputation, *, sensor_type: SensorType | None) -> Compute:
+    """A report's `compute`: `compute` over each device's valid messages (`rows_per_device`)."""
+
+    async def report_compute(
+        session: AsyncSession,
+        customer: ReportCustomer,
+        devices: Sequence[ReportDevice],
+        periods: Periods,
+        parameters: ReportParameters,
+    ) -> list[ReportRow]:
+        return await rows_per_device(
+            session, customer, devices, periods, parameters, sensor_type, compute
+        )
+
+    return report_compute
+
+
 async def rows_per_device(
     session: AsyncSession,
     customer: ReportCustomer,
     devices: Sequence[ReportDevice],
     periods: Periods,
     parameters: ReportParameters,
-    *,
     sensor_type: SensorType | None,
     compute: DeviceComputation,
-    figure_names: Sequence[str],
 ) -> list[ReportRow]:
     """A row per device and period, from `compute` over each device's valid messages. With a
     `sensor_type`, `compute` gets the device's first sensor of that type, and a device without
@@ -64,12 +80,12 @@ async def rows_per_device(
         if sensor_type is not None:
             sensor = next((s for s in definitions[device.id] if s.type == sensor_type), None)
             if sensor is None:
-                rows += _empty_rows(device, periods, figure_names)
+                rows += [ReportRow(device, index, {}) for index in range(len(periods))]
                 continue
         params = () if sensor is None else (sensor.parameter,)
         columns = await read_valid(session, device, periods, params)
         figures = await run_in_threadpool(compute, columns, sensor, periods, parameters)
-        rows += _rows(device, periods, figures)
+        rows += period_rows(device, periods, figures)
     return rows
 
 
@@ -112,20 +128,3 @@ def carried_forward(values: FloatArray, initial: float) -> FloatArray:
     known = ~np.isnan(values)
     last_known = np.maximum.accumulate(np.where(known, np.arange(len(values)), -1))
     return np.where(last_known >= 0, values[np.maximum(last_known, 0)], initial)
-
-
-def _rows(device: ReportDevice, periods: Periods, figures: PeriodFigures) -> list[ReportRow]:
-    return [
-        ReportRow(device, index, {name: _value(values[index]) for name, values in figures.items()})
-        for index in range(len(periods))
-    ]
-
-
-def _empty_rows(
-    device: ReportDevice, periods: Periods, figure_names: Sequence[str]
-) -> list[ReportRow]:
-    return [ReportRow(device, index, dict.fromkeys(figure_names)) for index in range(len(periods))]
-
-
-def _value(value: float) -> Value:
-    return None if np.isnan(value) else float(value)

@@ -61,8 +61,6 @@ def _reports_text() -> str:
             line += f" Figures: {figures}."
         if parameters:
             line += f" Parameters: {parameters}."
-        if report.unavailable:
-            line += f" **Not available yet**: {report.unavailable} (answered `422`)."
         lines.append(line)
     return "\n".join(lines)
 
@@ -78,11 +76,12 @@ def _reports_text() -> str:
         }
     },
     description=f"""A row per device and period with the report's figures, and their totals
-(sums, or maxima where a figure is a maximum; `totals` equals the rows added up). Periods are
-days, weeks (Monday to Sunday) or months of the customer's `timezone`, or the whole range
-(`group_by=none`); the first and last are cut to `from` and `to`. The range is at most 366
-days. A message on a period boundary belongs to the period it starts; the time between two
-messages that crosses a boundary is split at it.
+(sums, or maxima where a figure is a maximum; `totals` equals the rows added up; an average
+or a share, a `ratio` figure, is worked out from the totals of the figures it is made of).
+Periods are days, weeks (Monday to Sunday) or months of the customer's `timezone`, or the
+whole range (`group_by=none`); the first and last are cut to `from` and `to`. The range is at
+most 366 days. A message on a period boundary belongs to the period it starts; the time
+between two messages, or a trip or parking, that crosses a boundary is split at it.
 
 `format`: `json`; `csv` (the JSON's fields, UTC times); `xlsx` (a workbook with units, number
 formats and a totals row); `png` or `svg` (a bar chart of the report's main figure per period

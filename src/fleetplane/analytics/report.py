@@ -2,8 +2,9 @@
 
 A report is an entry of `reports.REPORTS`: a name, its figures (each with a unit and how it
 totals) and a `compute` function that turns the customer's devices and the range's periods
-into rows, one per device and period. `shape` rounds the rows and adds them up; JSON, CSV,
-XLSX and the charts are all made from its `ShapedReport`, so they cannot disagree.
+into rows, one per device and period. `shape` rounds the rows, works out the ratios (an
+average, a share) from them and adds them up; JSON, CSV, XLSX and the charts are all made
+from its `ShapedReport`, so they cannot disagree.
 """
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -13,11 +14,15 @@ from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane.analytics.periods import Periods
 
 Value = int | float | None
+# Per figure, its value in each period (NaN: no data for it).
+PeriodFigures = dict[str, npt.NDArray[np.float64]]
 
 
 class Total(StrEnum):
@@ -26,14 +31,40 @@ class Total(StrEnum):
     SUM = "sum"
     MAX = "max"
     NONE = "none"  # a state, not an amount (a fuel level): no total
+    RATIO = "ratio"  # an average or a share: its `Ratio` of the totals, as of each row
 
 
 class Unit(StrEnum):
     SECONDS = "s"
     METRES = "m"
+    KILOMETRES = "km"
     KMH = "km/h"
     LITRES = "l"
+    PERCENT = "%"
     COUNT = "count"
+
+
+@dataclass(frozen=True, slots=True)
+class Ratio:
+    """A figure made of two others of the same row: `numerator` / `denominator` x `factor`
+    (null where the denominator is 0 or null); with no denominator, `numerator` x `factor`.
+    Each row's is worked out from the row's figures as shown, and the total from their totals
+    (an average over all the rows, weighted as it should be), never by adding rows up."""
+
+    numerator: str
+    denominator: str | None = None
+    factor: float = 1.0
+
+    def of(self, values: Mapping[str, Value]) -> float | None:
+        numerator = values.get(self.numerator)
+        if numerator is None:
+            return None
+        if self.denominator is None:
+            return float(Decimal(repr(numerator)) * Decimal(repr(self.factor)))
+        denominator = values.get(self.denominator)
+        if not denominator:
+            return None
+        return numerator / denominator * self.factor
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +74,23 @@ class Figure:
     unit: Unit
     total: Total = Total.SUM
     decimals: int = 0
+    ratio: Ratio | None = None  # with `Total.RATIO`: what the figure is made of
+
+    def as_json(self) -> dict[str, Any]:
+        shown: dict[str, Any] = {
+            "name": self.name,
+            "title": self.title,
+            "unit": self.unit.value,
+            "total": self.total.value,
+        }
+        if self.ratio is not None:
+            ratio = self.ratio
+            shown["ratio"] = {
+                "numerator": ratio.numerator,
+                "denominator": ratio.denominator,
+                "factor": ratio.factor,
+            }
+        return shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,12 +143,10 @@ class Report:
     name: str
     title: str
     description: str
-    figures: tuple[Figure, ...] = ()
-    compute: Compute | None = None
-    chart_figure: str | None = None  # the figure the charts show
+    figures: tuple[Figure, ...]
+    compute: Compute
+    chart_figure: str  # the figure the charts show
     parameters: tuple[str, ...] = ()  # the `ReportParameters` it reads
-    # Why it cannot be computed yet, for a report whose data comes from elsewhere.
-    unavailable: str | None = None
 
     def figure(self, name: str) -> Figure:
         return next(figure for figure in self.figures if figure.name == name)
@@ -125,10 +171,7 @@ class ShapedReport:
             "group_by": self.periods.group_by.value,
             "timezone": self.periods.timezone,
             "parameters": dict(self.parameters),
-            "figures": [
-                {"name": f.name, "title": f.title, "unit": f.unit.value, "total": f.total.value}
-                for f in self.report.figures
-            ],
+            "figures": [figure.as_json() for figure in self.report.figures],
             "rows": self.rows,
             "totals": self.totals,
         }
@@ -142,11 +185,14 @@ def shape(
     rows: Sequence[ReportRow],
 ) -> ShapedReport:
     """The rows in device order (as given), then period order, each figure rounded to its
-    decimals; the totals added up from exactly those rounded rows."""
+    decimals and each ratio worked out from those; the totals added up from exactly those
+    rounded rows (a ratio's, from the totals)."""
     order = {device.id: index for index, device in enumerate(devices)}
+    amounts = [figure for figure in report.figures if figure.ratio is None]
     shaped: list[dict[str, Any]] = []
     for row in sorted(rows, key=lambda r: (order[r.device.id], r.period)):
         period = periods.items[row.period]
+        shown = {f.name: rounded(row.values.get(f.name), f.decimals) for f in amounts}
         shaped.append(
             {
                 "device_id": row.device.id,
@@ -154,15 +200,39 @@ def shape(
                 "period_start": period.start,
                 "period_end": period.end,
                 "period": period.label,
-                **{f.name: rounded(row.values.get(f.name), f.decimals) for f in report.figures},
+                **_with_ratios(report.figures, shown),
             }
         )
-    totals = {
+    sums = {
         figure.name: add_up(figure, [_figure_value(row, figure) for row in shaped])
-        for figure in report.figures
+        for figure in amounts
         if figure.total != Total.NONE
     }
+    totals = _with_ratios(report.figures, sums)
     return ShapedReport(report, periods, parameters.for_report(report.parameters), shaped, totals)
+
+
+def period_rows(device: ReportDevice, periods: Periods, figures: PeriodFigures) -> list[ReportRow]:
+    """A device's rows from its figures' values per period (NaN: null)."""
+    return [
+        ReportRow(device, index, {name: _value(values[index]) for name, values in figures.items()})
+        for index in range(len(periods))
+    ]
+
+
+def _with_ratios(figures: Sequence[Figure], values: Mapping[str, Value]) -> dict[str, Value]:
+    """The values in the figures' order, each ratio worked out from them and rounded."""
+    return {
+        figure.name: rounded(figure.ratio.of(values), figure.decimals)
+        if figure.ratio
+        else values[figure.name]
+        for figure in figures
+        if figure.ratio or figure.name in values
+    }
+
+
+def _value(value: float) -> Value:
+    return None if np.isnan(value) else float(value)
 
 
 def rounded(value: Value, decimals: int) -> Value:

@@ -7,11 +7,22 @@ from pydantic import ConfigDict, Field
 from fleetplane.core.schemas import ResponseBody
 
 
+class RatioOut(ResponseBody):
+    numerator: str = Field(description="A figure of the same row.")
+    denominator: str | None = Field(description="A figure of the same row; null: none.")
+    factor: float
+
+
 class FigureOut(ResponseBody):
     name: str = Field(description="The field holding it in each row and in `totals`.")
     title: str
-    unit: str = Field(description="`s`, `m`, `km/h`, `l` or `count`.")
-    total: str = Field(description="How the rows total: `sum`, `max`, or `none` (no total).")
+    unit: str = Field(description="`s`, `m`, `km`, `km/h`, `l`, `%` or `count`.")
+    total: str = Field(
+        description="How the rows total: `sum`, `max`, `none` (no total), or `ratio` (an "
+        "average or a share: `numerator` / `denominator` x `factor`, in each row of the row's "
+        "figures and in `totals` of their totals)."
+    )
+    ratio: RatioOut | None = Field(None, description="What a `ratio` figure is made of.")
 
 
 class ReportRowOut(ResponseBody):

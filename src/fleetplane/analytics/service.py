@@ -45,8 +45,6 @@ async def run(
         names = ", ".join(REPORTS)
         raise validation_error(["path", "report"], f"No report {report_name!r}; one of {names}.")
     _check_range(start, end)
-    if report.compute is None:
-        raise validation_error(["path", "report"], report.unavailable or "Not available.")
     customer = await customers.get(session, provider_id, customer_id)
     windows = await devices.history_windows(session, provider_id, customer_id, device_ids)
     period_count = periods_of.count(start, end, group_by, customer.timezone)

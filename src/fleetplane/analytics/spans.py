@@ -67,6 +67,13 @@ def time_in_periods(start: IntArray, end: IntArray, boundaries: IntArray) -> Flo
     return spread(start, end, lengths, boundaries) / MICROSECONDS
 
 
+def seconds_in(spans: Spans, state: BoolArray, boundaries: IntArray) -> FloatArray:
+    """Seconds in each period of the spans after the messages in `state` (a span's time
+    follows the state at its first message)."""
+    counted = state[:-1]
+    return time_in_periods(spans.start[counted], spans.end[counted], boundaries)
+
+
 @dataclass(frozen=True, slots=True)
 class Runs:
     """Runs of successive messages in a state (idle, speeding): each run's first message, its

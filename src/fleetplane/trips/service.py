@@ -2,9 +2,12 @@
 and what the pipeline step keeps (the intervals it found and the detector's state)."""
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from sqlalchemy import Row, Select, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -141,6 +144,63 @@ async def require_customer_devices(
     theirs = await devices.customer_device_ids(session, provider_id, customer_id)
     if not wanted <= theirs:
         raise not_found("device")
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalColumns:
+    """A device's intervals of one kind as numpy columns, in start order: what reports sum up
+    per period. Times are epoch microseconds (`messages.columns`); an open interval ends at its
+    last message so far."""
+
+    start_us: npt.NDArray[np.int64]
+    end_us: npt.NDArray[np.int64]
+    distance_m: npt.NDArray[np.float64]
+    max_speed: npt.NDArray[np.float64]  # km/h, NaN where no message had a speed
+    open: npt.NDArray[np.bool_]
+
+    def __len__(self) -> int:
+        return len(self.start_us)
+
+
+async def interval_columns(
+    session: AsyncSession,
+    provider_id: str,
+    customer_id: str,
+    device_ids: Sequence[str],
+    *,
+    since: datetime,
+    until: datetime,
+    kind: str,
+) -> dict[str, IntervalColumns]:
+    """The intervals of `kind` (`trip`, `parking` or `stop`) of each of these devices of the
+    customer: exactly those the intervals list returns for [since, until) (`intervals_query`),
+    each device's as columns (empty ones for a device without any)."""
+    found: dict[str, list[Row[Any]]] = {device_id: [] for device_id in device_ids}
+    for chunk in _chunks(list(found)):
+        statement = intervals_query(
+            provider_id, customer_id, device_ids=chunk, since=since, until=until, kind=Kind(kind)
+        ).order_by(TripInterval.device_id, TripInterval.start_time)
+        for row in await session.execute(statement):
+            found[row.device_id].append(row)
+    return {device_id: _as_columns(rows) for device_id, rows in found.items()}
+
+
+def _as_columns(rows: Sequence[Row[Any]]) -> IntervalColumns:
+    def times(name: str) -> npt.NDArray[np.int64]:
+        values = [message_columns.time_us(getattr(row, name)) for row in rows]
+        return np.array(values, dtype=np.int64)
+
+    def numbers(name: str) -> npt.NDArray[np.float64]:
+        values = [getattr(row, name) for row in rows]
+        return np.array([np.nan if value is None else value for value in values], dtype=float)
+
+    return IntervalColumns(
+        start_us=times("start_time"),
+        end_us=times("end_time"),
+        distance_m=numbers("distance_m"),
+        max_speed=numbers("max_speed"),
+        open=np.array([bool(row.open) for row in rows], dtype=np.bool_),
+    )
 
 
 _INTERVAL_COLUMNS = (
