@@ -1,7 +1,9 @@
 """The reports' own work, without the database: each report's computation over one device's
-messages as columns, and each answer format for a big answer. Run: `fleetplane bench reports`.
+messages as columns, and over a device's trips and parkings as the trips module hands them
+over, and each answer format for a big answer. Run: `fleetplane bench reports`.
 
-The messages are made up (10 s apart, ignition, speed and fuel level drawing random walks);
+The messages are made up (10 s apart, ignition, speed and fuel level drawing random walks),
+and so are the intervals (trips and parkings taking turns over the same span of time);
 reading them from the database is the columns read's cost, measured by its own benchmark."""
 
 import time
@@ -20,8 +22,10 @@ from fleetplane.analytics.message_reports import engine_hours_of, idling_of, spe
 from fleetplane.analytics.periods import GroupBy, split
 from fleetplane.analytics.report import ReportDevice, ReportParameters, ReportRow, shape
 from fleetplane.analytics.reports import REPORTS
+from fleetplane.analytics.trip_reports import mileage_of, parkings_of, trips_of, utilization_of
 from fleetplane.messages.columns import Columns, time_us
 from fleetplane.sensors.calculation import SensorDefinition, SensorType
+from fleetplane.trips.service import IntervalColumns
 
 START = datetime(2025, 12, 1, tzinfo=UTC)
 IGNITION = SensorDefinition("sen_i", "dev", "Ignition", SensorType.IGNITION, "ign")
@@ -45,6 +49,29 @@ def made_up_columns(count: int) -> Columns:
             + rng.normal(0, 0.5, count),
         },
     )  # fmt: skip
+
+
+def made_up_intervals(end_us: int) -> tuple[IntervalColumns, IntervalColumns]:
+    """Trips of 5-60 minutes and parkings of 5 minutes to 3 hours, taking turns until
+    `end_us`: (trips, parkings)."""
+    rng = np.random.default_rng(2)
+    count = int((end_us - time_us(START)) / 1e6 / (32 * 60 + 97 * 60)) + 2
+    lengths = np.empty(2 * count, dtype=np.int64)
+    lengths[0::2] = rng.integers(5 * 60, 60 * 60, count) * 1_000_000
+    lengths[1::2] = rng.integers(5 * 60, 3 * 3600, count) * 1_000_000
+    edges = time_us(START) + np.concatenate(([0], np.cumsum(lengths)))
+    keep = edges[:-1] < end_us
+
+    def kind(first: int) -> IntervalColumns:
+        start, end = edges[:-1][first::2], edges[1:][first::2]
+        inside = keep[first::2]
+        start, end = start[inside], end[inside]
+        return IntervalColumns(
+            start, end, (end - start) / 1e6 * rng.uniform(5, 25, len(start)),
+            rng.uniform(30, 130, len(start)), np.zeros(len(start), dtype=np.bool_),
+        )  # fmt: skip
+
+    return kind(0), kind(1)
 
 
 def timed(work: Callable[[], Any]) -> tuple[float, Any]:
@@ -71,6 +98,24 @@ def main(messages: int, devices: int, console: Console) -> int:
         seconds, _ = timed(lambda: compute(columns, sensor, periods, parameters))  # noqa: B023
         table.add_row(name, f"{seconds:.2f}", f"{messages / seconds:,.0f}")
     console.print(table)
+
+    trips, parkings = made_up_intervals(time_us(end))
+    on_trips = Table(
+        title=f"One device, {len(trips):,} trips and {len(parkings):,} parkings, "
+        f"{len(periods)} days"
+    )
+    on_trips.add_column("report")
+    on_trips.add_column("seconds", justify="right")
+    on_trips.add_column("intervals/s", justify="right")
+    for name, of_intervals, intervals in (
+        ("mileage", mileage_of, trips),
+        ("trips", trips_of, trips),
+        ("parkings", parkings_of, parkings),
+        ("utilization (time in trips)", utilization_of, trips),
+    ):
+        seconds, _ = timed(lambda: of_intervals(intervals, periods))  # noqa: B023
+        on_trips.add_row(name, f"{seconds:.4f}", f"{len(intervals) / seconds:,.0f}")
+    console.print(on_trips)
 
     rng = np.random.default_rng(1)
     fleet = [ReportDevice(f"dev_{n}", f"Truck {n:03d}", n, None) for n in range(devices)]

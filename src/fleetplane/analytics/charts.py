@@ -107,7 +107,6 @@ def render(shaped: ShapedReport, chart_format: ChartFormat) -> bytes:
 
 def chart_data(shaped: ShapedReport) -> ChartData:
     report = shaped.report
-    assert report.chart_figure is not None
     figure = report.figure(report.chart_figure)
     devices: dict[str, str] = {}
     periods: dict[int, int] = {}  # period start -> column
