@@ -502,9 +502,11 @@ def test_the_event_stream_shows_events_as_they_arrive(
 
 
 @pytest.mark.browser
-@pytest.mark.parametrize("chart_format", ["png", "svg"])
+@pytest.mark.parametrize(
+    ("report", "chart_format"), [("speeding", "png"), ("speeding", "svg"), ("trips", "png")]
+)
 def test_a_chart_answer_shows_as_an_image(
-    browser: BrowserThread, tenant: Tenant, chart_format: str
+    browser: BrowserThread, tenant: Tenant, report: str, chart_format: str
 ) -> None:
     customer = tenant.customers[0]
     names = {device["name"] for device in tenant.devices[customer["id"]]}
@@ -518,7 +520,7 @@ def test_a_chart_answer_shows_as_an_image(
         operation.locator(".opblock-summary").first.click()
         operation.get_by_role("button", name="Try it out").click()
         parameter = lambda name: operation.locator(f'tr[data-param-name="{name}"]')  # noqa: E731
-        parameter("report").locator("select").select_option("speeding")
+        parameter("report").locator("select").select_option(report)
         parameter("from").locator("input").fill("2026-11-01T00:00:00Z")
         parameter("to").locator("input").fill("2026-11-08T00:00:00Z")
         parameter("group_by").locator("select").select_option("day")
@@ -531,7 +533,7 @@ def test_a_chart_answer_shows_as_an_image(
         size = image.evaluate("img => [img.complete, img.naturalWidth, img.naturalHeight]")
         assert size[0] and size[1] > 600 and size[2] > 300, size  # drawn, not a broken image
         save = row.locator(".image-answer a")
-        expect(save).to_have_text(f"Save speeding-20261101-20261108.{chart_format}")
+        expect(save).to_have_text(f"Save {report}-20261101-20261108.{chart_format}")
         assert (save.get_attribute("href") or "").startswith("blob:")
 
     browser.run(scenario)
