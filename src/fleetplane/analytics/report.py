@@ -31,7 +31,7 @@ class Total(StrEnum):
     SUM = "sum"
     MAX = "max"
     NONE = "none"  # a state, not an amount (a fuel level): no total
-    RATIO = "ratio"  # an average or a share: its `Ratio` of the totals, as of each row
+    RATIO = "ratio"  # an average or a share: its `Ratio` of the totals, as in each row
 
 
 class Unit(StrEnum):
@@ -75,6 +75,10 @@ class Figure:
     total: Total = Total.SUM
     decimals: int = 0
     ratio: Ratio | None = None  # with `Total.RATIO`: what the figure is made of
+
+    def __post_init__(self) -> None:
+        if (self.total == Total.RATIO) != (self.ratio is not None):
+            raise ValueError(f"{self.name}: a ratio figure, and only one, has Total.RATIO")
 
     def as_json(self) -> dict[str, Any]:
         shown: dict[str, Any] = {
