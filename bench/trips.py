@@ -14,8 +14,9 @@ it times, separately:
   server runs beside the intake) packing the days that are over, as it would have by the time
   a re-computation reads them;
 - **read**: `messages.columns.read` of all of the device's messages (what a re-computation
-  reads: the packed days from the column store, the device's current day from the rows; the
-  best of three reads, each in a transaction of its own);
+  reads: the packed days from the column store, the device's current day from the rows;
+  three reads, each in a transaction of its own, the best counted: the first read of a
+  process also pays for the fresh memory its arrays touch);
 - **detect**: `trips.detector.detect` over them from scratch (the pure function the pipeline
   step and the re-computation share; the best of three runs), and apart from it the rows the
   step would write from its answer.
@@ -71,13 +72,18 @@ class Timing:
     store_seconds: float
     note_seconds: float
     pack_seconds: float
-    read_seconds: float
+    reads: list[float]
     detect_seconds: float
     rows_seconds: float
     trips: int
     stops: int
     parkings: int
     distance_km: float
+
+    @property
+    def read_seconds(self) -> float:
+        """The best read: the first of a process also pays for memory it touches first."""
+        return min(self.reads)
 
 
 def main(message_count: int, database_url: str | None, console: Console) -> int:
@@ -109,9 +115,10 @@ async def _run(name: str, url: str, message_count: int, console: Console) -> Tim
             seq = (await devices.seqs_of(session, [device_id]))[device_id]
         store_seconds, note_seconds = await _store(sessions, seq, message_count, console)
         pack_seconds = await _pack(sessions, console)
-        reads = [await _read(sessions, seq) for _ in range(READ_RUNS)]
-        read_seconds = min(seconds for seconds, _ in reads)
-        found = reads[0][1]
+        reads = []
+        for _ in range(READ_RUNS):
+            seconds, found = await _read(sessions, seq)
+            reads.append(seconds)
     finally:
         await engine.dispose()
     seconds = []
@@ -127,7 +134,7 @@ async def _run(name: str, url: str, message_count: int, console: Console) -> Tim
     kinds = [row["kind"] for row in rows]
     distance = sum(row["distance_m"] for row in rows if row["kind"] == "trip") / 1000
     return Timing(
-        name, len(found), store_seconds, note_seconds, pack_seconds, read_seconds,
+        name, len(found), store_seconds, note_seconds, pack_seconds, reads,
         detect_seconds, rows_seconds, kinds.count("trip"), kinds.count("stop"),
         kinds.count("parking"), distance,
     )  # fmt: skip
@@ -271,7 +278,8 @@ def _cost_table(timings: list[Timing]) -> Table:
     row("the notes, per message", lambda t: per_message(t.note_seconds, t))
     row("packing (builder)", lambda t: f"{t.pack_seconds:.1f} s")
     row("packing, per message", lambda t: per_message(t.pack_seconds, t))
-    row("[bold]read", lambda t: f"[bold]{t.read_seconds:.2f} s")
+    row("[bold]read (best)", lambda t: f"[bold]{t.read_seconds:.2f} s")
+    row("read (each run)", lambda t: " ".join(f"{r:.2f}" for r in t.reads))
     row("[bold]detect", lambda t: f"[bold]{t.detect_seconds:.2f} s")
     row("[bold]read + detect", lambda t: f"[bold]{t.read_seconds + t.detect_seconds:.2f} s")
     row("rows from the answer", lambda t: f"{t.rows_seconds:.2f} s")
