@@ -79,7 +79,15 @@ def stored_rows(draw: st.DrawFn) -> list[dict[str, Any]]:
 def one_by_one(rows: list[dict[str, Any]]) -> columns.Columns:
     """What `read_rows` gave before: `stored_since`'s messages, then `from_messages`."""
     found = [messages._message(SimpleNamespace(**row)) for row in rows]  # type: ignore[arg-type]
-    return columns.from_messages(found, columns._numeric_params(found))
+    return columns.from_messages(found, numeric_params(found))
+
+
+def numeric_params(found: list[Message]) -> list[str]:
+    """The parameters that are a number in some message (what a chunk holds)."""
+    names: dict[str, None] = {}
+    for message in found:
+        names.update((n, None) for n, v in message.params.items() if isinstance(v, int | float))
+    return list(names)
 
 
 def at_once(rows: list[dict[str, Any]]) -> columns.Columns:

@@ -203,7 +203,7 @@ async def read(
     return _assemble(pieces, params).between(*bounds)
 
 
-def _assemble(pieces: Sequence["Columns | column_chunks.Run"], params: Sequence[str]) -> Columns:
+def _assemble(pieces: Sequence[Columns | column_chunks.Run], params: Sequence[str]) -> Columns:
     """The pieces one after the other (each in time order, each older than the next), each
     written once into the arrays of the whole: a year of chunks is unpacked where it ends,
     not copied again (a copy of 3 M messages' columns costs as much as unpacking them)."""
@@ -289,15 +289,6 @@ async def read_day(
     return await read_rows(
         session, device_seq, after=start - _MICROSECOND, until=end - _MICROSECOND, params=None
     )
-
-
-def _numeric_params(messages: Sequence[Message]) -> list[str]:
-    names: dict[str, None] = {}
-    for message in messages:
-        for name, value in message.params.items():
-            if name not in names and isinstance(value, int | float):
-                names[name] = None
-    return list(names)
 
 
 def to_chunk(columns: Columns) -> bytes:

@@ -27,7 +27,6 @@ from fleetplane.telemetry import DriverMessage, Message
 
 # A stored message as read back: device time, lat_e7, lon_e7, packed.
 _StoredRow = Row[datetime, int | None, int | None, bytes]
-
 _MILLISECOND = timedelta(milliseconds=1)
 
 
