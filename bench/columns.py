@@ -14,9 +14,11 @@ On a temporary SQLite file, and with `--database-url` on a fresh PostgreSQL data
    store's builder over the year (`column_builder.build_once`), timed;
 4. reads the whole year with `columns.read` (parameters ign, fuel, odometer), `--repeats`
    times, each in a transaction of its own;
-5. reads `--reference-days` days from the rows alone (`columns.read_rows`: `stored_since`
-   then `from_messages`, what `read` did before the column store), checks that both give the
-   same arrays there, and scales that time to the year;
+5. reads `--reference-days` days from the rows alone, two ways: as messages
+   (`messages.stored_since` then `columns.from_messages`, what `read` did before the column
+   store) and decoded straight into columns (`columns.read_rows`, what the builder and `read`
+   do for a day without a chunk); checks that both and `read` give the same arrays there,
+   and scales the times to the year;
 6. prints the bytes per message of the messages table and of the column store (PostgreSQL:
    `pg_total_relation_size` after VACUUM ANALYZE; SQLite: `dbstat` after VACUUM).
 """
@@ -70,6 +72,7 @@ class Figures:
     reads: list[float]
     reference_messages: int
     reference_seconds: float
+    rows_seconds: float
     same: bool
     message_bytes: int
     column_bytes: int
@@ -81,6 +84,10 @@ class Figures:
     @property
     def reference_year_seconds(self) -> float:
         return self.reference_seconds / self.reference_messages * self.messages
+
+    @property
+    def rows_year_seconds(self) -> float:
+        return self.rows_seconds / self.reference_messages * self.messages
 
 
 def main(
@@ -212,16 +219,22 @@ async def _read(sessions: async_sessionmaker[AsyncSession], seq: int, until: dat
 
 async def _reference(
     sessions: async_sessionmaker[AsyncSession], seq: int, first: datetime, days: int
-) -> tuple[int, float, bool]:
-    """(messages, seconds, whether `read` gives the same) over the first `days` days."""
+) -> tuple[int, float, float, bool]:
+    """(messages, seconds as messages, seconds decoded straight into columns, whether the two
+    and `read` give the same) over the first `days` days."""
     after = first - timedelta(microseconds=1)
     until = column_store.day_of(first) + timedelta(days=days, microseconds=-1)
     async with system_session(sessions) as session:
         began = time.perf_counter()
-        rows = await columns.read_rows(session, seq, after=after, until=until, params=PARAMS)
+        stored = await messages.stored_since(session, seq, after=after, until=until, limit=10**9)
+        as_messages = columns.from_messages(stored, PARAMS)
         seconds = time.perf_counter() - began
+        began = time.perf_counter()
+        rows = await columns.read_rows(session, seq, after=after, until=until, params=PARAMS)
+        rows_seconds = time.perf_counter() - began
         read = await columns.read(session, seq, after=after, until=until, params=PARAMS)
-    return len(rows), seconds, read.equals(rows)
+    same = read.equals(as_messages) and rows.equals(as_messages)
+    return len(rows), seconds, rows_seconds, same
 
 
 async def _postgres_bytes(url: str) -> tuple[int, int]:
@@ -289,10 +302,15 @@ def _print(console: Console, results: list[Figures]) -> None:
     row("read (all runs)", lambda f: " ".join(f"{r:.2f}" for r in f.reads))
     row("read per message", lambda f: f"{f.read_seconds / f.messages * 1e6:.2f} µs")
     row(
-        "rows alone (reference)",
+        "rows as messages (reference)",
         lambda f: f"{f.reference_seconds:.2f} s / {f.reference_messages:,} msgs",
     )
-    row("rows alone, scaled to the year", lambda f: f"{f.reference_year_seconds:.1f} s")
+    row("rows as messages, scaled to the year", lambda f: f"{f.reference_year_seconds:.1f} s")
+    row(
+        "rows as columns (read_rows)",
+        lambda f: f"{f.rows_seconds:.2f} s / {f.reference_messages:,} msgs",
+    )
+    row("rows as columns, scaled to the year", lambda f: f"{f.rows_year_seconds:.1f} s")
     row("same arrays as the rows", lambda f: "yes" if f.same else "[red]NO")
     row("messages table B/msg", lambda f: f"{f.message_bytes / f.messages:.1f}")
     row("column store B/msg", lambda f: f"{f.column_bytes / f.messages:.2f}")

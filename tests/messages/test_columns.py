@@ -241,7 +241,7 @@ values = st.one_of(
 param_values = st.one_of(
     st.integers(-(2**40), 2**40),
     st.integers(0, 10**6).map(lambda n: n / 100),
-    st.sampled_from([True, False, None, "on", "0A1B", -0.0, 1e300]),
+    st.sampled_from([True, False, None, "on", "0A1B", -0.0, 1e300, math.nan, 2**70, [1]]),
 )
 
 

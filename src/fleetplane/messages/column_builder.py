@@ -52,10 +52,13 @@ async def build_once(
 
 
 async def build_day(sessions: async_sessionmaker[AsyncSession], day: WaitingDay) -> bool:
-    """Counts the day's rows: the chunk holds them already, or they are read and packed anew.
-    Stored only if the day's version is still the one read before the rows were."""
+    """A day with a chunk has its rows counted: the chunk holds them already, or they are
+    read and packed anew, as a day without one is. Stored only if the day's version is still
+    the one read before the rows were."""
     async with system_session(sessions) as session:
-        count = await column_store.count_rows(session, day.device_seq, day.start, day.end)
+        count = None
+        if day.has_chunk:
+            count = await column_store.count_rows(session, day.device_seq, day.start, day.end)
         read = None
         if not (day.has_chunk and day.message_count == count):
             read = await columns.read_day(session, day.device_seq, day.start, day.end)
@@ -63,5 +66,6 @@ async def build_day(sessions: async_sessionmaker[AsyncSession], day: WaitingDay)
     if read is not None:
         packed = await asyncio.to_thread(columns.to_chunk, read)
         count = len(read)
+    assert count is not None
     async with writer_session(sessions) as session:
         return await column_store.store_chunk(session, day, packed, count)

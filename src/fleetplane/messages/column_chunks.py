@@ -100,24 +100,86 @@ def unpack(data: bytes, params: Collection[str] = ()) -> Unpacked:
 
 
 def unpack_many(chunks: Sequence[bytes], params: Collection[str] = ()) -> Unpacked:
-    """Chunks one after the other, unpacked as one: each column is put together in one array
-    and its differences summed at once (a device-year is a few hundred chunks, and per-chunk
-    work on arrays of a day costs more in calls than in arithmetic). A parameter some of the
-    chunks hold is NaN in the others."""
-    decompressor = zstandard.ZstdDecompressor()
-    parsed = [_parse(data) for data in chunks]
-    counts = [chunk.count for chunk in parsed]
-    names = list(parsed[0].fields) if parsed else []
-    fields = {
-        name: _joined([chunk.fields[name] for chunk in parsed], counts, decompressor)
-        for name in names
-    }
-    found: dict[str, npt.NDArray[np.float64]] = {}
-    for name in params:
-        held = [chunk.params.get(name) for chunk in parsed]
-        if any(column is not None for column in held):
-            found[name] = _joined(held, counts, decompressor).astype(np.float64)
-    return Unpacked(sum(counts), fields, found)
+    """Chunks one after the other, unpacked as one (`Run`). A parameter some of the chunks
+    hold is NaN in the others."""
+    run = Run(chunks)
+    fields = {name: run.unpack(name) for name in run.field_names}
+    found = {name: run.unpack(name, Role.PARAMETER) for name in params if run.holds(name)}
+    return Unpacked(run.count, fields, found)
+
+
+class Run:
+    """Consecutive chunks, each column unpacked as one array (a device-year is a few hundred
+    chunks, and per-chunk work on arrays of a day costs more in calls than in arithmetic):
+    put together straight into the array it ends in, its differences summed at once."""
+
+    def __init__(self, chunks: Sequence[bytes]) -> None:
+        self._parsed = [_parse(data) for data in chunks]
+        self._counts = [chunk.count for chunk in self._parsed]
+        self._ends = np.cumsum(self._counts, dtype=np.int64)
+        self._decompressor = zstandard.ZstdDecompressor()
+        self.count = int(self._ends[-1]) if self._parsed else 0
+        self.field_names = list(self._parsed[0].fields) if self._parsed else []
+
+    def holds(self, param: str) -> bool:
+        """Whether some chunk holds the parameter."""
+        return any(param in chunk.params for chunk in self._parsed)
+
+    def unpack(self, name: str, role: Role = Role.FIELD) -> Array:
+        """The column in an array of its own."""
+        columns = self._columns(name, role)
+        if all(c is not None and c.form == Form.FLAGS for c in columns):
+            dtype: type[np.generic] = np.bool_
+        elif all(c is not None and c.form == Form.INTEGERS for c in columns):
+            dtype = np.int64
+        else:
+            dtype = np.float64
+        out = np.empty(self.count, dtype)
+        self.unpack_into(name, out, role)
+        return out
+
+    def unpack_into(self, name: str, out: Array, role: Role = Role.FIELD) -> None:
+        """The column into `out` (`count` values: bool for flags, int64 for integers, float64
+        for the rest and for a parameter, NaN where a chunk does not hold it)."""
+        columns = self._columns(name, role)
+        starts = self._ends - np.asarray(self._counts, dtype=np.int64)
+        coded = all(c is not None and c.form in _INTEGER_CODED for c in columns)
+        if not coded or out.dtype == np.bool_:
+            unpack = self._decompressor
+            for column, start, end in zip(columns, starts, self._ends, strict=True):
+                out[start:end] = np.nan if column is None else column.values(unpack, end - start)
+            return
+        # Every chunk's differences, after its first value less the last value of the chunk
+        # before: one running sum gives every value (int64 wraps and unwraps alike). Summed
+        # in `out`'s own bytes, then turned into floats in place.
+        integers = out.view(np.int64)
+        previous_last = 0
+        for column, start, end in zip(columns, starts, self._ends, strict=True):
+            assert column is not None
+            if end > start:
+                column.differences_into(self._decompressor, integers[start:end])
+                integers[start : start + 1] -= np.int64(previous_last)  # wraps, no warning
+                previous_last = column.last
+        np.cumsum(integers, out=integers)
+        if out.dtype == np.int64:
+            return
+        kinds = {(c.form, c.decimals) for c in columns if c is not None}
+        if len(kinds) == 1 and columns:
+            first = columns[0]
+            assert first is not None
+            first.to_floats_in_place(out)
+        for column, start, end in zip(columns, starts, self._ends, strict=True):
+            assert column is not None
+            if len(kinds) > 1:
+                column.to_floats_in_place(out[start:end])
+            missing = column.missing_values(self._decompressor, end - start)
+            if missing is not None:
+                out[start:end][missing] = np.nan
+
+    def _columns(self, name: str, role: Role) -> list["_Column | None"]:
+        if role == Role.FIELD:
+            return [chunk.fields[name] for chunk in self._parsed]
+        return [chunk.params.get(name) for chunk in self._parsed]
 
 
 # --- packing ------------------------------------------------------------------------------
@@ -289,18 +351,25 @@ class _Column:
         np.cumsum(integers, out=integers)  # wraps as the differences did
         if self.form == Form.INTEGERS:
             return integers
-        floats = self.to_floats(integers)
+        floats = integers.view(np.float64)
+        self.to_floats_in_place(floats)
         missing = self.missing_values(decompressor, count)
         if missing is not None:
             floats[missing] = np.nan
         return floats
 
-    def to_floats(self, integers: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
-        """The values of the integers of a DECIMALS or MINUTES column."""
+    def to_floats_in_place(self, values: npt.NDArray[np.float64]) -> None:
+        """The values of a DECIMALS or MINUTES column, from its integers in the same bytes
+        (`values.view(np.int64)`). The same arithmetic as `_minutes_to_coordinate` and a
+        division, without an array for each step: a device-year is 3 M values a column."""
+        np.copyto(values, values.view(np.int64), casting="unsafe")  # exact below 2**53
         if self.form == Form.MINUTES:
-            coordinates = _minutes_to_coordinate(integers, self.decimals)
-            return coordinates.astype(np.float64) / 10.0**_COORDINATE_DECIMALS
-        return integers.astype(np.float64) / 10.0**self.decimals
+            values *= _minute_step(self.decimals)
+            np.round(values, out=values)
+            values += 0.0  # -0.0 to 0.0, as the integers of `_minutes_to_coordinate` are
+            values /= 10.0**_COORDINATE_DECIMALS
+        else:
+            values /= 10.0**self.decimals
 
     def flags(self, decompressor: zstandard.ZstdDecompressor, count: int) -> Array:
         data = decompressor.decompress(self.data) if count else b""
@@ -345,55 +414,6 @@ def _parse(data: bytes) -> _Parsed:
     for column in _columns(data, _HEADER.size, column_count):
         (fields if column.role == Role.FIELD else params)[column.name] = column
     return _Parsed(count, fields, params)
-
-
-def _joined(
-    columns: Sequence[_Column | None],
-    counts: Sequence[int],
-    decompressor: zstandard.ZstdDecompressor,
-) -> Array:
-    """One column of consecutive chunks (None: a chunk without it, NaN there)."""
-    total = sum(counts)
-    if all(c is not None and c.form == Form.FLAGS for c in columns):
-        return np.concatenate(
-            [c.flags(decompressor, n) for c, n in zip(columns, counts, strict=True) if c]
-            or [np.zeros(0, np.bool_)]
-        )
-    if not all(c is not None and c.form in _INTEGER_CODED for c in columns):
-        return np.concatenate(
-            [
-                np.full(n, np.nan) if c is None else c.values(decompressor, n)
-                for c, n in zip(columns, counts, strict=True)
-            ]
-            or [np.zeros(0)]
-        )
-    # Every chunk's differences, after its first value less the last value of the chunk
-    # before: one running sum gives every value (int64 wraps and unwraps alike).
-    integers = np.empty(total, dtype=np.int64)
-    ends = np.cumsum(counts)
-    starts = ends - np.asarray(counts, dtype=np.int64)
-    previous_last = 0
-    for column, start, end in zip(columns, starts, ends, strict=True):
-        assert column is not None
-        if end > start:
-            column.differences_into(decompressor, integers[start:end])
-            integers[start : start + 1] -= np.int64(previous_last)  # wraps, no warning
-            previous_last = column.last
-    np.cumsum(integers, out=integers)
-    first = columns[0]
-    if first is None or first.form == Form.INTEGERS:
-        return integers
-    kinds = {(c.form, c.decimals) for c in columns if c is not None}
-    same_kind = len(kinds) == 1
-    floats = first.to_floats(integers) if same_kind else np.empty(total, dtype=np.float64)
-    for column, start, end in zip(columns, starts, ends, strict=True):
-        assert column is not None
-        if not same_kind:
-            floats[start:end] = column.to_floats(integers[start:end])
-        missing = column.missing_values(decompressor, end - start)
-        if missing is not None:
-            floats[start:end][missing] = np.nan
-    return floats
 
 
 def _from_byte_planes(data: bytes, dtype: str, count: int) -> Array:

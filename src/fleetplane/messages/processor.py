@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fleetplane.messages.column_store import day_of, days_of, mark_stale_from, note_days
+from fleetplane.messages.column_store import DAY, day_of, days_of, mark_stale_from, note_days
 from fleetplane.telemetry import Message
 
 
@@ -39,17 +39,20 @@ def _late_and_new(batch: StoredBatch) -> tuple[datetime | None, list[datetime]]:
     """(the oldest late message time: not newer than the newest before, and the days to
     note: of the valid messages, those outside the day of the newest before)."""
     before = batch.newest_before
-    # A device without a live state has no packed day, unless its state was lost: then all
-    # of the batch counts as late, which only costs checking its days again.
-    late = (
-        None if before is not None else min((m.device_time for m in batch.messages), default=None)
-    )
+    if before is None:
+        # A device without a live state has no packed day, unless its state was lost: then
+        # all of the batch counts as late, which only costs checking its days again.
+        late = min((message.device_time for message in batch.messages), default=None)
+        valid = [message.device_time for message in batch.messages if not message.filtered]
+        return late, days_of(sorted(valid))
+    day_start = day_of(before)
+    day_end = day_start + DAY
+    late = None
     outside: list[datetime] = []
-    day_start = day_of(before) if before is not None else None
-    for message in batch.messages:
+    for message in batch.messages:  # chained comparisons: no timedelta made per message
         at = message.device_time
-        if before is not None and at <= before and (late is None or at < late):
+        if at <= before and (late is None or at < late):
             late = at
-        if not message.filtered and (day_start is None or not 0 <= (at - day_start).days < 1):
+        if not day_start <= at < day_end and not message.filtered:
             outside.append(at)
     return late, days_of(sorted(outside))
