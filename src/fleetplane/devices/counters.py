@@ -8,7 +8,7 @@ device's live state (`device_states`, columns the intake never writes) with a ch
 which the device reads and the live event stream take in.
 """
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,6 +22,7 @@ from fleetplane.core.events import EventHub
 from fleetplane.core.geo import distance_m
 from fleetplane.devices.models import DeviceCounterCheckpoint, DeviceState
 from fleetplane.devices.service import DEVICE_COUNTERS_CHANGE, MAX_GAP_SECONDS
+from fleetplane.messages import service as messages
 from fleetplane.sensors import service as sensors
 from fleetplane.sensors.calculation import SensorDefinition, compute_value
 from fleetplane.steps.contract import DeviceMessages, StepDevice
@@ -32,6 +33,11 @@ STEP_NAME = "device_counters"
 _BEGINNING = datetime(1, 1, 2, tzinfo=UTC)
 _CHECKPOINT = DeviceCounterCheckpoint.__table__
 _HOUR = timedelta(hours=1)
+_MICROSECOND = timedelta(microseconds=1)
+# Stored messages read at once when counting on from a checkpoint to a time asked about.
+_MESSAGES_PER_READ = 5000
+# Checkpoints asked for in one `IN (...)` list.
+_KEYS_PER_QUERY = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,3 +238,179 @@ def announce(events: EventHub, change: Change) -> None:
     for values in change.values:
         event = {"type": "state", "device_id": values["device_id"], "state": values}
         events.publish(event, (values["provider_id"], values["customer_id"]))
+
+
+# --- the odometer at given moments ----------------------------------------------------------
+
+
+async def odometers_at(
+    session: AsyncSession,
+    questions: Sequence[tuple[StepDevice, Collection[datetime], Sequence[Message]]],
+) -> dict[tuple[str, datetime], float]:
+    """The odometer the counters showed just after a device's message at each of the times
+    (device, times, messages in hand): the newest checkpoint at or before the time, counted on
+    with `count` over the valid messages after it, so the same sum the step makes. The
+    messages in hand are all of the device's valid messages over their span, oldest first (a
+    pipeline round's); the stored ones are read only before them. A time the counters cannot
+    answer (none of theirs before it, and messages before their first checkpoint: counted
+    from a device's live state by migration 0016) is left out.
+
+    One query for the checkpoints of the hours asked about; a device then usually needs no
+    more: a time that is its checkpoint's, or followed in hand up to the checkpoint only by
+    messages without a position (which move no odometer), is answered from it."""
+    keys = {(device.id, _hour(at)) for device, times, _ in questions for at in times}
+    held = await _checkpoints_of_hours(session, keys)
+    found: dict[tuple[str, datetime], float] = {}
+    for device, times, in_hand in questions:
+        for at, odometer_m in (await _odometers_of(session, device, times, in_hand, held)).items():
+            found[(device.id, at)] = odometer_m
+    return found
+
+
+async def _checkpoints_of_hours(
+    session: AsyncSession, keys: Collection[tuple[str, datetime]]
+) -> dict[tuple[str, datetime], Counters]:
+    ordered = sorted(keys)
+    found: dict[tuple[str, datetime], Counters] = {}
+    for start in range(0, len(ordered), _KEYS_PER_QUERY):
+        chunk = ordered[start : start + _KEYS_PER_QUERY]
+        statement = select(*_CHECKPOINT_COLUMNS).where(
+            tuple_(DeviceCounterCheckpoint.device_id, DeviceCounterCheckpoint.hour).in_(chunk)
+        )
+        for row in await session.execute(statement):
+            counters = Counters(*row[1:])
+            assert counters.counted_at is not None
+            found[(row[0], _hour(counters.counted_at))] = counters
+    return found
+
+
+_CHECKPOINT_COLUMNS = (
+    DeviceCounterCheckpoint.device_id,
+    DeviceCounterCheckpoint.counted_at,
+    DeviceCounterCheckpoint.odometer_m,
+    DeviceCounterCheckpoint.engine_seconds,
+    DeviceCounterCheckpoint.ignition,
+    DeviceCounterCheckpoint.lat,
+    DeviceCounterCheckpoint.lon,
+)
+
+
+async def _odometers_of(
+    session: AsyncSession,
+    device: StepDevice,
+    times: Collection[datetime],
+    in_hand: Sequence[Message],
+    held: dict[tuple[str, datetime], Counters],
+) -> dict[datetime, float]:
+    found: dict[datetime, float] = {}
+    left = []
+    for at in sorted(set(times)):
+        checkpoint = held.get((device.id, _hour(at)))
+        if checkpoint is not None and _unmoved_until(checkpoint, at, in_hand):
+            found[at] = checkpoint.odometer_m
+        else:
+            left.append(at)
+    if not left:
+        return found
+    # The rest: counted on from the newest checkpoint at or before the first of them.
+    checkpoint = held.get((device.id, _hour(left[0])))
+    if checkpoint is None or checkpoint.counted_at is None or checkpoint.counted_at > left[0]:
+        checkpoint = await _start_before(session, device, left[0])
+    if checkpoint is None:
+        return found
+    counters = checkpoint
+    following = await _messages_after(session, device, counters.counted_at, left[-1], in_hand)
+    index = 0
+    for at in left:
+        end = index
+        while end < len(following) and following[end].device_time <= at:
+            end += 1
+        counters, _ = count(counters, following[index:end], None)
+        index = end
+        found[at] = counters.odometer_m
+    return found
+
+
+def _unmoved_until(checkpoint: Counters, at: datetime, in_hand: Sequence[Message]) -> bool:
+    """Whether the counters after the message at `at` had the checkpoint's odometer: it is
+    that message's, or every message after it up to the checkpoint is in hand and has no
+    position."""
+    counted_at = checkpoint.counted_at
+    if counted_at is None or counted_at < at:
+        return False
+    if counted_at == at:
+        return True
+    if not in_hand or at < in_hand[0].device_time or counted_at > in_hand[-1].device_time:
+        return False
+    return not any(
+        m.lat is not None and m.lon is not None for m in in_hand if at < m.device_time <= counted_at
+    )
+
+
+async def _start_before(session: AsyncSession, device: StepDevice, at: datetime) -> Counters | None:
+    """The newest checkpoint at or before `at`; with none, the counters before the device's
+    first message when they counted from it (none of its stored messages lies before their
+    first checkpoint's hour); else None."""
+    newest = (
+        select(*_CHECKPOINT_COLUMNS[1:])
+        .where(
+            DeviceCounterCheckpoint.device_id == device.id,
+            DeviceCounterCheckpoint.hour <= _hour(at),
+            DeviceCounterCheckpoint.counted_at <= at,
+        )
+        .order_by(DeviceCounterCheckpoint.hour.desc())
+        .limit(1)
+    )
+    row = (await session.execute(newest)).one_or_none()
+    if row is not None:
+        return Counters(*row)
+    first_hour = (
+        await session.execute(
+            select(func.min(DeviceCounterCheckpoint.hour)).where(
+                DeviceCounterCheckpoint.device_id == device.id
+            )
+        )
+    ).scalar_one_or_none()
+    if first_hour is None:
+        return None  # not counted yet
+    if await messages.newest_before(session, device.seq, first_hour) is not None:
+        return None  # counted on from a live state, not from its first message
+    return Counters()
+
+
+async def _messages_after(
+    session: AsyncSession,
+    device: StepDevice,
+    after: datetime | None,
+    until: datetime,
+    in_hand: Sequence[Message],
+) -> list[Message]:
+    """The device's valid messages with `after` < time <= `until`: those in hand taken from
+    there, the others (before or after them) read from storage."""
+    if not in_hand:
+        return await _stored(session, device, after, until)
+    first, last = in_hand[0].device_time, in_hand[-1].device_time
+    found: list[Message] = []
+    if after is None or after < first:
+        found += await _stored(session, device, after, min(until, first - _MICROSECOND))
+    found += [
+        m for m in in_hand if (after is None or m.device_time > after) and m.device_time <= until
+    ]
+    if until > last:
+        found += await _stored(session, device, last if after is None else max(after, last), until)
+    return found
+
+
+async def _stored(
+    session: AsyncSession, device: StepDevice, after: datetime | None, until: datetime
+) -> list[Message]:
+    found: list[Message] = []
+    while after is None or after < until:
+        page = await messages.stored_since(
+            session, device.seq, after=after, until=until, limit=_MESSAGES_PER_READ
+        )
+        found += [m for m in page if not m.filtered]
+        if len(page) < _MESSAGES_PER_READ:
+            break
+        after = page[-1].device_time
+    return found

@@ -32,7 +32,9 @@ class TripInterval(Base):
     start (`service.interval_id`), so a re-computed interval replaces its earlier self, and ids
     sort by start time. `open` while it is still going (its end is then the last message's
     time). A trip keeps `resume_state`: the detector's state just after its first message,
-    where detection starts again when late data arrives after it."""
+    where detection starts again when late data arrives after it. `odometer_start_m` and
+    `odometer_end_m`: the device counters' odometer just after the start and end messages
+    (null when the counters cannot tell)."""
 
     __tablename__ = "trip_intervals"
     __table_args__ = (
@@ -53,6 +55,8 @@ class TripInterval(Base):
     max_speed: Mapped[float | None] = mapped_column(Float)
     avg_speed: Mapped[float] = mapped_column(Float)
     open: Mapped[bool] = mapped_column(Boolean)
+    odometer_start_m: Mapped[float | None] = mapped_column(Float)
+    odometer_end_m: Mapped[float | None] = mapped_column(Float)
     resume_state: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
 
 
