@@ -1,7 +1,7 @@
 """`devices.counters.odometers_at`: the odometer the counters showed after a device's message at
 given times (what the trips step keeps on each interval's start and end), against counting the
-stored messages from scratch, whatever the checkpoints, the messages the caller holds and the
-messages between that move no odometer (no position) or count for the counters only."""
+stored messages from scratch, whatever the checkpoints, the messages the caller holds, the
+odometers it already knows and the messages without a position between."""
 
 import itertools
 import random
@@ -82,6 +82,13 @@ def a_case(
     last = len(stored) if rng.random() < 0.6 else rng.randrange(first, len(stored) + 1)
     in_hand = stored[first:last]
     asked = rng.sample([m.device_time for m in stored], k=min(10, len(stored)))
+    # Odometers the caller knows from earlier answers: starting points too.
+    expected = from_scratch(stored)
+    positioned = [m for m in stored if m.lat is not None and m.lon is not None]
+    known = [
+        (m.device_time, expected[m.device_time], m.lat, m.lon)
+        for m in rng.sample(positioned, k=min(rng.randrange(3), len(positioned)))
+    ]
 
     async def work(session: AsyncSession) -> dict[tuple[str, datetime], float]:
         seq = (await devices.seqs_of(session, [device_id]))[device_id]
@@ -89,10 +96,9 @@ def a_case(
         device = StepDevice(device_id, seq, tenant.provider_id, None)
         for start, end in itertools.pairwise([0, *cuts]):
             await DeviceCountersStep().process(session, [DeviceMessages(device, stored[start:end])])
-        return await odometers_at(session, [(device, asked, in_hand)])
+        return await odometers_at(session, [(device, asked, in_hand, known)])
 
     found = run_in_db(server.settings, work)
-    expected = from_scratch(stored)
     return (
         {at: found.get((device_id, at)) for at in asked},
         {at: expected[at] for at in asked},
@@ -121,7 +127,7 @@ def test_a_time_before_what_the_counters_counted_from_a_live_state_has_no_answer
         # The step began after `old`: from the live state, zero here.
         await DeviceCountersStep().process(session, [DeviceMessages(device, [first, second])])
         asked = [m.device_time for m in stored]
-        return await odometers_at(session, [(device, asked, [])])
+        return await odometers_at(session, [(device, asked, [], [])])
 
     found = run_in_db(server.settings, work)
     assert found == {
@@ -170,7 +176,7 @@ def test_the_usual_round_reads_no_stored_message(
     asked = [stored[29].device_time]  # the newest fix, followed by three without a position
 
     async def ask(session: AsyncSession) -> dict[tuple[str, datetime], float]:
-        return await odometers_at(session, [(device, asked, in_hand)])
+        return await odometers_at(session, [(device, asked, in_hand, [])])
 
     found = run_in_db(server.settings, ask)
     expected = from_scratch(stored)

@@ -243,26 +243,36 @@ def announce(events: EventHub, change: Change) -> None:
 # --- the odometer at given moments ----------------------------------------------------------
 
 
+# A device's odometer known after one of its messages with a position, from an earlier
+# answer: (time, odometer in metres, lat, lon of the message).
+KnownOdometer = tuple[datetime, float, float, float]
+
+
 async def odometers_at(
     session: AsyncSession,
-    questions: Sequence[tuple[StepDevice, Collection[datetime], Sequence[Message]]],
+    questions: Sequence[
+        tuple[StepDevice, Collection[datetime], Sequence[Message], Sequence[KnownOdometer]]
+    ],
 ) -> dict[tuple[str, datetime], float]:
     """The odometer the counters showed just after a device's message at each of the times
-    (device, times, messages in hand): the newest checkpoint at or before the time, counted on
-    with `count` over the valid messages after it, so the same sum the step makes. The
-    messages in hand are all of the device's valid messages over their span, oldest first (a
-    pipeline round's); the stored ones are read only before them. A time the counters cannot
-    answer (none of theirs before it, and messages before their first checkpoint: counted
-    from a device's live state by migration 0016) is left out.
+    (device, times, messages in hand, odometers known): counted on with `count` from the
+    newest point at or before the time where the counters are known (one of their
+    checkpoints, or an odometer known after a message with a position), over the valid
+    messages after it, so the same sum the step makes. The messages in hand are all of the
+    device's valid messages over their span, oldest first (a pipeline round's); stored ones
+    are read only outside it. A time the counters cannot answer (none of theirs before it,
+    and messages before their first checkpoint: counted from a device's live state by
+    migration 0016) is left out.
 
     One query for the checkpoints of the hours asked about; a device then usually needs no
     more: a time that is its checkpoint's, or followed in hand up to the checkpoint only by
     messages without a position (which move no odometer), is answered from it."""
-    keys = {(device.id, _hour(at)) for device, times, _ in questions for at in times}
+    keys = {(question[0].id, _hour(at)) for question in questions for at in question[1]}
     held = await _checkpoints_of_hours(session, keys)
     found: dict[tuple[str, datetime], float] = {}
-    for device, times, in_hand in questions:
-        for at, odometer_m in (await _odometers_of(session, device, times, in_hand, held)).items():
+    for device, times, in_hand, known in questions:
+        answers = await _odometers_of(session, device, times, in_hand, known, held)
+        for at, odometer_m in answers.items():
             found[(device.id, at)] = odometer_m
     return found
 
@@ -270,17 +280,18 @@ async def odometers_at(
 async def _checkpoints_of_hours(
     session: AsyncSession, keys: Collection[tuple[str, datetime]]
 ) -> dict[tuple[str, datetime], Counters]:
-    ordered = sorted(keys)
+    """The checkpoints of these (device, hour)s: asked as the devices' rows of the hours
+    named (a round's times lie in an hour or two), which the primary key finds."""
+    hours = sorted({hour for _, hour in keys})
+    device_ids = sorted({device_id for device_id, _ in keys})
     found: dict[tuple[str, datetime], Counters] = {}
-    for start in range(0, len(ordered), _KEYS_PER_QUERY):
-        chunk = ordered[start : start + _KEYS_PER_QUERY]
-        statement = select(*_CHECKPOINT_COLUMNS).where(
-            tuple_(DeviceCounterCheckpoint.device_id, DeviceCounterCheckpoint.hour).in_(chunk)
+    for start in range(0, len(device_ids), _KEYS_PER_QUERY):
+        statement = select(DeviceCounterCheckpoint.hour, *_CHECKPOINT_COLUMNS).where(
+            DeviceCounterCheckpoint.device_id.in_(device_ids[start : start + _KEYS_PER_QUERY]),
+            DeviceCounterCheckpoint.hour.in_(hours),
         )
         for row in await session.execute(statement):
-            counters = Counters(*row[1:])
-            assert counters.counted_at is not None
-            found[(row[0], _hour(counters.counted_at))] = counters
+            found[(row[1], row[0])] = Counters(*row[2:])
     return found
 
 
@@ -300,6 +311,7 @@ async def _odometers_of(
     device: StepDevice,
     times: Collection[datetime],
     in_hand: Sequence[Message],
+    known: Sequence[KnownOdometer],
     held: dict[tuple[str, datetime], Counters],
 ) -> dict[datetime, float]:
     found: dict[datetime, float] = {}
@@ -312,13 +324,10 @@ async def _odometers_of(
             left.append(at)
     if not left:
         return found
-    # The rest: counted on from the newest checkpoint at or before the first of them.
-    checkpoint = held.get((device.id, _hour(left[0])))
-    if checkpoint is None or checkpoint.counted_at is None or checkpoint.counted_at > left[0]:
-        checkpoint = await _start_before(session, device, left[0])
-    if checkpoint is None:
+    # The rest: counted on from the newest known counters at or before the first of them.
+    counters = await _start_before(session, device, left[0], known, held)
+    if counters is None:
         return found
-    counters = checkpoint
     following = await _messages_after(session, device, counters.counted_at, left[-1], in_hand)
     index = 0
     for at in left:
@@ -347,7 +356,39 @@ def _unmoved_until(checkpoint: Counters, at: datetime, in_hand: Sequence[Message
     )
 
 
-async def _start_before(session: AsyncSession, device: StepDevice, at: datetime) -> Counters | None:
+async def _start_before(
+    session: AsyncSession,
+    device: StepDevice,
+    at: datetime,
+    known: Sequence[KnownOdometer],
+    held: dict[tuple[str, datetime], Counters],
+) -> Counters | None:
+    """The newest counters known at or before `at`: the hour's checkpoint, an odometer the
+    caller knows, or (read only when neither is in the hour) an earlier checkpoint."""
+    found = [
+        Counters(time, odometer_m, 0.0, None, lat, lon)
+        for time, odometer_m, lat, lon in known
+        if time <= at
+    ]
+    checkpoint = held.get((device.id, _hour(at)))
+    if checkpoint is not None and checkpoint.counted_at is not None and checkpoint.counted_at <= at:
+        found.append(checkpoint)
+    newest = max(found, key=_counted_at, default=None)
+    if newest is not None and _counted_at(newest) >= _hour(at):
+        return newest  # no checkpoint of an earlier hour is newer
+    earlier = await _checkpoint_before(session, device, at)
+    if earlier is not None:
+        found.append(earlier)
+    return max(found, key=_counted_at, default=None)
+
+
+def _counted_at(counters: Counters) -> datetime:
+    return _BEGINNING if counters.counted_at is None else counters.counted_at
+
+
+async def _checkpoint_before(
+    session: AsyncSession, device: StepDevice, at: datetime
+) -> Counters | None:
     """The newest checkpoint at or before `at`; with none, the counters before the device's
     first message when they counted from it (none of its stored messages lies before their
     first checkpoint's hour); else None."""

@@ -1,7 +1,7 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from fleetplane.core.db import Base, UTCDateTime, id_column_type
@@ -40,6 +40,13 @@ class TripInterval(Base):
     __table_args__ = (
         Index("ix_trip_intervals_device_id_start_time", "device_id", "start_time"),
         Index("ix_trip_intervals_device_id_end_time", "device_id", "end_time"),
+        # The few open ones, which the trips step reads back each round (`trips.odometers`).
+        Index(
+            "ix_trip_intervals_open_device_id",
+            "device_id",
+            sqlite_where=text("open = 1"),  # as SQLAlchemy says it there
+            postgresql_where=text("open"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(id_column_type(), primary_key=True)

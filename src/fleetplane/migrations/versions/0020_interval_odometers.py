@@ -20,10 +20,19 @@ STEP = "trips"  # trips.processor.TripDetectorStep.name
 def upgrade() -> None:
     op.add_column("trip_intervals", sa.Column("odometer_start_m", sa.Float()))
     op.add_column("trip_intervals", sa.Column("odometer_end_m", sa.Float()))
+    # The few open intervals, which the trips step reads back each round.
+    op.create_index(
+        "ix_trip_intervals_open_device_id",
+        "trip_intervals",
+        ["device_id"],
+        sqlite_where=sa.text("open = 1"),  # as SQLAlchemy says it there
+        postgresql_where=sa.text("open"),
+    )
     _detect_again()
 
 
 def downgrade() -> None:
+    op.drop_index("ix_trip_intervals_open_device_id", "trip_intervals")
     with op.batch_alter_table("trip_intervals") as batch:
         batch.drop_column("odometer_end_m")
         batch.drop_column("odometer_start_m")
