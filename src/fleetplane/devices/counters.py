@@ -328,6 +328,10 @@ async def _odometers_of(
     counters = await _start_before(session, device, left[0], known, held)
     if counters is None:
         return found
+    if counters.counted_at is None and not await _stored_before(session, device, left[0]):
+        found[left.pop(0)] = 0.0  # the device's first message: nothing counted yet
+        if not left:
+            return found
     following = await _messages_after(session, device, counters.counted_at, left[-1], in_hand)
     index = 0
     for at in left:
@@ -414,7 +418,7 @@ async def _checkpoint_before(
     ).scalar_one_or_none()
     if first_hour is None:
         return None  # not counted yet
-    if await messages.newest_before(session, device.seq, first_hour) is not None:
+    if await _stored_before(session, device, first_hour):
         return None  # counted on from a live state, not from its first message
     return Counters()
 
@@ -432,7 +436,10 @@ async def _messages_after(
         return await _stored(session, device, after, until)
     first, last = in_hand[0].device_time, in_hand[-1].device_time
     found: list[Message] = []
-    if after is None or after < first:
+    if after is None:  # from the device's first message: often the one in hand
+        if await _stored_before(session, device, first):
+            found += await _stored(session, device, None, min(until, first - _MICROSECOND))
+    elif after < first:
         found += await _stored(session, device, after, min(until, first - _MICROSECOND))
     found += [
         m for m in in_hand if (after is None or m.device_time > after) and m.device_time <= until
@@ -440,6 +447,10 @@ async def _messages_after(
     if until > last:
         found += await _stored(session, device, last if after is None else max(after, last), until)
     return found
+
+
+async def _stored_before(session: AsyncSession, device: StepDevice, at: datetime) -> bool:
+    return await messages.newest_before(session, device.seq, at) is not None
 
 
 async def _stored(
