@@ -270,10 +270,19 @@ async def odometers_at(
     keys = {(question[0].id, _hour(at)) for question in questions for at in question[1]}
     held = await _checkpoints_of_hours(session, keys)
     found: dict[tuple[str, datetime], float] = {}
+    counts = []
     for device, times, in_hand, known in questions:
-        answers = await _odometers_of(session, device, times, in_hand, known, held)
-        for at, odometer_m in answers.items():
-            found[(device.id, at)] = odometer_m
+        answered, counting = await _answered(session, device, times, in_hand, known, held)
+        found.update(((device.id, at), odometer_m) for at, odometer_m in answered.items())
+        if counting is not None:
+            counts.append(counting)
+    # Whether stored messages between a starting point and what is in hand move the odometer:
+    # asked for all the devices at once, read only where they do.
+    gaps = [c.gap for c in counts if c.gap is not None]
+    moved = await messages.with_positions_between(session, gaps) if gaps else set()
+    for counting in counts:
+        answered = await counting.counted(session, counting.device.seq in moved)
+        found.update(((counting.device.id, at), odometer_m) for at, odometer_m in answered.items())
     return found
 
 
@@ -306,14 +315,15 @@ _CHECKPOINT_COLUMNS = (
 )
 
 
-async def _odometers_of(
+async def _answered(
     session: AsyncSession,
     device: StepDevice,
     times: Collection[datetime],
     in_hand: Sequence[Message],
     known: Sequence[KnownOdometer],
     held: dict[tuple[str, datetime], Counters],
-) -> dict[datetime, float]:
+) -> tuple[dict[datetime, float], "_Counting | None"]:
+    """The times answered from a checkpoint at once, and the counting the others need."""
     found: dict[datetime, float] = {}
     left = []
     for at in sorted(set(times)):
@@ -323,25 +333,55 @@ async def _odometers_of(
         else:
             left.append(at)
     if not left:
-        return found
+        return found, None
     # The rest: counted on from the newest known counters at or before the first of them.
-    counters = await _start_before(session, device, left[0], known, held)
-    if counters is None:
-        return found
-    if counters.counted_at is None and not await _stored_before(session, device, left[0]):
+    start = await _start_before(session, device, left[0], known, held)
+    if start is None:
+        return found, None
+    if start.counted_at is None and not await _stored_before(session, device, left[0]):
         found[left.pop(0)] = 0.0  # the device's first message: nothing counted yet
         if not left:
-            return found
-    following = await _messages_after(session, device, counters.counted_at, left[-1], in_hand)
-    index = 0
-    for at in left:
-        end = index
-        while end < len(following) and following[end].device_time <= at:
-            end += 1
-        counters, _ = count(counters, following[index:end], None)
-        index = end
-        found[at] = counters.odometer_m
-    return found
+            return found, None
+    return found, _Counting(device, start, left, in_hand)
+
+
+@dataclass(slots=True)
+class _Counting:
+    """Counting on from `start` through the times `left` (oldest first)."""
+
+    device: StepDevice
+    start: Counters
+    left: list[datetime]
+    in_hand: Sequence[Message]
+
+    @property
+    def gap(self) -> tuple[int, datetime | None, datetime] | None:
+        """(device seq, after, before): the stored messages between the start and what is
+        in hand, when they may count."""
+        if not self.in_hand:
+            return None
+        first = self.in_hand[0].device_time
+        after = self.start.counted_at
+        if after is not None and after >= first:
+            return None
+        return (self.device.seq, after, min(first, self.left[-1] + _MICROSECOND))
+
+    async def counted(self, session: AsyncSession, gap_moved: bool) -> dict[datetime, float]:
+        """The odometer at each time left; `gap_moved`: stored messages with a position lie
+        in `gap`."""
+        following = await _messages_after(
+            session, self.device, self.start.counted_at, self.left[-1], self.in_hand, gap_moved
+        )
+        found: dict[datetime, float] = {}
+        counters, index = self.start, 0
+        for at in self.left:
+            end = index
+            while end < len(following) and following[end].device_time <= at:
+                end += 1
+            counters, _ = count(counters, following[index:end], None)
+            index = end
+            found[at] = counters.odometer_m
+        return found
 
 
 def _unmoved_until(checkpoint: Counters, at: datetime, in_hand: Sequence[Message]) -> bool:
@@ -429,17 +469,16 @@ async def _messages_after(
     after: datetime | None,
     until: datetime,
     in_hand: Sequence[Message],
+    gap_moved: bool,
 ) -> list[Message]:
-    """The device's valid messages with `after` < time <= `until`: those in hand taken from
-    there, the others (before or after them) read from storage."""
+    """The device's valid messages with `after` < time <= `until` that move the odometer:
+    those in hand taken from there, the others (before or after them) read from storage;
+    those before them only when `gap_moved` (else none there has a position)."""
     if not in_hand:
         return await _stored(session, device, after, until)
     first, last = in_hand[0].device_time, in_hand[-1].device_time
     found: list[Message] = []
-    if after is None:  # from the device's first message: often the one in hand
-        if await _stored_before(session, device, first):
-            found += await _stored(session, device, None, min(until, first - _MICROSECOND))
-    elif after < first:
+    if gap_moved and (after is None or after < first):
         found += await _stored(session, device, after, min(until, first - _MICROSECOND))
     found += [
         m for m in in_hand if (after is None or m.device_time > after) and m.device_time <= until
