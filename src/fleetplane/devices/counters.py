@@ -6,6 +6,9 @@ after a reconnect rewinds the counters to the last hourly checkpoint before it a
 again from there, with the result of counting everything in order. Their values go to the
 device's live state (`device_states`, columns the intake never writes) with a change notice,
 which the device reads and the live event stream take in.
+
+`odometers_at` answers what the odometer was just after given messages (the trips step keeps
+it on each interval's start and end), counted on from these checkpoints with the same fold.
 """
 
 from collections.abc import Collection, Sequence

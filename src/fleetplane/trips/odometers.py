@@ -4,9 +4,10 @@ rows (docs/decisions.md, "Intervals: odometer and driver").
 
 The counters are another domain's step: the question goes to the function the registry hands
 the trips step (`devices.counters.odometers_at`), which counts on from the counters' own
-checkpoints with their own fold. Each boundary is worked out once: what a stored interval of
-the round already holds (an open interval's start, a trip's end once it stops) is taken from
-it, as its value cannot have changed since (late data before it deletes the interval)."""
+checkpoints with their own fold. Each boundary is worked out once: what the devices' open
+intervals already hold (an open interval's start, a trip's end while it pauses) is taken from
+them, as its value cannot have changed since (late data before it deletes the interval), and
+is handed over as starting points for the rest."""
 
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime
