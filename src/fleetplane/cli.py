@@ -289,6 +289,20 @@ def bench_drivers_step(
     raise typer.Exit(bench.main(devices, messages, rounds, database_url, console))
 
 
+@bench_app.command("interval-details")
+def bench_interval_details(
+    devices: Annotated[int, typer.Option(min=1, help="Devices per round.")] = 200,
+    messages: Annotated[int, typer.Option(min=1, help="Messages per device and round.")] = 6,
+    rounds: Annotated[int, typer.Option(min=1, help="Timed rounds.")] = 30,
+    database_url: Annotated[
+        str | None, typer.Option(help="Seed and use this database instead of a SQLite file.")
+    ] = None,
+) -> None:
+    """What intervals' odometers cost the trips step per round, and drivers a page."""
+    bench = load_bench("interval_details")
+    raise typer.Exit(bench.main(devices, messages, rounds, database_url, console))
+
+
 @bench_app.command("storage")
 def bench_storage(
     messages: Annotated[int, typer.Option(min=1, help="Messages to store.")] = 1_000_000,

@@ -43,5 +43,6 @@ MODULES: list[Module] = [
 STEPS: list[Step] = [
     device_counters.DeviceCountersStep(),
     drivers_processor.step,
-    trips_processor.step,
+    # Intervals carry the counters' odometer at their start and end (after the counters step).
+    trips_processor.TripDetectorStep(odometers_at=device_counters.odometers_at),
 ]

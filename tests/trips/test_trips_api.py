@@ -191,7 +191,7 @@ def test_a_route_over_the_listener_gives_its_trips_stops_and_parkings(fleet: Fle
         assert trip["distance_m"] == pytest.approx(route.metres(start, end), rel=0.01)
         assert trip["duration_s"] == end - start
         assert trip["avg_speed"] == pytest.approx(trip["distance_m"] / trip["duration_s"] * 3.6)
-        assert trip["odometer_start_m"] is None and trip["driver_id"] is None
+        assert trip["odometer_end_m"] > trip["odometer_start_m"] and trip["driver_id"] is None
         assert trip["geofence_start"] is None and trip["clipped"] is False
     assert [trip["max_speed"] for trip in trips] == [54, 72]
     first = trips[0]

@@ -6,9 +6,12 @@ after a reconnect rewinds the counters to the last hourly checkpoint before it a
 again from there, with the result of counting everything in order. Their values go to the
 device's live state (`device_states`, columns the intake never writes) with a change notice,
 which the device reads and the live event stream take in.
+
+`odometers_at` answers what the odometer was just after given messages (the trips step keeps
+it on each interval's start and end), counted on from these checkpoints with the same fold.
 """
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,6 +25,7 @@ from fleetplane.core.events import EventHub
 from fleetplane.core.geo import distance_m
 from fleetplane.devices.models import DeviceCounterCheckpoint, DeviceState
 from fleetplane.devices.service import DEVICE_COUNTERS_CHANGE, MAX_GAP_SECONDS
+from fleetplane.messages import service as messages
 from fleetplane.sensors import service as sensors
 from fleetplane.sensors.calculation import SensorDefinition, compute_value
 from fleetplane.steps.contract import DeviceMessages, StepDevice
@@ -32,6 +36,11 @@ STEP_NAME = "device_counters"
 _BEGINNING = datetime(1, 1, 2, tzinfo=UTC)
 _CHECKPOINT = DeviceCounterCheckpoint.__table__
 _HOUR = timedelta(hours=1)
+_MICROSECOND = timedelta(microseconds=1)
+# Stored messages read at once when counting on from a checkpoint to a time asked about.
+_MESSAGES_PER_READ = 5000
+# Checkpoints asked for in one `IN (...)` list.
+_KEYS_PER_QUERY = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,3 +241,270 @@ def announce(events: EventHub, change: Change) -> None:
     for values in change.values:
         event = {"type": "state", "device_id": values["device_id"], "state": values}
         events.publish(event, (values["provider_id"], values["customer_id"]))
+
+
+# --- the odometer at given moments ----------------------------------------------------------
+
+
+# A device's odometer known after one of its messages with a position, from an earlier
+# answer: (time, odometer in metres, lat, lon of the message).
+KnownOdometer = tuple[datetime, float, float, float]
+
+
+async def odometers_at(
+    session: AsyncSession,
+    questions: Sequence[
+        tuple[StepDevice, Collection[datetime], Sequence[Message], Sequence[KnownOdometer]]
+    ],
+) -> dict[tuple[str, datetime], float]:
+    """The odometer the counters showed just after a device's message at each of the times
+    (device, times, messages in hand, odometers known): counted on with `count` from the
+    newest point at or before the time where the counters are known (one of their
+    checkpoints, or an odometer known after a message with a position), over the valid
+    messages after it, so the same sum the step makes. The messages in hand are all of the
+    device's valid messages over their span, oldest first (a pipeline round's); stored ones
+    are read only outside it. A time the counters cannot answer (none of theirs before it,
+    and messages before their first checkpoint: counted from a device's live state by
+    migration 0016) is left out.
+
+    One query for the checkpoints of the hours asked about; a device then usually needs no
+    more: a time that is its checkpoint's, or followed in hand up to the checkpoint only by
+    messages without a position (which move no odometer), is answered from it."""
+    keys = {(question[0].id, _hour(at)) for question in questions for at in question[1]}
+    held = await _checkpoints_of_hours(session, keys)
+    found: dict[tuple[str, datetime], float] = {}
+    counts = []
+    for device, times, in_hand, known in questions:
+        answered, counting = await _answered(session, device, times, in_hand, known, held)
+        found.update(((device.id, at), odometer_m) for at, odometer_m in answered.items())
+        if counting is not None:
+            counts.append(counting)
+    # Whether stored messages between a starting point and what is in hand move the odometer:
+    # asked for all the devices at once, read only where they do.
+    gaps = [c.gap for c in counts if c.gap is not None]
+    moved = await messages.with_positions_between(session, gaps) if gaps else set()
+    for counting in counts:
+        answered = await counting.counted(session, counting.device.seq in moved)
+        found.update(((counting.device.id, at), odometer_m) for at, odometer_m in answered.items())
+    return found
+
+
+async def _checkpoints_of_hours(
+    session: AsyncSession, keys: Collection[tuple[str, datetime]]
+) -> dict[tuple[str, datetime], Counters]:
+    """The checkpoints of these (device, hour)s: asked as the devices' rows of the hours
+    named (a round's times lie in an hour or two), which the primary key finds."""
+    hours = sorted({hour for _, hour in keys})
+    device_ids = sorted({device_id for device_id, _ in keys})
+    found: dict[tuple[str, datetime], Counters] = {}
+    for start in range(0, len(device_ids), _KEYS_PER_QUERY):
+        statement = select(DeviceCounterCheckpoint.hour, *_CHECKPOINT_COLUMNS).where(
+            DeviceCounterCheckpoint.device_id.in_(device_ids[start : start + _KEYS_PER_QUERY]),
+            DeviceCounterCheckpoint.hour.in_(hours),
+        )
+        for row in await session.execute(statement):
+            found[(row[1], row[0])] = Counters(*row[2:])
+    return found
+
+
+_CHECKPOINT_COLUMNS = (
+    DeviceCounterCheckpoint.device_id,
+    DeviceCounterCheckpoint.counted_at,
+    DeviceCounterCheckpoint.odometer_m,
+    DeviceCounterCheckpoint.engine_seconds,
+    DeviceCounterCheckpoint.ignition,
+    DeviceCounterCheckpoint.lat,
+    DeviceCounterCheckpoint.lon,
+)
+
+
+async def _answered(
+    session: AsyncSession,
+    device: StepDevice,
+    times: Collection[datetime],
+    in_hand: Sequence[Message],
+    known: Sequence[KnownOdometer],
+    held: dict[tuple[str, datetime], Counters],
+) -> tuple[dict[datetime, float], "_Counting | None"]:
+    """The times answered from a checkpoint at once, and the counting the others need."""
+    found: dict[datetime, float] = {}
+    left = []
+    for at in sorted(set(times)):
+        checkpoint = held.get((device.id, _hour(at)))
+        if checkpoint is not None and _unmoved_until(checkpoint, at, in_hand):
+            found[at] = checkpoint.odometer_m
+        else:
+            left.append(at)
+    if not left:
+        return found, None
+    # The rest: counted on from the newest known counters at or before the first of them.
+    start = await _start_before(session, device, left[0], known, held)
+    if start is None:
+        return found, None
+    if start.counted_at is None and not await _stored_before(session, device, left[0]):
+        found[left.pop(0)] = 0.0  # the device's first message: nothing counted yet
+        if not left:
+            return found, None
+    return found, _Counting(device, start, left, in_hand)
+
+
+@dataclass(slots=True)
+class _Counting:
+    """Counting on from `start` through the times `left` (oldest first)."""
+
+    device: StepDevice
+    start: Counters
+    left: list[datetime]
+    in_hand: Sequence[Message]
+
+    @property
+    def gap(self) -> tuple[int, datetime | None, datetime] | None:
+        """(device seq, after, before): the stored messages between the start and what is
+        in hand, when they may count."""
+        if not self.in_hand:
+            return None
+        first = self.in_hand[0].device_time
+        after = self.start.counted_at
+        if after is not None and after >= first:
+            return None
+        return (self.device.seq, after, min(first, self.left[-1] + _MICROSECOND))
+
+    async def counted(self, session: AsyncSession, gap_moved: bool) -> dict[datetime, float]:
+        """The odometer at each time left; `gap_moved`: stored messages with a position lie
+        in `gap`."""
+        following = await _messages_after(
+            session, self.device, self.start.counted_at, self.left[-1], self.in_hand, gap_moved
+        )
+        found: dict[datetime, float] = {}
+        counters, index = self.start, 0
+        for at in self.left:
+            end = index
+            while end < len(following) and following[end].device_time <= at:
+                end += 1
+            counters, _ = count(counters, following[index:end], None)
+            index = end
+            found[at] = counters.odometer_m
+        return found
+
+
+def _unmoved_until(checkpoint: Counters, at: datetime, in_hand: Sequence[Message]) -> bool:
+    """Whether the counters after the message at `at` had the checkpoint's odometer: it is
+    that message's, or every message after it up to the checkpoint is in hand and has no
+    position."""
+    counted_at = checkpoint.counted_at
+    if counted_at is None or counted_at < at:
+        return False
+    if counted_at == at:
+        return True
+    if not in_hand or at < in_hand[0].device_time or counted_at > in_hand[-1].device_time:
+        return False
+    return not any(
+        m.lat is not None and m.lon is not None for m in in_hand if at < m.device_time <= counted_at
+    )
+
+
+async def _start_before(
+    session: AsyncSession,
+    device: StepDevice,
+    at: datetime,
+    known: Sequence[KnownOdometer],
+    held: dict[tuple[str, datetime], Counters],
+) -> Counters | None:
+    """The newest counters known at or before `at`: the hour's checkpoint, an odometer the
+    caller knows, or (read only when neither is in the hour) an earlier checkpoint."""
+    found = [
+        Counters(time, odometer_m, 0.0, None, lat, lon)
+        for time, odometer_m, lat, lon in known
+        if time <= at
+    ]
+    checkpoint = held.get((device.id, _hour(at)))
+    if checkpoint is not None and checkpoint.counted_at is not None and checkpoint.counted_at <= at:
+        found.append(checkpoint)
+    newest = max(found, key=_counted_at, default=None)
+    if newest is not None and _counted_at(newest) >= _hour(at):
+        return newest  # no checkpoint of an earlier hour is newer
+    earlier = await _checkpoint_before(session, device, at)
+    if earlier is not None:
+        found.append(earlier)
+    return max(found, key=_counted_at, default=None)
+
+
+def _counted_at(counters: Counters) -> datetime:
+    return _BEGINNING if counters.counted_at is None else counters.counted_at
+
+
+async def _checkpoint_before(
+    session: AsyncSession, device: StepDevice, at: datetime
+) -> Counters | None:
+    """The newest checkpoint at or before `at`; with none, the counters before the device's
+    first message when they counted from it (none of its stored messages lies before their
+    first checkpoint's hour); else None."""
+    newest = (
+        select(*_CHECKPOINT_COLUMNS[1:])
+        .where(
+            DeviceCounterCheckpoint.device_id == device.id,
+            DeviceCounterCheckpoint.hour <= _hour(at),
+            DeviceCounterCheckpoint.counted_at <= at,
+        )
+        .order_by(DeviceCounterCheckpoint.hour.desc())
+        .limit(1)
+    )
+    row = (await session.execute(newest)).one_or_none()
+    if row is not None:
+        return Counters(*row)
+    first_hour = (
+        await session.execute(
+            select(func.min(DeviceCounterCheckpoint.hour)).where(
+                DeviceCounterCheckpoint.device_id == device.id
+            )
+        )
+    ).scalar_one_or_none()
+    if first_hour is None:
+        return None  # not counted yet
+    if await _stored_before(session, device, first_hour):
+        return None  # counted on from a live state, not from its first message
+    return Counters()
+
+
+async def _messages_after(
+    session: AsyncSession,
+    device: StepDevice,
+    after: datetime | None,
+    until: datetime,
+    in_hand: Sequence[Message],
+    gap_moved: bool,
+) -> list[Message]:
+    """The device's valid messages with `after` < time <= `until` that move the odometer:
+    those in hand taken from there, the others (before or after them) read from storage;
+    those before them only when `gap_moved` (else none there has a position)."""
+    if not in_hand:
+        return await _stored(session, device, after, until)
+    first, last = in_hand[0].device_time, in_hand[-1].device_time
+    found: list[Message] = []
+    if gap_moved and (after is None or after < first):
+        found += await _stored(session, device, after, min(until, first - _MICROSECOND))
+    found += [
+        m for m in in_hand if (after is None or m.device_time > after) and m.device_time <= until
+    ]
+    if until > last:
+        found += await _stored(session, device, last if after is None else max(after, last), until)
+    return found
+
+
+async def _stored_before(session: AsyncSession, device: StepDevice, at: datetime) -> bool:
+    return await messages.newest_before(session, device.seq, at) is not None
+
+
+async def _stored(
+    session: AsyncSession, device: StepDevice, after: datetime | None, until: datetime
+) -> list[Message]:
+    found: list[Message] = []
+    while after is None or after < until:
+        page = await messages.stored_since(
+            session, device.seq, after=after, until=until, limit=_MESSAGES_PER_READ
+        )
+        found += [m for m in page if not m.filtered]
+        if len(page) < _MESSAGES_PER_READ:
+            break
+        after = page[-1].device_time
+    return found

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import Response
-from sqlalchemy import DateTime, Row, func, select, type_coerce
+from sqlalchemy import DateTime, Row, and_, func, or_, select, true, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane.core import bulk
@@ -266,6 +266,35 @@ async def newest_before(
         StoredMessage.device_seq == device_seq, StoredMessage.device_time < before
     )
     return (await session.execute(statement)).scalar_one_or_none()
+
+
+# Device ranges asked about in one statement (an OR of index range scans).
+RANGES_PER_QUERY = 100
+
+
+async def with_positions_between(
+    session: AsyncSession, ranges: Sequence[tuple[int, datetime | None, datetime]]
+) -> set[int]:
+    """Of these (device seq, after, before) ranges, the devices with a stored message with a
+    position strictly inside theirs (`after` None: from the first): a statement per hundred
+    devices, nothing unpacked."""
+    found: set[int] = set()
+    for start in range(0, len(ranges), RANGES_PER_QUERY):
+        inside = [
+            and_(
+                StoredMessage.device_seq == seq,
+                StoredMessage.device_time < before,
+                true() if after is None else StoredMessage.device_time > after,
+            )
+            for seq, after, before in ranges[start : start + RANGES_PER_QUERY]
+        ]
+        statement = (
+            select(StoredMessage.device_seq)
+            .where(or_(*inside), StoredMessage.lat_e7.is_not(None))
+            .distinct()
+        )
+        found.update((await session.execute(statement)).scalars())
+    return found
 
 
 def _message(row: _StoredRow) -> Message:

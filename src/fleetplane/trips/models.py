@@ -1,7 +1,7 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from fleetplane.core.db import Base, UTCDateTime, id_column_type
@@ -32,12 +32,21 @@ class TripInterval(Base):
     start (`service.interval_id`), so a re-computed interval replaces its earlier self, and ids
     sort by start time. `open` while it is still going (its end is then the last message's
     time). A trip keeps `resume_state`: the detector's state just after its first message,
-    where detection starts again when late data arrives after it."""
+    where detection starts again when late data arrives after it. `odometer_start_m` and
+    `odometer_end_m`: the device counters' odometer just after the start and end messages
+    (null when the counters cannot tell)."""
 
     __tablename__ = "trip_intervals"
     __table_args__ = (
         Index("ix_trip_intervals_device_id_start_time", "device_id", "start_time"),
         Index("ix_trip_intervals_device_id_end_time", "device_id", "end_time"),
+        # The few open ones, which the trips step reads back each round (`trips.odometers`).
+        Index(
+            "ix_trip_intervals_open_device_id",
+            "device_id",
+            sqlite_where=text("open = 1"),  # as SQLAlchemy says it there
+            postgresql_where=text("open"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(id_column_type(), primary_key=True)
@@ -53,6 +62,8 @@ class TripInterval(Base):
     max_speed: Mapped[float | None] = mapped_column(Float)
     avg_speed: Mapped[float] = mapped_column(Float)
     open: Mapped[bool] = mapped_column(Boolean)
+    odometer_start_m: Mapped[float | None] = mapped_column(Float)
+    odometer_end_m: Mapped[float | None] = mapped_column(Float)
     resume_state: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
 
 

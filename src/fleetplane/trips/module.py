@@ -11,7 +11,7 @@ from fleetplane.audit.service import Actor
 from fleetplane.core.auth import CustomerContext
 from fleetplane.core.errors import validation_error
 from fleetplane.core.modules import Module
-from fleetplane.core.pagination import Page, PageDep, PageParams, json_response, paginate_rows
+from fleetplane.core.pagination import Page, PageDep, PageParams, fetch_page, json_response
 from fleetplane.core.schemas import LINE_PATTERN, UtcDateTime
 from fleetplane.trips import service
 from fleetplane.trips.detector import Kind
@@ -51,8 +51,9 @@ async def list_intervals(
     statement = service.intervals_query(
         ctx.provider_id, ctx.customer_id, device_ids=device_ids, since=from_, until=to, kind=kind
     )
-    shape = service.interval_shape(from_, to)
-    return await paginate_rows(ctx.session, statement, TripInterval.id, page, shape)
+    rows, next_cursor = await fetch_page(ctx.session, statement, TripInterval.id, page)
+    items = await service.shape_intervals(ctx.session, ctx.customer_id, rows, from_, to)
+    return json_response({"items": items, "next_cursor": next_cursor})
 
 
 @router.get(

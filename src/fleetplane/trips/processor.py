@@ -11,11 +11,17 @@ from fleetplane.messages.columns import from_messages
 from fleetplane.steps.contract import DeviceMessages, StepDevice
 from fleetplane.trips import service
 from fleetplane.trips.detector import DeviceInput, detect_all
+from fleetplane.trips.odometers import OdometersAt, interval_odometers
 
 
 class TripDetectorStep:
     name = "trips"  # stable: the step's progress is stored under it
     reads_filtered = False  # only the messages the device's validity filter kept
+
+    def __init__(self, odometers_at: OdometersAt | None = None) -> None:
+        # The device counters' odometer at given moments: another domain's step, so the
+        # registry hands it in (`devices.counters.odometers_at`); without it, null odometers.
+        self.odometers_at = odometers_at
 
     async def process(self, session: AsyncSession, batches: Sequence[DeviceMessages]) -> None:
         device_ids = [batch.device.id for batch in batches]
@@ -34,12 +40,12 @@ class TripDetectorStep:
         # The whole round at once: numpy's cost per call is paid once, not once per device.
         found = detect_all(inputs)
         detections = [(batch.device, answer) for batch, answer in zip(batches, found, strict=True)]
-        await service.save_detections(session, detections)
+        odometers = {}
+        if self.odometers_at is not None:
+            odometers = await interval_odometers(session, self.odometers_at, batches, found)
+        await service.save_detections(session, detections, odometers)
 
     async def rewind(
         self, session: AsyncSession, device: StepDevice, from_time: datetime
     ) -> datetime:
         return await service.rewind(session, device, from_time)
-
-
-step = TripDetectorStep()

@@ -74,9 +74,16 @@ class IntervalOut(BaseModel):
     distance_m: float
     max_speed: float | None = Field(description="km/h; null when no message had a speed.")
     avg_speed: float = Field(description="km/h: the distance over the duration.")
-    odometer_start_m: float | None
-    odometer_end_m: float | None
-    driver_id: str | None
+    odometer_start_m: float | None = Field(
+        description="The device's odometer (its counters) just after the first message, in "
+        "metres; null when it is not known (history from before the counters counted)."
+    )
+    odometer_end_m: float | None = Field(
+        description="Just after the last message, in metres (where the next interval starts)."
+    )
+    driver_id: str | None = Field(
+        description="The driver assigned to the device at the start (by key or by hand)."
+    )
     driver_name: str | None
     geofence_start: str | None
     geofence_end: str | None

@@ -1,7 +1,7 @@
 """Trip rules around the detector: each device's settings, its intervals as the API shows them,
 and what the pipeline step keeps (the intervals it found and the detector's state)."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,6 +18,7 @@ from fleetplane.core.errors import not_found, validation_error
 from fleetplane.core.ids import id_at, looks_like_id
 from fleetplane.core.timeutil import EARLIEST, utcnow
 from fleetplane.devices import service as devices
+from fleetplane.drivers import service as drivers
 from fleetplane.messages import columns as message_columns
 from fleetplane.sensors import service as sensors
 from fleetplane.sensors.calculation import SensorDefinition, SensorType
@@ -216,59 +217,77 @@ _INTERVAL_COLUMNS = (
     TripInterval.distance_m,
     TripInterval.max_speed,
     TripInterval.avg_speed,
+    TripInterval.odometer_start_m,
+    TripInterval.odometer_end_m,
     TripInterval.open,
 )
 
 
-def interval_shape(
-    since: datetime | None, until: datetime | None
-) -> Callable[[Row[Any]], dict[str, Any]]:
-    """Shapes rows of `intervals_query` as the API, the event stream and exports show an
-    interval; `clipped` when [since, until) cuts it."""
-
-    def shape(row: Row[Any]) -> dict[str, Any]:
-        clipped = (since is not None and row.start_time < since) or (
-            until is not None and row.end_time > until
-        )
-        odometer_start, odometer_end = interval_odometers(row)
-        driver_id, driver_name = interval_driver(row)
-        geofence_start, geofence_end = interval_geofences(row)
-        return {
-            "id": row.id,
-            "device_id": row.device_id,
-            "kind": row.kind,
-            "start": {"time": row.start_time, "lat": row.start_lat, "lon": row.start_lon},
-            "end": {"time": row.end_time, "lat": row.end_lat, "lon": row.end_lon},
-            "duration_s": (row.end_time - row.start_time).total_seconds(),
-            "distance_m": row.distance_m,
-            "max_speed": row.max_speed,
-            "avg_speed": row.avg_speed,
-            "odometer_start_m": odometer_start,
-            "odometer_end_m": odometer_end,
-            "driver_id": driver_id,
-            "driver_name": driver_name,
-            "geofence_start": geofence_start,
-            "geofence_end": geofence_end,
-            "open": row.open,
-            "clipped": bool(clipped),
-        }
-
-    return shape
+async def shape_intervals(
+    session: AsyncSession,
+    customer_id: str,
+    rows: Sequence[Row[Any]],
+    since: datetime | None,
+    until: datetime | None,
+) -> list[dict[str, Any]]:
+    """Rows of `intervals_query` as the API, the event stream and exports show an interval,
+    the one place that shapes them: what other domains add is asked for the whole page at
+    once (one query for the drivers); `clipped` when [since, until) cuts it."""
+    drivers_ = await interval_drivers(session, customer_id, rows)
+    return [_shaped(row, drivers_.get(row.id, _NO_DRIVER), since, until) for row in rows]
 
 
-# What other domains add to an interval, in one place each. The device's odometer comes from
-# the device counters, drivers from the drivers module and the names of geofences from the
-# geofences module: none of them is there to ask yet, so these say null.
+def _shaped(
+    row: Row[Any],
+    driver: tuple[str | None, str | None],
+    since: datetime | None,
+    until: datetime | None,
+) -> dict[str, Any]:
+    clipped = (since is not None and row.start_time < since) or (
+        until is not None and row.end_time > until
+    )
+    geofence_start, geofence_end = interval_geofences(row)
+    return {
+        "id": row.id,
+        "device_id": row.device_id,
+        "kind": row.kind,
+        "start": {"time": row.start_time, "lat": row.start_lat, "lon": row.start_lon},
+        "end": {"time": row.end_time, "lat": row.end_lat, "lon": row.end_lon},
+        "duration_s": (row.end_time - row.start_time).total_seconds(),
+        "distance_m": row.distance_m,
+        "max_speed": row.max_speed,
+        "avg_speed": row.avg_speed,
+        "odometer_start_m": row.odometer_start_m,
+        "odometer_end_m": row.odometer_end_m,
+        "driver_id": driver[0],
+        "driver_name": driver[1],
+        "geofence_start": geofence_start,
+        "geofence_end": geofence_end,
+        "open": row.open,
+        "clipped": bool(clipped),
+    }
 
 
-def interval_odometers(row: Row[Any]) -> tuple[float | None, float | None]:
-    """The device's odometer (metres) at the interval's start and end."""
-    return None, None
+# What other domains add to an interval, in one place each. The device's odometer is the
+# device counters' at the start and end, which the trips step stores on the row
+# (`trips.odometers`); the driver is asked of the drivers module per page; the names of
+# geofences would come from the geofences module, which is not there yet: null.
+
+_NO_DRIVER: tuple[str | None, str | None] = (None, None)
 
 
-def interval_driver(row: Row[Any]) -> tuple[str | None, str | None]:
-    """(driver_id, driver_name) of the driver assigned during the interval."""
-    return None, None
+async def interval_drivers(
+    session: AsyncSession, customer_id: str, rows: Sequence[Row[Any]]
+) -> dict[str, tuple[str, str]]:
+    """(driver_id, driver_name) by interval id: the customer's driver assigned to the device
+    at the interval's start (a key reading or a manual assignment), for those that had one."""
+    pairs = [(row.device_id, row.start_time) for row in rows]
+    found = await drivers.drivers_at(session, customer_id, pairs)
+    return {
+        row.id: (driver.driver_id, driver.driver_name)
+        for row in rows
+        if (driver := found.get((row.device_id, row.start_time))) is not None
+    }
 
 
 def interval_geofences(row: Row[Any]) -> tuple[str | None, str | None]:
@@ -361,12 +380,17 @@ def interval_id(device: StepDevice, kind: str, start_us: int) -> str:
 
 
 async def save_detections(
-    session: AsyncSession, detections: Sequence[tuple[StepDevice, Detection]]
+    session: AsyncSession,
+    detections: Sequence[tuple[StepDevice, Detection]],
+    odometers: Mapping[tuple[str, tuple[str, int]], tuple[float | None, float | None]],
 ) -> None:
-    """Writes a round's intervals (each replacing its earlier self), deletes the open ones
-    that are gone and keeps each device's state: a statement per table."""
+    """Writes a round's intervals (each replacing its earlier self) with their odometers (by
+    device and interval key, `odometers.interval_odometers`), deletes the open ones that are
+    gone and keeps each device's state: a statement per table."""
     rows = [
-        interval_row(device, i) for device, detection in detections for i in detection.intervals
+        interval_row(device, i, odometers.get((device.id, i.key), _NO_ODOMETERS))
+        for device, detection in detections
+        for i in detection.intervals
     ]
     gone = [
         interval_id(device, kind, start)
@@ -388,7 +412,14 @@ async def save_detections(
         await bulk.write_rows(connection, table, states, update_on=("device_id",))
 
 
-def interval_row(device: StepDevice, interval: Interval) -> dict[str, Any]:
+_NO_ODOMETERS: tuple[float | None, float | None] = (None, None)
+
+
+def interval_row(
+    device: StepDevice,
+    interval: Interval,
+    odometers: tuple[float | None, float | None] = _NO_ODOMETERS,
+) -> dict[str, Any]:
     kind = interval.kind.value
     return {
         "id": interval_id(device, kind, interval.start_us),
@@ -404,6 +435,8 @@ def interval_row(device: StepDevice, interval: Interval) -> dict[str, Any]:
         "max_speed": interval.max_speed,
         "avg_speed": interval.avg_speed,
         "open": interval.open,
+        "odometer_start_m": odometers[0],
+        "odometer_end_m": odometers[1],
         "resume_state": None if interval.checkpoint is None else interval.checkpoint.to_json(),
     }
 
