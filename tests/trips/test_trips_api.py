@@ -243,6 +243,7 @@ def test_a_settings_change_recomputes_the_intervals(fleet: Fleet) -> None:
     drive_route(fleet, route, imei=imei)
     api = fleet.tenant.module_api(0)
     detected(api, device_id, EXPECTED)
+    progress_before = step_progress(fleet, device_id)
     # Parkings from 11 minutes on: the 10 minutes between the trips are a stop now.
     response = api.request(
         "PUT", f"/module/trips/settings/{device_id}", json={"min_parking_s": 660}
@@ -261,6 +262,17 @@ def test_a_settings_change_recomputes_the_intervals(fleet: Fleet) -> None:
             ("stop", 2470, 2820, True),
         ],
     )
+    # Only the trips step computed again: the device's counters were left as they were.
+    progress_after = step_progress(fleet, device_id)
+    assert progress_after["device_counters"] == progress_before["device_counters"]
+    assert progress_after["trips"]["updated_at"] > progress_before["trips"]["updated_at"]
+
+
+def step_progress(fleet: Fleet, device_id: str) -> dict[str, dict[str, Any]]:
+    """Each pipeline step's progress on the device, as the provider sees it."""
+    response = fleet.tenant.api.get("/api/pipeline/steps", params={"device_id": device_id})
+    assert response.status_code == 200, response.text
+    return {item["step"]: item for item in response.json()["items"]}
 
 
 def test_settings_have_defaults_and_bad_input_is_refused(fleet: Fleet) -> None:

@@ -132,16 +132,31 @@ async def take_late_data(
     # case it is reading this device's messages right now in another process.
     await ensure_progress(session, steps, [d for d in devices_ if d.id in earliest])
     for device_id, at in earliest.items():
-        await session.execute(
-            update(StepProgress)
-            .where(
-                StepProgress.device_id == device_id,
-                StepProgress.step.in_(steps),
-                or_(StepProgress.rewind_from.is_(None), StepProgress.rewind_from > at),
-            )
-            .values(rewind_from=at)
-        )
+        await _rewind_from(session, steps, device_id, at)
     await session.execute(delete(StepRewind).where(StepRewind.id.in_([row.id for row in rows])))
+
+
+async def rewind_step(session: AsyncSession, step: str, device: StepDevice, at: datetime) -> None:
+    """Has one step compute this device again from `at` (its settings changed, say), leaving
+    the other steps' progress alone: late data rewinds every step, a step's own settings only
+    that step."""
+    await ensure_progress(session, [step], [device])
+    await _rewind_from(session, [step], device.id, at)
+
+
+async def _rewind_from(
+    session: AsyncSession, steps: Sequence[str], device_id: str, at: datetime
+) -> None:
+    """Moves these steps' rewind point of the device back to `at` (the oldest wins)."""
+    await session.execute(
+        update(StepProgress)
+        .where(
+            StepProgress.device_id == device_id,
+            StepProgress.step.in_(steps),
+            or_(StepProgress.rewind_from.is_(None), StepProgress.rewind_from > at),
+        )
+        .values(rewind_from=at)
+    )
 
 
 async def claim(

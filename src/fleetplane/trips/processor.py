@@ -15,7 +15,7 @@ from fleetplane.trips.odometers import OdometersAt, interval_odometers
 
 
 class TripDetectorStep:
-    name = "trips"  # stable: the step's progress is stored under it
+    name = service.STEP_NAME
     reads_filtered = False  # only the messages the device's validity filter kept
 
     def __init__(self, odometers_at: OdometersAt | None = None) -> None:

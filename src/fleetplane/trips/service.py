@@ -37,6 +37,7 @@ from fleetplane.trips.detector import (
 from fleetplane.trips.models import TripDetectorState, TripInterval, TripSettings
 from fleetplane.trips.schemas import TripSettingsBody
 
+STEP_NAME = "trips"  # stable: the step's progress is stored under it
 DEVICES_PER_QUERY = 1000
 ID_PREFIX = "ivl"
 _KIND_CODES = {Kind.TRIP.value: 0, Kind.PARKING.value: 1, Kind.STOP.value: 2}
@@ -83,7 +84,8 @@ async def put_settings(
         session, actor, "trips.settings.update", "device", device.id, values, customer_id
     )
     await session.flush()
-    await steps.record_late(session, {device.id: EARLIEST})
+    step_device = StepDevice(device.id, device.seq, device.provider_id, device.customer_id)
+    await steps.rewind_step(session, STEP_NAME, step_device, EARLIEST)
     return await settings_out(session, actor.provider_id, customer_id, device.id)
 
 
