@@ -387,6 +387,23 @@ def bench_reports(
     raise typer.Exit(code)
 
 
+@bench_app.command("mileage-report")
+def bench_mileage_report(
+    devices: Annotated[int, typer.Option(min=1, help="Devices of the customer.")] = 1000,
+    days: Annotated[int, typer.Option(min=1, max=366, help="Days of intervals, the range.")] = 30,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Also a PostgreSQL database (migrated; a new provider and customer are added)."
+        ),
+    ] = None,
+) -> None:
+    """A fleet's monthly mileage report through the real server, SQLite and PostgreSQL (see
+    docs/benchmarks.md)."""
+    bench = load_bench("mileage_report")
+    raise typer.Exit(bench.main(devices, days, database_url, console))
+
+
 def load_bench(name: str) -> ModuleType:
     """Imports bench/NAME.py by path, once: bench/ is beside src/ in a checkout, absent from a
     wheel. The benchmarks load their shared helpers (bench/support.py) through it too."""
