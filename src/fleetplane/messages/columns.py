@@ -248,7 +248,7 @@ async def read_rows(
             session, device_seq, after=after, until=until, limit=READ_CHUNK
         )
         times, lat_e7, lon_e7, packed = zip(*rows, strict=True) if rows else ((), (), (), ())
-        pieces.append(from_rows(_times_us(times), lat_e7, lon_e7, packed, params))
+        pieces.append(from_rows(stored_times_us(times), lat_e7, lon_e7, packed, params))
         if len(rows) < READ_CHUNK:
             break
         after = as_utc(times[-1])
@@ -274,7 +274,7 @@ def from_rows(
     return Columns(time_us=times_us, **decoded.fields, params=found)  # type: ignore[arg-type]
 
 
-def _times_us(times: Sequence[datetime]) -> IntArray:
+def stored_times_us(times: Sequence[datetime]) -> IntArray:
     """The microseconds since the epoch of stored times, naive ones being in UTC (SQLite)."""
     # A subtraction per time: numpy's own conversion of datetimes takes five times as long.
     epoch = _NAIVE_EPOCH if times and times[0].tzinfo is None else _EPOCH
