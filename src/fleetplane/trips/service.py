@@ -210,7 +210,7 @@ _COLUMNS_READ = (
 )
 
 
-def _as_columns(rows: Sequence[Row[Any]]) -> IntervalColumns:
+def _as_columns(rows: Sequence[Sequence[Any]]) -> IntervalColumns:
     """Columns of rows of `_COLUMNS_READ` (a missing `max_speed` becomes NaN)."""
     _, start, end, distance, max_speed, open_ = zip(*rows, strict=True)
     return IntervalColumns(
