@@ -262,6 +262,10 @@ def bench_ingest(
             min=0, help="Also run this many pipeline steps that do nothing (their own cost)."
         ),
     ] = 0,
+    without_step: Annotated[
+        list[str] | None,
+        typer.Option(help="Leave this registered pipeline step out (repeatable): its cost."),
+    ] = None,
 ) -> None:
     """Wialon IPS ingest rate and ack latency against a real server (see docs/benchmarks.md)."""
     bench = load_bench("ingest")
@@ -270,6 +274,7 @@ def bench_ingest(
         device_count=devices,
         database_url=database_url,
         steps=steps,
+        without=without_step or [],
         console=console,
     )
     raise typer.Exit(code)

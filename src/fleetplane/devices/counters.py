@@ -91,15 +91,25 @@ class DeviceCountersStep:
     name = STEP_NAME
     reads_filtered = False
 
+    def __init__(self) -> None:
+        # Each device's counters after its last round here (its newest checkpoint), trusted
+        # for the devices that follow on: the checkpoint is not read back every round.
+        self._held: dict[str, Counters] = {}
+
     async def process(self, session: AsyncSession, batches: Sequence[DeviceMessages]) -> None:
         ids = [batch.device.id for batch in batches]
-        held = await _newest_checkpoints(session, ids)
+        held = self._held
+        unknown = {b.device.id for b in batches if not b.follows_on or b.device.id not in held}
+        if unknown:  # from the database: the newest checkpoint, or nothing counted yet
+            found = await _newest_checkpoints(session, list(unknown))
+            held.update({device_id: found.get(device_id, Counters()) for device_id in unknown})
         ignitions = await sensors.ignition_sensors(session, ids)
         rows, newest, moved = [], [], []
         for batch in batches:
             device_id = batch.device.id
-            before = held.get(device_id, Counters())
+            before = held[device_id]
             counters, passed = count(before, batch.messages, ignitions.get(device_id))
+            held[device_id] = counters
             rows += [_checkpoint_row(device_id, c) for c in (*passed, counters)]
             newest.append((batch.device, counters))
             if _shown(counters) != _shown(before):
@@ -113,6 +123,7 @@ class DeviceCountersStep:
     ) -> datetime:
         """Back to the newest checkpoint before `from_time`: the messages after it are
         counted again."""
+        self._held.pop(device.id, None)
         await session.execute(
             delete(DeviceCounterCheckpoint).where(
                 DeviceCounterCheckpoint.device_id == device.id,
@@ -133,7 +144,7 @@ class DeviceCountersStep:
 async def _newest_checkpoints(session: AsyncSession, device_ids: list[str]) -> dict[str, Counters]:
     newest = (
         select(DeviceCounterCheckpoint.device_id, func.max(DeviceCounterCheckpoint.hour))
-        .where(DeviceCounterCheckpoint.device_id.in_(device_ids))
+        .where(DeviceCounterCheckpoint.device_id.in_(bindparam("ids", expanding=True)))
         .group_by(DeviceCounterCheckpoint.device_id)
     )
     statement = select(
@@ -145,7 +156,8 @@ async def _newest_checkpoints(session: AsyncSession, device_ids: list[str]) -> d
         DeviceCounterCheckpoint.lat,
         DeviceCounterCheckpoint.lon,
     ).where(tuple_(DeviceCounterCheckpoint.device_id, DeviceCounterCheckpoint.hour).in_(newest))
-    return {row[0]: Counters(*row[1:]) for row in await session.execute(statement)}
+    rows = await session.execute(statement, {"ids": device_ids})
+    return {row[0]: Counters(*row[1:]) for row in rows}
 
 
 def _checkpoint_row(device_id: str, counters: Counters) -> dict[str, Any]:

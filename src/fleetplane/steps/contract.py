@@ -33,10 +33,17 @@ class StepDevice:
 @dataclass(frozen=True, slots=True)
 class DeviceMessages:
     """One device's next messages in a round: newer than any the step was given before for
-    it, oldest first, never empty."""
+    it, oldest first, never empty.
+
+    `follows_on`: this process gave the step the device's messages just before these, in a
+    round whose transaction committed, and nothing has moved the step's progress on the
+    device since (no rewind, no other process, no failure). What the step kept in memory of
+    the device after that round is then still what the database holds, and need not be read
+    again; when False, the database is the truth."""
 
     device: StepDevice
     messages: Sequence[Message]
+    follows_on: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +69,10 @@ class Step(Protocol):
         through `session` and never commits: the runner commits the output together with the
         step's new marks. Compute first and write last, a statement per table for the whole
         round (on SQLite the one writer lock is held from the first write to the commit, and
-        the intake waits for it). Raising fails the round; the runner then gives the step each
-        device on its own, so only the devices it still fails on are held back and retried."""
+        the intake waits for it). What it keeps in memory between rounds it may use for the
+        devices that follow on (`DeviceMessages.follows_on`). Raising fails the round; the
+        runner then gives the step each device on its own, so only the devices it still fails
+        on are held back and retried."""
         ...
 
     async def rewind(

@@ -10,17 +10,27 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleetplane.messages.columns import from_messages
 from fleetplane.steps.contract import DeviceMessages, StepDevice
 from fleetplane.trips import service
-from fleetplane.trips.detector import DeviceInput, detect_all
+from fleetplane.trips.detector import DetectorSettings, DetectorState, DeviceInput, detect_all
 
 
 class TripDetectorStep:
     name = "trips"  # stable: the step's progress is stored under it
     reads_filtered = False  # only the messages the device's validity filter kept
 
+    def __init__(self) -> None:
+        # Each device's settings and detector state after its last round here, trusted for
+        # the devices that follow on (a settings change comes with a rewind, which they do
+        # not): neither is read and parsed again every round.
+        self._kept: dict[str, tuple[DetectorSettings, DetectorState | None]] = {}
+
     async def process(self, session: AsyncSession, batches: Sequence[DeviceMessages]) -> None:
-        device_ids = [batch.device.id for batch in batches]
-        settings = await service.detector_settings(session, device_ids)
-        states = await service.detector_states(session, device_ids)
+        kept = self._kept
+        unknown = [b.device.id for b in batches if not b.follows_on or b.device.id not in kept]
+        settings = {device_id: kept[device_id][0] for device_id in kept}
+        states = {device_id: kept[device_id][1] for device_id in kept}
+        if unknown:
+            settings.update(await service.detector_settings(session, unknown))
+            states.update(await service.detector_states(session, unknown))
         sensors = await service.method_sensors(
             session, [batch.device for batch in batches], settings
         )
@@ -34,11 +44,14 @@ class TripDetectorStep:
         # The whole round at once: numpy's cost per call is paid once, not once per device.
         found = detect_all(inputs)
         detections = [(batch.device, answer) for batch, answer in zip(batches, found, strict=True)]
+        for device, detection in detections:
+            kept[device.id] = (settings[device.id], detection.state)
         await service.save_detections(session, detections)
 
     async def rewind(
         self, session: AsyncSession, device: StepDevice, from_time: datetime
     ) -> datetime:
+        self._kept.pop(device.id, None)
         return await service.rewind(session, device, from_time)
 
 
