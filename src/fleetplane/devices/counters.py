@@ -24,7 +24,7 @@ from fleetplane.devices.models import DeviceCounterCheckpoint, DeviceState
 from fleetplane.devices.service import DEVICE_COUNTERS_CHANGE, MAX_GAP_SECONDS
 from fleetplane.sensors import service as sensors
 from fleetplane.sensors.calculation import SensorDefinition, compute_value
-from fleetplane.steps.contract import DeviceMessages, StepDevice
+from fleetplane.steps.contract import DeviceMessages, StepDevice, in_slices
 from fleetplane.telemetry import Message
 
 STEP_NAME = "device_counters"
@@ -105,15 +105,16 @@ class DeviceCountersStep:
             held.update({device_id: found.get(device_id, Counters()) for device_id in unknown})
         ignitions = await sensors.ignition_sensors(session, ids)
         rows, newest, moved = [], [], []
-        for batch in batches:
-            device_id = batch.device.id
-            before = held[device_id]
-            counters, passed = count(before, batch.messages, ignitions.get(device_id))
-            held[device_id] = counters
-            rows += [_checkpoint_row(device_id, c) for c in (*passed, counters)]
-            newest.append((batch.device, counters))
-            if _shown(counters) != _shown(before):
-                moved.append((batch.device, counters))
+        async for part in in_slices(batches):
+            for batch in part:
+                device_id = batch.device.id
+                before = held[device_id]
+                counters, passed = count(before, batch.messages, ignitions.get(device_id))
+                held[device_id] = counters
+                rows += [_checkpoint_row(device_id, c) for c in (*passed, counters)]
+                newest.append((batch.device, counters))
+                if _shown(counters) != _shown(before):
+                    moved.append((batch.device, counters))
         connection = await session.connection()
         await bulk.write_rows(connection, _CHECKPOINT, rows, update_on=("device_id", "hour"))
         await _write_live(session, newest, moved)

@@ -10,10 +10,11 @@ worker process run the steps: all the state is in the database.
 A step is registered in `registry.STEPS`.
 """
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -56,6 +57,24 @@ class NewMessages:
     after: datetime | None
     until: datetime
     messages: list[Message]
+
+
+Item = TypeVar("Item")
+
+# Devices a step works through between two turns of the event loop (see `in_slices`).
+DEVICES_PER_SLICE = 50
+
+
+async def in_slices(
+    items: Sequence[Item], size: int = DEVICES_PER_SLICE
+) -> AsyncIterator[Sequence[Item]]:
+    """A round's devices (or anything made of them) in slices, the event loop running between
+    two: steps run in the intake's process and loop, so a round computed in one go would hold
+    back every acknowledgement due meanwhile (tens of ms for a few hundred devices)."""
+    for start in range(0, len(items), size):
+        if start:
+            await asyncio.sleep(0)
+        yield items[start : start + size]
 
 
 class Step(Protocol):

@@ -190,6 +190,7 @@ class StepRunner:
             raise
         for step in self.steps:
             await self._run_step(step, batches)
+            await asyncio.sleep(0)  # the intake's turn on the event loop between two steps
 
     async def _read(self, device_ids: list[str]) -> list[_Batch]:
         """Hands late data to the steps' progress, then reads each device's messages from the

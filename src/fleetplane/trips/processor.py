@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane.messages.columns import from_messages
-from fleetplane.steps.contract import DeviceMessages, StepDevice
+from fleetplane.steps.contract import DeviceMessages, StepDevice, in_slices
 from fleetplane.trips import service
 from fleetplane.trips.detector import DetectorSettings, DetectorState, DeviceInput, detect_all
 
@@ -34,16 +34,18 @@ class TripDetectorStep:
         sensors = await service.method_sensors(
             session, [batch.device for batch in batches], settings
         )
-        inputs = []
-        for batch in batches:
-            sensor = sensors.get(batch.device.id)
-            params = () if sensor is None else (sensor.parameter,)
-            columns = from_messages(batch.messages, params)
-            state = states[batch.device.id]
-            inputs.append(DeviceInput(columns, settings[batch.device.id], state, sensor))
-        # The whole round at once: numpy's cost per call is paid once, not once per device.
-        found = detect_all(inputs)
-        detections = [(batch.device, answer) for batch, answer in zip(batches, found, strict=True)]
+        detections = []
+        async for part in in_slices(batches):
+            inputs = []
+            for batch in part:
+                sensor = sensors.get(batch.device.id)
+                params = () if sensor is None else (sensor.parameter,)
+                columns = from_messages(batch.messages, params)
+                state = states[batch.device.id]
+                inputs.append(DeviceInput(columns, settings[batch.device.id], state, sensor))
+            # Many devices at once: numpy's cost per call is paid once, not once per device.
+            found = detect_all(inputs)
+            detections += [(b.device, answer) for b, answer in zip(part, found, strict=True)]
         for device, detection in detections:
             kept[device.id] = (settings[device.id], detection.state)
         await service.save_detections(session, detections)
