@@ -73,6 +73,10 @@ class Columns:
         """The messages with `after` < time_us <= `until` (microseconds, None: no bound)."""
         first = 0 if after is None else int(np.searchsorted(self.time_us, after, "right"))
         last = int(np.searchsorted(self.time_us, until, "right"))
+        return self.rows(first, last)
+
+    def rows(self, first: int, last: int) -> "Columns":
+        """The messages from position `first` up to (not including) `last`, as views."""
         if first == 0 and last == len(self):
             return self
         return Columns(

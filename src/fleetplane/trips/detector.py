@@ -149,7 +149,7 @@ class DetectorState:
             if self.candidate is None
             else {
                 "run": _run_json(self.candidate.run),
-                "checkpoint": self.candidate.checkpoint.to_json(),
+                "checkpoint": checkpoint_json(self.candidate.checkpoint),
                 "stops": [_run_json(stop) for stop in self.candidate.stops],
             },
             "pause": _run_json(self.pause),
@@ -177,6 +177,24 @@ class DetectorState:
             pause=_run_of(data["pause"]),
             open=tuple((kind, int(start)) for kind, start in data["open"]),
         )
+
+
+def checkpoint_json(state: DetectorState) -> dict[str, Any]:
+    """`state.to_json()` of a trip's checkpoint, made once per checkpoint: a trip's state and
+    its row carry the same checkpoint every round while it goes on. The answer is shared:
+    only read it."""
+    kept = _CHECKPOINT_JSON.get(id(state))
+    if kept is not None and kept[0] is state:
+        return kept[1]
+    if len(_CHECKPOINT_JSON) >= _CHECKPOINT_JSON_LIMIT:
+        _CHECKPOINT_JSON.clear()
+    data = state.to_json()
+    _CHECKPOINT_JSON[id(state)] = (state, data)  # the state kept alive: its id stays its own
+    return data
+
+
+_CHECKPOINT_JSON: dict[int, tuple[DetectorState, dict[str, Any]]] = {}
+_CHECKPOINT_JSON_LIMIT = 16_384
 
 
 def _point_fields(point: Point) -> tuple[Any, ...]:

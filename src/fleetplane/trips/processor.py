@@ -36,13 +36,17 @@ class TripDetectorStep:
         )
         detections = []
         async for part in in_slices(batches):
-            inputs = []
+            # The slice's messages as columns in one go, each device's a view of them.
+            params = sorted({s.parameter for b in part if (s := sensors.get(b.device.id))})
+            together = from_messages([m for batch in part for m in batch.messages], params)
+            inputs, first = [], 0
             for batch in part:
-                sensor = sensors.get(batch.device.id)
-                params = () if sensor is None else (sensor.parameter,)
-                columns = from_messages(batch.messages, params)
-                state = states[batch.device.id]
-                inputs.append(DeviceInput(columns, settings[batch.device.id], state, sensor))
+                last = first + len(batch.messages)
+                device_id = batch.device.id
+                columns = together.rows(first, last)
+                state, sensor = states[device_id], sensors.get(device_id)
+                inputs.append(DeviceInput(columns, settings[device_id], state, sensor))
+                first = last
             # Many devices at once: numpy's cost per call is paid once, not once per device.
             found = detect_all(inputs)
             detections += [(b.device, answer) for b, answer in zip(part, found, strict=True)]
