@@ -353,17 +353,29 @@ def _tail_extended(
         if not moving:
             return None
         was_trip = _qualifies(candidate.run, settings)
-        candidate = replace(candidate, run=_joined(candidate.run, new))
+        candidate = Candidate(_joined(candidate.run, new), candidate.checkpoint, candidate.stops)
         if not was_trip and _qualifies(candidate.run, settings):
             return None  # it has just become a trip
-    base = DetectorState(points.point(len(points.t) - 1), points.ignition)
-    new_state = replace(base, parking=parking, candidate=candidate, pause=pause, open=state.open)
+    # Built directly, not by `replace`: this runs for most devices of every round.
+    last = points.point(len(points.t) - 1)
+    new_state = DetectorState(last, points.ignition, parking, candidate, pause, state.open)
     found: list[Interval] = []
     if candidate is not None and _qualifies(candidate.run, settings):
-        trip = _interval(Kind.TRIP, candidate.run, True)
-        found.append(
-            replace(trip, distance_mm=candidate.run.moving_mm, checkpoint=candidate.checkpoint)
+        run = candidate.run
+        trip = Interval(
+            Kind.TRIP,
+            run.t0,
+            run.t1,
+            run.lat0,
+            run.lon0,
+            run.lat1,
+            run.lon1,
+            run.moving_mm,
+            run.max_speed,
+            True,
+            candidate.checkpoint,
         )
+        found.append(trip)
         if pause is not None:
             found.append(_interval(Kind.STOP, pause, True))
     else:  # the open parking, with the movement that may yet become a trip
