@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleetplane.core import bulk
 from fleetplane.core.changes import Change, note
 from fleetplane.core.events import EventHub
-from fleetplane.core.geo import distance_m
+from fleetplane.core.geo import distance_reduced_m, reduced
 from fleetplane.devices.models import DeviceCounterCheckpoint, DeviceState
 from fleetplane.devices.service import DEVICE_COUNTERS_CHANGE, MAX_GAP_SECONDS
 from fleetplane.sensors import service as sensors
@@ -66,6 +66,7 @@ def count(
         counters.lon,
     )
     next_hour = None if at is None else _hour(at) + _HOUR
+    last_reduced = None if lat is None else reduced(lat)  # each fix's terms computed once
     checkpoints = []
     for message in messages:
         time = message.device_time
@@ -80,9 +81,10 @@ def count(
             if value is not None:
                 on = bool(value)
         if message.lat is not None and message.lon is not None:
-            if lat is not None and lon is not None:
-                odometer_m += distance_m(lat, lon, message.lat, message.lon)
-            lat, lon = message.lat, message.lon
+            here = reduced(message.lat)
+            if last_reduced is not None and lon is not None:
+                odometer_m += distance_reduced_m(last_reduced, lon, here, message.lon)
+            lat, lon, last_reduced = message.lat, message.lon, here
         at = time
     return Counters(at, odometer_m, engine_seconds, on, lat, lon), checkpoints
 
