@@ -294,6 +294,20 @@ def bench_drivers_step(
     raise typer.Exit(bench.main(devices, messages, rounds, database_url, console))
 
 
+@bench_app.command("steps")
+def bench_steps(
+    devices: Annotated[int, typer.Option(min=1, help="Devices per round.")] = 200,
+    messages: Annotated[int, typer.Option(min=1, help="Messages per device and round.")] = 5,
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds measured.")] = 20,
+    step: Annotated[
+        list[str] | None, typer.Option(help="Only this registered step (repeatable).")
+    ] = None,
+) -> None:
+    """The registered pipeline steps' rounds alone: CPU per message and per round."""
+    bench = load_bench("steps")
+    raise typer.Exit(bench.main(devices, messages, rounds, step or [], console))
+
+
 @bench_app.command("storage")
 def bench_storage(
     messages: Annotated[int, typer.Option(min=1, help="Messages to store.")] = 1_000_000,
