@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, tuple_, update
+from sqlalchemy import bindparam, delete, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane.core import bulk
@@ -185,31 +185,18 @@ async def _write_live(
     """The devices' live counters, and the notice of those whose shown values moved (what
     the device reads and the event stream take in: `live_values`); a parked device's counters
     count on quietly."""
-    table = DeviceState.__table__
-    statement = (
-        update(table)
-        .where(table.c.device_id == bindparam("device"))
-        .values(
-            odometer_m=bindparam("odometer"),
-            engine_seconds=bindparam("engine"),
-            ignition=bindparam("on"),
-            counted_at=bindparam("counted"),
-        )
-    )
+    rows = [
+        {
+            "device_id": device.id,
+            "odometer_m": counters.odometer_m,
+            "engine_seconds": counters.engine_seconds,
+            "ignition": counters.ignition,
+            "counted_at": counters.counted_at,
+        }
+        for device, counters in newest
+    ]
     connection = await session.connection()
-    await connection.execute(
-        statement,
-        [
-            {
-                "device": device.id,
-                "odometer": counters.odometer_m,
-                "engine": counters.engine_seconds,
-                "on": counters.ignition,
-                "counted": counters.counted_at,
-            }
-            for device, counters in newest
-        ],
-    )
+    await bulk.update_rows(connection, DeviceState.__table__, rows, where=("device_id",))
     if moved:
         ids = tuple(device.id for device, _ in moved)
         values = tuple(live_values(device, counters) for device, counters in moved)

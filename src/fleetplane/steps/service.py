@@ -208,23 +208,18 @@ async def save_marks(
     """The step took in these devices' messages up to their marks: it is well again."""
     if not marks:
         return
-    table = StepProgress.__table__
-    statement = (
-        update(table)
-        .where(table.c.step == step, table.c.device_id == bindparam("device"))
-        .values(
-            mark=bindparam("new_mark"),
-            rewind_from=None,
-            status=OK,
-            attempts=0,
-            last_error=None,
-            retry_at=None,
-            updated_at=now,
-        )
-    )
-    rows = [{"device": device_id, "new_mark": mark} for device_id, mark in marks.items()]
+    well = {
+        "rewind_from": None,
+        "status": OK,
+        "attempts": 0,
+        "last_error": None,
+        "retry_at": None,
+        "updated_at": now,
+        "step": step,
+    }
+    rows = [{"device_id": device_id, "mark": mark, **well} for device_id, mark in marks.items()]
     connection = await session.connection()
-    await connection.execute(statement, rows)
+    await bulk.update_rows(connection, StepProgress.__table__, rows, where=("step", "device_id"))
 
 
 async def record_failure(

@@ -25,9 +25,15 @@ class TripDetectorStep:
 
     async def process(self, session: AsyncSession, batches: Sequence[DeviceMessages]) -> None:
         kept = self._kept
-        unknown = [b.device.id for b in batches if not b.follows_on or b.device.id not in kept]
-        settings = {device_id: kept[device_id][0] for device_id in kept}
-        states = {device_id: kept[device_id][1] for device_id in kept}
+        settings: dict[str, DetectorSettings] = {}
+        states: dict[str, DetectorState | None] = {}
+        unknown = []
+        for batch in batches:
+            device_id = batch.device.id
+            if batch.follows_on and device_id in kept:
+                settings[device_id], states[device_id] = kept[device_id]
+            else:
+                unknown.append(device_id)
         if unknown:
             settings.update(await service.detector_settings(session, unknown))
             states.update(await service.detector_states(session, unknown))
