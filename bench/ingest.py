@@ -677,9 +677,11 @@ def _results_table(report: Report) -> Table:
     return table
 
 
-def _per_message(cores: float, per_second: float) -> str:
-    """The server's CPU time per acknowledged message, in µs."""
-    return f"{cores / per_second * 1e6:.0f}" if per_second else "-"
+def _per_message(cores: float | None, per_second: float) -> str:
+    """The server's CPU time per acknowledged message, in µs ("n/a": not measured)."""
+    if cores is None or not per_second:
+        return "n/a"
+    return f"{cores / per_second * 1e6:.0f}"
 
 
 def _storage_lines(report: Report) -> str:
