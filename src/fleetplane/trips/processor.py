@@ -12,6 +12,9 @@ from fleetplane.steps.contract import DeviceMessages, StepDevice, in_slices
 from fleetplane.trips import service
 from fleetplane.trips.detector import DetectorSettings, DetectorState, DeviceInput, detect_all
 
+_UNREAD_WITH_SENSORS = frozenset({"altitude", "course", "hdop"})
+_UNREAD = _UNREAD_WITH_SENSORS | {"inputs", "outputs"}
+
 
 class TripDetectorStep:
     name = "trips"  # stable: the step's progress is stored under it
@@ -44,7 +47,10 @@ class TripDetectorStep:
         async for part in in_slices(batches):
             # The slice's messages as columns in one go, each device's a view of them.
             params = sorted({s.parameter for b in part if (s := sensors.get(b.device.id))})
-            together = from_messages([m for batch in part for m in batch.messages], params)
+            # Detection reads neither altitude, course nor HDOP; inputs only for a sensor.
+            unread = _UNREAD_WITH_SENSORS if params else _UNREAD
+            messages = [m for batch in part for m in batch.messages]
+            together = from_messages(messages, params, unread=unread)
             inputs, first = [], 0
             for batch in part:
                 last = first + len(batch.messages)
