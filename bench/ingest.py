@@ -27,7 +27,7 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -169,14 +169,15 @@ def main(
     device_count: int = 200,
     database_url: str | None = None,
     steps: int = 0,
+    without: Sequence[str] = (),
     console: Console | None = None,
 ) -> int:
     """Runs the benchmark and prints its figures; returns the process exit code."""
     console = console or Console()
     try:
         with support.cleanup_on_terminate():
-            _print_header(console, duration, device_count, steps)
-            report = _run(duration, device_count, database_url, steps, console)
+            _print_header(console, duration, device_count, steps, without)
+            report = _run(duration, device_count, database_url, (steps, without), console)
     except BenchError as error:
         console.print(f"[bold red]Benchmark not run:[/] {error}")
         return 2
@@ -185,7 +186,11 @@ def main(
 
 
 def _run(
-    duration: int, device_count: int, database_url: str | None, steps: int, console: Console
+    duration: int,
+    device_count: int,
+    database_url: str | None,
+    steps: tuple[int, Sequence[str]],
+    console: Console,
 ) -> Report:
     """Seed, serve, load, count, insert raw; the server, the load processes and the temporary
     files are gone after, also after Ctrl-C."""
@@ -247,19 +252,25 @@ async def _count_rows(session: AsyncSession, channel_id: str) -> int:
 # --- server -------------------------------------------------------------------------------
 
 
-def _server(database_url: str, work_dir: Path, steps: int, console: Console) -> Any:
-    """`fleetplane serve` with the gateway, in its own process; stopped on the way out. With
-    `steps`, that many pipeline steps that do nothing run after the durable write."""
+def _server(
+    database_url: str, work_dir: Path, steps: tuple[int, Sequence[str]], console: Console
+) -> Any:
+    """`fleetplane serve` with the gateway, in its own process; stopped on the way out.
+    `steps`: how many pipeline steps that do nothing run after the durable write, and the
+    names of registered steps left out."""
     settings = {
         "FLEETPLANE_DATA_DIR": str(work_dir),
         "FLEETPLANE_GATEWAY": "true",
         "FLEETPLANE_DEVICE_HOST": "127.0.0.1",  # the simulated devices are local
     }
-    if not steps:
+    count, without = steps
+    if not count and not without:
         return support.server(database_url, work_dir, console, settings, "")
     launcher = Path(__file__).with_name("serve_with_steps.py")
-    command = [sys.executable, str(launcher), str(steps)]
-    label = f", {steps} pipeline steps that do nothing"
+    command = [sys.executable, str(launcher), str(count), f"--without={','.join(without)}"]
+    label = f", {count} pipeline steps that do nothing"
+    if without:
+        label += f", without the step(s) {', '.join(without)}"
     return support.server(database_url, work_dir, console, settings, label, command)
 
 
@@ -600,7 +611,9 @@ def _raw_rows(
 # --- report -------------------------------------------------------------------------------
 
 
-def _print_header(console: Console, duration: int, device_count: int, steps: int) -> None:
+def _print_header(
+    console: Console, duration: int, device_count: int, steps: int, without: Sequence[str]
+) -> None:
     rates = ", ".join(f"{rate:,}" for rate in FIXED_RATES)
     console.print(
         f"[bold]Fleetplane ingest benchmark[/], {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n"
@@ -612,6 +625,7 @@ def _print_header(console: Console, duration: int, device_count: int, steps: int
         f"phases: {rates} msg/s for {FIXED_RATE_SECONDS} s each, then flat out for "
         f"{duration} s (each after {WARMUP_SECONDS} s of warm-up), then raw insert_rows\n"
         f"pipeline steps: {steps} that do nothing, besides the registered ones"
+        + (f" but {', '.join(without)}" if without else "")
     )
 
 
@@ -643,26 +657,31 @@ def _results_table(report: Report) -> Table:
         "other: the rest of the machine",
     )
     table.add_column("phase", no_wrap=True)
-    headers = ("asked\nmsg/s", "msg/s", "packets\n/s", "p50\nms", "p99\nms", "errors")
-    for header in (*headers, "server\nCPU", "load\nCPU", "other\nCPU"):
+    headers = ("msg/s", "packets\n/s", "p50\nms", "p99\nms", "errors")
+    for header in (*headers, "server\nCPU", "µs/\nmsg", "load\nCPU", "other\nCPU"):
         table.add_column(header, justify="right", no_wrap=True)
     for figures in [*report.fixed, report.flat_out]:
-        rate = figures.phase.rate
-        asked = "max" if rate is None else f"{rate:,}"
         achieved = f"{figures.per_second:,.0f}"
         table.add_row(
             figures.phase.label,
-            asked,
             achieved if figures.reached else f"[bold yellow]{achieved}[/]",
             f"{figures.result.packets / figures.phase.seconds:,.0f}",
             _ms(figures.latency_ms(0.5)),
             _ms(figures.latency_ms(0.99)),
             support.count_cell(figures.result.errors),
             _cores(figures.cpu.server),
+            _per_message(figures.cpu.server, figures.per_second),
             _cores(figures.cpu.load),
             _cores(figures.cpu.other),
         )
     return table
+
+
+def _per_message(cores: float | None, per_second: float) -> str:
+    """The server's CPU time per acknowledged message, in µs ("n/a": not measured)."""
+    if cores is None or not per_second:
+        return "n/a"
+    return f"{cores / per_second * 1e6:.0f}"
 
 
 def _storage_lines(report: Report) -> str:

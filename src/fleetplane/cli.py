@@ -262,6 +262,10 @@ def bench_ingest(
             min=0, help="Also run this many pipeline steps that do nothing (their own cost)."
         ),
     ] = 0,
+    without_step: Annotated[
+        list[str] | None,
+        typer.Option(help="Leave this registered pipeline step out (repeatable): its cost."),
+    ] = None,
 ) -> None:
     """Wialon IPS ingest rate and ack latency against a real server (see docs/benchmarks.md)."""
     bench = load_bench("ingest")
@@ -270,6 +274,7 @@ def bench_ingest(
         device_count=devices,
         database_url=database_url,
         steps=steps,
+        without=without_step or [],
         console=console,
     )
     raise typer.Exit(code)
@@ -301,6 +306,20 @@ def bench_interval_details(
     """What intervals' odometers cost the trips step per round, and drivers a page."""
     bench = load_bench("interval_details")
     raise typer.Exit(bench.main(devices, messages, rounds, database_url, console))
+
+
+@bench_app.command("steps")
+def bench_steps(
+    devices: Annotated[int, typer.Option(min=1, help="Devices per round.")] = 200,
+    messages: Annotated[int, typer.Option(min=1, help="Messages per device and round.")] = 5,
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds measured.")] = 20,
+    step: Annotated[
+        list[str] | None, typer.Option(help="Only this registered step (repeatable).")
+    ] = None,
+) -> None:
+    """The registered pipeline steps' rounds alone: CPU per message and per round."""
+    bench = load_bench("steps")
+    raise typer.Exit(bench.main(devices, messages, rounds, step or [], console))
 
 
 @bench_app.command("storage")

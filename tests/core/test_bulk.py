@@ -107,6 +107,33 @@ async def test_duplicates_are_skipped_or_update_the_stored_row(engine: Any) -> N
         ]
 
 
+async def test_updates_by_a_key_read_back_as_through_sqlalchemy(engine: Any) -> None:
+    changes = {
+        "received_at": MOMENT + timedelta(days=1, microseconds=7),
+        "value": None,
+        "on": False,
+        "extra": {"fuel": 12.25, "name": "ō"},
+    }
+    async with engine.begin() as connection:
+        rows = [reading(source, seconds) for source in ("core", "bulk") for seconds in (0, 1)]
+        await connection.execute(insert(readings), rows)
+        # Through SQLAlchemy, then the same change in bulk (and a row that matches nothing).
+        await connection.execute(
+            readings.update()
+            .where(readings.c.source == "core", readings.c.at == MOMENT)
+            .values(changes)
+        )
+        keyed = [
+            {"source": "bulk", "at": MOMENT, **changes},
+            {"source": "none", "at": MOMENT, **changes},
+        ]
+        await bulk.update_rows(connection, readings, keyed, where=("source", "at"))
+        core, written = await stored(connection, "core"), await stored(connection, "bulk")
+        assert await stored(connection, "none") == []
+    assert written == core
+    assert written[0]["value"] is None and written[1]["value"] == 1.5  # only the one matched
+
+
 def test_sqlite_time_text_is_the_one_sqlalchemy_stores() -> None:
     dialect = sqlite.dialect()
     processor = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)

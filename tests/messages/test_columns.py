@@ -429,3 +429,31 @@ def test_the_intake_notes_a_day_once_and_late_data_as_it_comes(
         await device.check(None, LATER)
 
     with_device(server, tenant, play)
+
+
+def test_fields_a_caller_leaves_unread_are_missing_and_the_rest_as_read() -> None:
+    at = datetime(2026, 11, 3, 8, tzinfo=UTC)
+    found = [
+        Message(
+            device_time=at + timedelta(seconds=n),
+            received_at=at,
+            lat=56.9,
+            lon=24.1,
+            altitude=12.0,
+            speed=30.0 + n,
+            course=90.0,
+            satellites=9,
+            hdop=0.9,
+            inputs=3,
+            outputs=1,
+            params={"fuel": 40.5},
+        )
+        for n in range(3)
+    ]
+    whole = columns.from_messages(found, ["fuel"])
+    partial = columns.from_messages(found, ["fuel"], unread={"altitude", "hdop", "inputs"})
+    assert np.isnan(partial.altitude).all() and np.isnan(partial.hdop).all()
+    assert (partial.inputs == -1).all()
+    for name in ("time_us", "lat", "lon", "speed", "course", "satellites", "outputs"):
+        assert np.array_equal(getattr(partial, name), getattr(whole, name)), name
+    assert np.array_equal(partial.params["fuel"], whole.params["fuel"])

@@ -72,6 +72,7 @@ class RecordingStep:
         self.hanging = threading.Event()
         self.rewinds: list[tuple[str, datetime]] = []
         self.given: list[Message] = []
+        self.follows_on: list[tuple[datetime, bool]] = []  # (first time, follows_on) by round
 
     async def process(self, session: AsyncSession, batches: Sequence[DeviceMessages]) -> None:
         if self.failing:
@@ -82,6 +83,7 @@ class RecordingStep:
             for m in batch.messages
         ]
         self.given += [m for batch in batches for m in batch.messages]
+        self.follows_on += [(batch.messages[0].device_time, batch.follows_on) for batch in batches]
         await session.execute(OUTPUT.insert(), rows)
         if self.hang:
             self.hanging.set()
@@ -370,3 +372,54 @@ def _seq_of(device_id: str) -> Callable[[AsyncSession], Any]:
         return (await session.execute(statement, {"id": device_id})).scalar_one()
 
     return read
+
+
+def test_a_step_is_told_when_a_device_follows_on_from_its_last_round_here(
+    backend: str, tmp_path: Path
+) -> None:
+    """What a step keeps in memory of a device is current only when the process gave it the
+    device's previous messages in a committed round and nothing moved its progress since: not
+    in the first round, not after a failed round, not after a rewind, not after a restart."""
+    recorder = RecordingStep("recorder")
+    sent = times(100, 8)
+    with database(backend, tmp_path) as url:
+        with platform(url, tmp_path, [recorder]) as fleet:
+            tracker = Tracker(fleet.port)
+            try:
+                for index in (0, 1, 2):
+                    tracker.send([sent[index]])
+                    so_far = sent[: index + 1]
+                    wait_until(lambda: output(fleet.server, "recorder") == so_far, "ran")  # noqa: B023
+                recorder.failing = True
+                tracker.send([sent[3]])
+                wait_until(lambda: progress(fleet.tenant, status="failing"), "failed")
+                recorder.failing = False
+                wait_until(lambda: output(fleet.server, "recorder") == sent[:4], "retried")
+                tracker.send([sent[4]])
+                wait_until(lambda: output(fleet.server, "recorder") == sent[:5], "went on")
+                late = times(10, 1)
+                tracker.send(late)  # rewinds the step to the late message
+                wait_until(lambda: output(fleet.server, "recorder")[0] == late[0], "rewound")
+                tracker.send([sent[5]])
+                everything = sorted([*late, *sent[:6]])
+                wait_until(lambda: output(fleet.server, "recorder") == everything, "went on")
+            finally:
+                tracker.close()
+        assert recorder.follows_on == [
+            (sent[0], False),  # nothing of this device's in memory yet
+            (sent[1], True),
+            (sent[2], True),
+            (sent[3], False),  # the retry after the failed round
+            (sent[4], True),
+            (late[0], False),  # a rewind
+            (sent[5], True),
+        ]
+        restarted = RecordingStep("recorder")
+        with platform(url, tmp_path, [restarted]) as fleet:
+            tracker = Tracker(fleet.port)
+            try:
+                tracker.send([sent[6]])
+                wait_until(lambda: restarted.follows_on, "ran after the restart")
+            finally:
+                tracker.close()
+        assert restarted.follows_on == [(sent[6], False)]

@@ -5,7 +5,8 @@ keys) costs more than the database's own work for a batch of thousands of small 
 column's values are encoded once, column by column, with the column type's own bind
 processing, and the batch goes to the driver in one call: SQLite gets `executemany` with one
 tuple per row, PostgreSQL one array per column, unnested into a single `INSERT ... SELECT`.
-The rows are dicts keyed by column name; every column of the table is written.
+The rows are dicts keyed by column name; every column of the table is written. Updates of
+many rows by a key go the same way (`update_rows`).
 """
 
 import weakref
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Table, insert
+from sqlalchemy import JSON, BindParameter, Column, DateTime, Table, bindparam, insert, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -65,6 +66,70 @@ async def write_rows(
         await connection.execute(insert(table), list(rows))
         return
     await connection.exec_driver_sql(statement.sql, statement.parameters(rows))
+
+
+async def update_rows(
+    connection: AsyncConnection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    *,
+    where: tuple[str, ...],
+) -> None:
+    """Updates stored rows in one statement: each row (a dict, every row with the same
+    columns) sets its other columns on the stored row whose `where` columns equal its own; a
+    row that matches none changes nothing."""
+    if not rows:
+        return
+    dialect = connection.dialect
+    statements = _STATEMENTS.setdefault(dialect, {})
+    names = tuple(rows[0])
+    key = ("update", table, names, where)
+    if key not in statements:
+        statements[key] = _update_statement(dialect, table, names, where)
+    statement = statements[key]
+    if statement is None:  # a dialect without a bulk form: Core's executemany
+        binds: dict[str, BindParameter[Any]] = {n: bindparam(f"new_{n}") for n in names}
+        core = update(table).where(*(table.c[name] == binds[name] for name in where))
+        core = core.values({name: binds[name] for name in names if name not in where})
+        renamed = [{f"new_{name}": value for name, value in row.items()} for row in rows]
+        await connection.execute(core, renamed)
+        return
+    await connection.exec_driver_sql(statement.sql, statement.parameters(rows))
+
+
+def _update_statement(
+    dialect: Dialect, table: Table, names: tuple[str, ...], where: tuple[str, ...]
+) -> _Statement | None:
+    columns = [table.c[name] for name in (*[n for n in names if n not in where], *where)]
+    ordered = tuple(column.name for column in columns)
+    quote = dialect.identifier_preparer.quote
+    target = dialect.identifier_preparer.format_table(table)
+    encoders = tuple(_encoder(column, dialect) for column in columns)
+    times = frozenset(c.name for c in columns if isinstance(c.type, DateTime | UTCDateTime))
+    changed = [name for name in ordered if name not in where]
+    if dialect.name == "sqlite" and dialect.paramstyle == "qmark":
+        sets = ", ".join(f"{quote(name)} = ?" for name in changed)
+        matches = " AND ".join(f"{quote(name)} = ?" for name in where)
+        sql = f"UPDATE {target} SET {sets} WHERE {matches}"
+        return _Statement(sql, ordered, encoders, one_array_per_column=False, times=times)
+    if dialect.name == "postgresql" and dialect.paramstyle == "numeric_dollar":
+        arrays = ", ".join(
+            f"${number}::{_array_type(column, dialect)}"
+            for number, column in enumerate(columns, start=1)
+        )
+        listed = ", ".join(quote(name) for name in ordered)
+
+        def value(column: Column[Any]) -> str:
+            cast = f"::{column.type.compile(dialect=dialect)}"
+            return f"batch.{quote(column.name)}{cast if isinstance(column.type, JSON) else ''}"
+
+        sets = ", ".join(f"{quote(c.name)} = {value(c)}" for c in columns if c.name in changed)
+        matches = " AND ".join(f"{target}.{quote(name)} = batch.{quote(name)}" for name in where)
+        sql = (
+            f"UPDATE {target} SET {sets} FROM unnest({arrays}) AS batch ({listed}) WHERE {matches}"
+        )
+        return _Statement(sql, ordered, encoders, one_array_per_column=True, times=times)
+    return None
 
 
 # Per engine dialect (its JSON serializer is part of the encoding), built on first use.

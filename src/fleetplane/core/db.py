@@ -2,9 +2,11 @@
 and the per-transaction tenant scope that PostgreSQL row-level security reads."""
 
 import asyncio
+import contextlib
 import json
 import logging
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -23,6 +25,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.util import await_only
 
 from fleetplane.config import Settings
 from fleetplane.core.changes import ChangeHub, sessions_info
@@ -96,6 +99,8 @@ def _prepare_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=10000")
         cursor.close()
+
+    event.listen(engine.sync_engine, "before_cursor_execute", _take_turn_before_write)
 
 
 def _prepare_postgres(engine: AsyncEngine, role: str) -> None:
@@ -254,26 +259,111 @@ async def system_session(
 
 @asynccontextmanager
 async def writer_session(
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: async_sessionmaker[AsyncSession], *, urgent: bool = False
 ) -> AsyncIterator[AsyncSession]:
     """`system_session` for the process's steady writers (the message intake, the pipeline
-    steps), which take turns here on SQLite: its one writer lock, when taken, makes the other
-    wait in the driver's busy handler, which sleeps in steps of up to 100 ms, while a turn here
-    passes the moment the last writer commits. PostgreSQL has row locks: no turns."""
+    steps, the column builder), which take turns here on SQLite: its one writer lock, when
+    taken, makes the other wait in the driver's busy handler, which sleeps in steps of up to
+    100 ms, while a turn here passes the moment the last writer commits. PostgreSQL has row
+    locks: no turns.
+
+    `urgent` (the intake, whose devices wait for the commit): the turn is taken at the start,
+    ahead of any other writer waiting. Otherwise it is taken at the transaction's first write,
+    after every urgent writer waiting: SQLite's driver starts the transaction (and takes the
+    database's lock) only there, so reads and work before it need no turn, and the intake
+    waits at most for another writer's writes, not for its reads and computation."""
     bind = sessions.kw.get("bind")
     if bind is None or bind.dialect.name != "sqlite":
         async with system_session(sessions) as session:
             yield session
         return
-    turn = _WRITER_TURNS.get(bind)
-    if turn is None:
-        turn = _WRITER_TURNS[bind] = asyncio.Lock()
-    async with turn, system_session(sessions) as session:
-        yield session
+    turns = _WRITER_TURNS.get(bind)
+    if turns is None:
+        turns = _WRITER_TURNS[bind] = WriterTurns()
+    if urgent:
+        await turns.take(urgent=True)
+        try:
+            async with system_session(sessions) as session:
+                yield session
+        finally:
+            turns.give_back()
+        return
+    taken = False
+
+    async def take() -> None:
+        nonlocal taken
+        await turns.take(urgent=False)
+        taken = True
+
+    try:
+        async with system_session(sessions) as session:
+            info = (await session.connection()).sync_connection.info  # type: ignore[union-attr]
+            info[_TURN_BEFORE_WRITE] = take
+            try:
+                yield session
+            finally:
+                info.pop(_TURN_BEFORE_WRITE, None)
+    finally:
+        if taken:
+            turns.give_back()
 
 
-# One lock per SQLite engine (an engine belongs to one event loop).
-_WRITER_TURNS: "weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock]" = weakref.WeakKeyDictionary()
+class WriterTurns:
+    """Turns on one SQLite database's writer lock within a process: one writer at a time,
+    urgent writers (the intake) before the others waiting, each kind first come first
+    served."""
+
+    def __init__(self) -> None:
+        self._held = False
+        self._urgent: deque[asyncio.Future[None]] = deque()
+        self._others: deque[asyncio.Future[None]] = deque()
+
+    async def take(self, *, urgent: bool) -> None:
+        if not self._held and not self._urgent and (urgent or not self._others):
+            self._held = True
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        (self._urgent if urgent else self._others).append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.give_back()  # handed over just as it was cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    (self._urgent if urgent else self._others).remove(waiter)
+            raise
+
+    def give_back(self) -> None:
+        for waiting in (self._urgent, self._others):
+            while waiting:
+                waiter = waiting.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)  # the turn passes on: still held
+                    return
+        self._held = False
+
+
+# One set of turns per SQLite engine (an engine belongs to one event loop).
+_WRITER_TURNS: "weakref.WeakKeyDictionary[AsyncEngine, WriterTurns]" = weakref.WeakKeyDictionary()
+# In a connection's `info` while a writer that has no turn yet uses it: what takes the turn.
+_TURN_BEFORE_WRITE = "fleetplane_turn_before_write"
+
+
+def _take_turn_before_write(
+    connection: Connection,
+    cursor: Any,
+    statement: str,
+    parameters: Any,
+    context: Any,
+    executemany: bool,
+) -> None:
+    """Before a statement on SQLite: a writer without its turn takes it before its first
+    statement that is not a plain read (the driver begins the transaction there)."""
+    take = connection.info.get(_TURN_BEFORE_WRITE)
+    if take is not None and statement.lstrip()[:6].upper() != "SELECT":
+        del connection.info[_TURN_BEFORE_WRITE]
+        await_only(take())
 
 
 async def run_platform_work(

@@ -16,19 +16,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, tuple_, update
+from sqlalchemy import bindparam, delete, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane.core import bulk
 from fleetplane.core.changes import Change, note
 from fleetplane.core.events import EventHub
-from fleetplane.core.geo import distance_m
+from fleetplane.core.geo import distance_reduced_m, reduced
 from fleetplane.devices.models import DeviceCounterCheckpoint, DeviceState
 from fleetplane.devices.service import DEVICE_COUNTERS_CHANGE, MAX_GAP_SECONDS
 from fleetplane.messages import service as messages
 from fleetplane.sensors import service as sensors
 from fleetplane.sensors.calculation import SensorDefinition, compute_value
-from fleetplane.steps.contract import DeviceMessages, StepDevice
+from fleetplane.steps.contract import DeviceMessages, StepDevice, in_slices
 from fleetplane.telemetry import Message
 
 STEP_NAME = "device_counters"
@@ -75,6 +75,7 @@ def count(
         counters.lon,
     )
     next_hour = None if at is None else _hour(at) + _HOUR
+    last_reduced = None if lat is None else reduced(lat)  # each fix's terms computed once
     checkpoints = []
     for message in messages:
         time = message.device_time
@@ -89,9 +90,10 @@ def count(
             if value is not None:
                 on = bool(value)
         if message.lat is not None and message.lon is not None:
-            if lat is not None and lon is not None:
-                odometer_m += distance_m(lat, lon, message.lat, message.lon)
-            lat, lon = message.lat, message.lon
+            here = reduced(message.lat)
+            if last_reduced is not None and lon is not None:
+                odometer_m += distance_reduced_m(last_reduced, lon, here, message.lon)
+            lat, lon, last_reduced = message.lat, message.lon, here
         at = time
     return Counters(at, odometer_m, engine_seconds, on, lat, lon), checkpoints
 
@@ -100,19 +102,30 @@ class DeviceCountersStep:
     name = STEP_NAME
     reads_filtered = False
 
+    def __init__(self) -> None:
+        # Each device's counters after its last round here (its newest checkpoint), trusted
+        # for the devices that follow on: the checkpoint is not read back every round.
+        self._held: dict[str, Counters] = {}
+
     async def process(self, session: AsyncSession, batches: Sequence[DeviceMessages]) -> None:
         ids = [batch.device.id for batch in batches]
-        held = await _newest_checkpoints(session, ids)
+        held = self._held
+        unknown = {b.device.id for b in batches if not b.follows_on or b.device.id not in held}
+        if unknown:  # from the database: the newest checkpoint, or nothing counted yet
+            found = await _newest_checkpoints(session, list(unknown))
+            held.update({device_id: found.get(device_id, Counters()) for device_id in unknown})
         ignitions = await sensors.ignition_sensors(session, ids)
         rows, newest, moved = [], [], []
-        for batch in batches:
-            device_id = batch.device.id
-            before = held.get(device_id, Counters())
-            counters, passed = count(before, batch.messages, ignitions.get(device_id))
-            rows += [_checkpoint_row(device_id, c) for c in (*passed, counters)]
-            newest.append((batch.device, counters))
-            if _shown(counters) != _shown(before):
-                moved.append((batch.device, counters))
+        async for part in in_slices(batches):
+            for batch in part:
+                device_id = batch.device.id
+                before = held[device_id]
+                counters, passed = count(before, batch.messages, ignitions.get(device_id))
+                held[device_id] = counters
+                rows += [_checkpoint_row(device_id, c) for c in (*passed, counters)]
+                newest.append((batch.device, counters))
+                if _shown(counters) != _shown(before):
+                    moved.append((batch.device, counters))
         connection = await session.connection()
         await bulk.write_rows(connection, _CHECKPOINT, rows, update_on=("device_id", "hour"))
         await _write_live(session, newest, moved)
@@ -122,6 +135,7 @@ class DeviceCountersStep:
     ) -> datetime:
         """Back to the newest checkpoint before `from_time`: the messages after it are
         counted again."""
+        self._held.pop(device.id, None)
         await session.execute(
             delete(DeviceCounterCheckpoint).where(
                 DeviceCounterCheckpoint.device_id == device.id,
@@ -142,7 +156,7 @@ class DeviceCountersStep:
 async def _newest_checkpoints(session: AsyncSession, device_ids: list[str]) -> dict[str, Counters]:
     newest = (
         select(DeviceCounterCheckpoint.device_id, func.max(DeviceCounterCheckpoint.hour))
-        .where(DeviceCounterCheckpoint.device_id.in_(device_ids))
+        .where(DeviceCounterCheckpoint.device_id.in_(bindparam("ids", expanding=True)))
         .group_by(DeviceCounterCheckpoint.device_id)
     )
     statement = select(
@@ -154,7 +168,8 @@ async def _newest_checkpoints(session: AsyncSession, device_ids: list[str]) -> d
         DeviceCounterCheckpoint.lat,
         DeviceCounterCheckpoint.lon,
     ).where(tuple_(DeviceCounterCheckpoint.device_id, DeviceCounterCheckpoint.hour).in_(newest))
-    return {row[0]: Counters(*row[1:]) for row in await session.execute(statement)}
+    rows = await session.execute(statement, {"ids": device_ids})
+    return {row[0]: Counters(*row[1:]) for row in rows}
 
 
 def _checkpoint_row(device_id: str, counters: Counters) -> dict[str, Any]:
@@ -179,31 +194,18 @@ async def _write_live(
     """The devices' live counters, and the notice of those whose shown values moved (what
     the device reads and the event stream take in: `live_values`); a parked device's counters
     count on quietly."""
-    table = DeviceState.__table__
-    statement = (
-        update(table)
-        .where(table.c.device_id == bindparam("device"))
-        .values(
-            odometer_m=bindparam("odometer"),
-            engine_seconds=bindparam("engine"),
-            ignition=bindparam("on"),
-            counted_at=bindparam("counted"),
-        )
-    )
+    rows = [
+        {
+            "device_id": device.id,
+            "odometer_m": counters.odometer_m,
+            "engine_seconds": counters.engine_seconds,
+            "ignition": counters.ignition,
+            "counted_at": counters.counted_at,
+        }
+        for device, counters in newest
+    ]
     connection = await session.connection()
-    await connection.execute(
-        statement,
-        [
-            {
-                "device": device.id,
-                "odometer": counters.odometer_m,
-                "engine": counters.engine_seconds,
-                "on": counters.ignition,
-                "counted": counters.counted_at,
-            }
-            for device, counters in newest
-        ],
-    )
+    await bulk.update_rows(connection, DeviceState.__table__, rows, where=("device_id",))
     if moved:
         ids = tuple(device.id for device, _ in moved)
         values = tuple(live_values(device, counters) for device, counters in moved)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Row, Select, func, select, true
+from sqlalchemy import ColumnElement, CursorResult, Row, Select, bindparam, func, select, true
 from sqlalchemy import update as update_rows
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -520,5 +520,6 @@ async def for_pipeline_steps(
     unique_ids = list(dict.fromkeys(device_ids))
     for start in range(0, len(unique_ids), DEVICES_PER_QUERY):
         chunk = unique_ids[start : start + DEVICES_PER_QUERY]
-        found += (await session.execute(statement.where(Device.id.in_(chunk)))).all()
+        ids = statement.where(Device.id.in_(bindparam("ids", expanding=True)))
+        found += (await session.execute(ids, {"ids": chunk})).all()
     return found

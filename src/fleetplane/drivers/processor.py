@@ -32,6 +32,11 @@ class DriverKeyStep:
     # derived figure.
     reads_filtered = False
 
+    def __init__(self) -> None:
+        # Devices with no key assignment going on after their last round here: for those that
+        # follow on, a round of empty readers changes nothing and costs no read.
+        self._unassigned: set[str] = set()
+
     async def process(self, session: AsyncSession, batches: Sequence[DeviceMessages]) -> None:
         device_ids = [batch.device.id for batch in batches]
         key_sensors = await sensors.first_sensors_of_type(
@@ -41,9 +46,10 @@ class DriverKeyStep:
         devices: dict[str, StepDevice] = {}
         for batch in batches:
             changes = _reading_changes(batch, key_sensors.get(batch.device.id))
-            if changes:
-                readings[batch.device.id] = changes
-                devices[batch.device.id] = batch.device
+            if not changes or _changes_nothing(batch, changes, self._unassigned):
+                continue
+            readings[batch.device.id] = changes
+            devices[batch.device.id] = batch.device
         if not readings:
             return
         # A device of no customer has no drivers: its readings only end what was going on.
@@ -66,14 +72,30 @@ class DriverKeyStep:
                 if code is not None and customer_id is not None:
                     driver = drivers.get((customer_id, code))
                 timeline.read(at, driver, _assignment_id)
+            if timeline.current is None:
+                self._unassigned.add(device_id)
+            else:
+                self._unassigned.discard(device_id)
         providers = {device_id: device.provider_id for device_id, device in devices.items()}
         await service.save_timelines(session, providers, timelines.values())
 
     async def rewind(
         self, session: AsyncSession, device: StepDevice, from_time: datetime
     ) -> datetime:
+        self._unassigned.discard(device.id)
         await service.rewind(session, device.id, from_time)
         return from_time
+
+
+def _changes_nothing(
+    batch: DeviceMessages, changes: list[tuple[datetime, str | None]], unassigned: set[str]
+) -> bool:
+    """Empty readers on a device with no key assignment going on (as this process left it)."""
+    return (
+        batch.follows_on
+        and batch.device.id in unassigned
+        and all(code is None for _, code in changes)
+    )
 
 
 def _reading_changes(

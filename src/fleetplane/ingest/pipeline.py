@@ -13,6 +13,7 @@ their sockets) instead of memory growing.
 """
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -153,19 +154,20 @@ class MessageStore:
         for pending in batch:
             by_device.setdefault(pending.device_id, []).extend(pending.messages)
         device_ids = list(by_device)
-        async with writer_session(self._sessions) as session:
+        async with writer_session(self._sessions, urgent=True) as session:
             rules = await self._rules.rules_of(session, device_ids)
             states = await device_states.current_states(session, device_ids)
             device_states.apply_validity(by_device, states, rules, utcnow())
             seqs = await devices.seqs_of(session, by_device)
-            rows = [messages.to_row(seqs[p.device_id], m) for p in batch for m in p.messages]
+            with_steps = self._step_runner is not None and bool(self._step_runner.steps)
+            rows, stored = _rows(by_device, seqs, with_steps)
             await messages.insert_rows(session, rows)
             await message_columns.note_stored(session, _stored_batches(by_device, states, seqs))
             changed = await device_states.advance_states(session, by_device, states, rules)
             new: dict[str, NewMessages] = {}
-            if self._step_runner is not None and self._step_runner.steps:
+            if with_steps:
                 await steps.record_late(session, _late_data(by_device, states))
-                new = _new_messages(by_device, states, changed)
+                new = _new_messages(stored, states, changed)
             owners: dict[str, Audience] = {}
             if self._events.subscribers:
                 # Read last, in the transaction that stored the messages: whose events they are.
@@ -185,6 +187,27 @@ class MessageStore:
                     self._events.publish(device_states.state_changed(state), owner)
         except Exception:
             log.exception("announcing %d state changes failed", len(changed))
+
+
+def _rows(
+    by_device: dict[str, list[Message]], seqs: dict[str, int], with_steps: bool
+) -> tuple[list[dict[str, Any]], dict[str, list[Message]]]:
+    """The batch's rows, in the order the devices sent them, and with pipeline steps each
+    message also as it reads back (`messages.stored_form`, made from the same work), by
+    device in the order of `by_device`."""
+    rows: list[dict[str, Any]] = []
+    stored: dict[str, list[Message]] = {}
+    for device_id, batch in by_device.items():
+        seq = seqs[device_id]
+        if not with_steps:
+            rows += [messages.to_row(seq, message) for message in batch]
+            continue
+        stored[device_id] = forms = []
+        for message in batch:
+            row, form = messages.to_row_and_stored(seq, message)
+            rows.append(row)
+            forms.append(form)
+    return rows, stored
 
 
 def _stored_batches(
@@ -218,7 +241,7 @@ def _late_data(
 
 
 def _new_messages(
-    by_device: dict[str, list[Message]],
+    stored: dict[str, list[Message]],
     states: dict[str, dict[str, Any]],
     changed: list[dict[str, Any]],
 ) -> dict[str, NewMessages]:
@@ -232,11 +255,14 @@ def _new_messages(
         before = states.get(device_id)
         after = None if before is None else before["last_message_at"]
         span: dict[datetime, Message] = {}
-        for message in by_device[device_id]:
+        for message in stored[device_id]:
             at = message.device_time
             if (after is None or at > after) and at <= until and at not in span:
                 span[at] = message
-        kept = [messages.stored_form(m) for at, m in sorted(span.items()) if not m.filtered]
+        if all(a < b for a, b in itertools.pairwise(span)):  # the usual: sent in order
+            kept = [m for m in span.values() if not m.filtered]
+        else:
+            kept = [m for at, m in sorted(span.items()) if not m.filtered]
         new[device_id] = NewMessages(after, until, kept)
     return new
 

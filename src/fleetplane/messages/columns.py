@@ -8,7 +8,7 @@ message rows: a device-year in well under a second where the rows alone take abo
 minute (docs/benchmarks.md, "Messages as columns").
 """
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 
@@ -79,6 +79,10 @@ class Columns:
         """The messages with `after` < time_us <= `until` (microseconds, None: no bound)."""
         first = 0 if after is None else int(np.searchsorted(self.time_us, after, "right"))
         last = int(np.searchsorted(self.time_us, until, "right"))
+        return self.rows(first, last)
+
+    def rows(self, first: int, last: int) -> "Columns":
+        """The messages from position `first` up to (not including) `last`, as views."""
         if first == 0 and last == len(self):
             return self
         return Columns(
@@ -129,14 +133,22 @@ def time_of(microseconds: int) -> datetime:
     return datetime.fromtimestamp(seconds, UTC).replace(microsecond=micro)
 
 
-def from_messages(messages: Sequence[Message], params: Sequence[str] = ()) -> Columns:
-    """The columns of messages as read back from storage (or as the intake hands them over)."""
+def from_messages(
+    messages: Sequence[Message], params: Sequence[str] = (), *, unread: Collection[str] = ()
+) -> Columns:
+    """The columns of messages as read back from storage (or as the intake hands them over).
+    The fields named in `unread` (of altitude, course, hdop, inputs, outputs) are not taken
+    from the messages but left missing (NaN, -1): for a caller that never looks at them."""
 
     def floats(name: str) -> FloatArray:
+        if name in unread:
+            return np.full(len(messages), np.nan, dtype=np.float64)
         values = [getattr(m, name) for m in messages]
         return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
     def masks(name: str) -> IntArray:
+        if name in unread:
+            return np.full(len(messages), -1, dtype=np.int64)
         values = [getattr(m, name) for m in messages]
         return np.array([-1 if v is None else v for v in values], dtype=np.int64)
 

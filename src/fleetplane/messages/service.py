@@ -46,20 +46,45 @@ def add_stored_params(params: dict[str, Any], message: Message) -> dict[str, Any
 def to_row(device_seq: int, message: Message) -> dict[str, Any]:
     """The row of a decoded message; `device_seq` is the device's `seq`
     (`devices.service.seqs_of`). The ingest writer calls this for every message it stores."""
+    lat, lon = message.lat, message.lon
+    return _row(
+        device_seq,
+        message,
+        None if lat is None else round(lat * codec.COORDINATE_SCALE),
+        None if lon is None else round(lon * codec.COORDINATE_SCALE),
+        add_stored_params({}, message),
+    )
+
+
+def to_row_and_stored(device_seq: int, message: Message) -> tuple[dict[str, Any], Message]:
+    """`to_row` and `stored_form` at once, sharing their work (the rounded coordinates, the
+    parameters as stored): what the intake calls when pipeline steps take its messages."""
+    lat, lon = message.lat, message.lon
+    lat_e7 = None if lat is None else round(lat * codec.COORDINATE_SCALE)
+    lon_e7 = None if lon is None else round(lon * codec.COORDINATE_SCALE)
     params = add_stored_params({}, message)
+    row = _row(device_seq, message, lat_e7, lon_e7, params)
+    return row, _stored_message(message, lat_e7, lon_e7, params)
+
+
+def _row(
+    device_seq: int,
+    message: Message,
+    lat_e7: int | None,
+    lon_e7: int | None,
+    params: dict[str, Any],
+) -> dict[str, Any]:
     flags = (
         (FLAG_BLACK_BOX if message.from_black_box else 0)
         | (FLAG_TIME_MISSING if message.device_time_missing else 0)
         | (FLAG_FILTERED if message.filtered else 0)
     )
     satellites = message.satellites
-    lat = message.lat
-    lon = message.lon
     return {
         "device_seq": device_seq,
         "device_time": message.device_time,
-        "lat_e7": None if lat is None else round(lat * codec.COORDINATE_SCALE),
-        "lon_e7": None if lon is None else round(lon * codec.COORDINATE_SCALE),
+        "lat_e7": lat_e7,
+        "lon_e7": lon_e7,
         "packed": codec.pack_values(
             message.device_time,
             message.received_at,
@@ -80,15 +105,26 @@ def stored_form(message: Message) -> Message:
     """The message as it reads back from its row (`to_row`, then `stored_since`), without the
     round trip: what the intake hands the pipeline steps, which must see the same message
     whether it came from the intake or from storage (a rewind reads it back)."""
+    return _stored_message(
+        message,
+        codec.to_coordinate(message.lat),
+        codec.to_coordinate(message.lon),
+        add_stored_params({}, message),
+    )
+
+
+def _stored_message(
+    message: Message, lat_e7: int | None, lon_e7: int | None, params: dict[str, Any]
+) -> Message:
+    """The message as it reads back, from the parts of its row (`params` is taken over)."""
     received_at = message.received_at
     if received_at.microsecond % 1000 or message.device_time.microsecond % 1000:
         received_at -= (received_at - message.device_time) % _MILLISECOND  # stored to the ms
-    lat, lon = message.lat, message.lon
     return Message(
         device_time=message.device_time,
         received_at=received_at,
-        lat=None if lat is None else round(lat * codec.COORDINATE_SCALE) / codec.COORDINATE_SCALE,
-        lon=None if lon is None else round(lon * codec.COORDINATE_SCALE) / codec.COORDINATE_SCALE,
+        lat=None if lat_e7 is None else lat_e7 / codec.COORDINATE_SCALE,
+        lon=None if lon_e7 is None else lon_e7 / codec.COORDINATE_SCALE,
         altitude=_as_float(message.altitude),
         speed=_as_float(message.speed),
         course=_as_float(message.course),
@@ -96,7 +132,7 @@ def stored_form(message: Message) -> Message:
         hdop=_as_float(message.hdop),
         inputs=message.inputs,
         outputs=message.outputs,
-        params=add_stored_params({}, message),
+        params=params,
         from_black_box=message.from_black_box,
         device_time_missing=message.device_time_missing,
         filtered=message.filtered,

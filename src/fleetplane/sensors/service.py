@@ -4,7 +4,7 @@ order, and live state gets every sensor of a page of devices in one query."""
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, Select, select
+from sqlalchemy import Row, Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane.audit import service as audit
@@ -155,12 +155,13 @@ async def first_sensors_of_type(
         statement = (
             select(*_DEFINITION_COLUMNS)
             .where(
-                Sensor.device_id.in_(unique_ids[start : start + DEVICES_PER_QUERY]),
+                Sensor.device_id.in_(bindparam("ids", expanding=True)),
                 Sensor.type == sensor_type.value,
             )
             .order_by(Sensor.device_id, Sensor.id)
         )
-        for row in await session.execute(statement):
+        chunk = unique_ids[start : start + DEVICES_PER_QUERY]
+        for row in await session.execute(statement, {"ids": chunk}):
             found.setdefault(row.device_id, definition_of(row))
     return found
 

@@ -10,10 +10,11 @@ worker process run the steps: all the state is in the database.
 A step is registered in `registry.STEPS`.
 """
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,10 +34,17 @@ class StepDevice:
 @dataclass(frozen=True, slots=True)
 class DeviceMessages:
     """One device's next messages in a round: newer than any the step was given before for
-    it, oldest first, never empty."""
+    it, oldest first, never empty.
+
+    `follows_on`: this process gave the step the device's messages just before these, in a
+    round whose transaction committed, and nothing has moved the step's progress on the
+    device since (no rewind, no other process, no failure). What the step kept in memory of
+    the device after that round is then still what the database holds, and need not be read
+    again; when False, the database is the truth."""
 
     device: StepDevice
     messages: Sequence[Message]
+    follows_on: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +59,24 @@ class NewMessages:
     messages: list[Message]
 
 
+Item = TypeVar("Item")
+
+# Devices a step works through between two turns of the event loop (see `in_slices`).
+DEVICES_PER_SLICE = 50
+
+
+async def in_slices(
+    items: Sequence[Item], size: int = DEVICES_PER_SLICE
+) -> AsyncIterator[Sequence[Item]]:
+    """A round's devices (or anything made of them) in slices, the event loop running between
+    two: steps run in the intake's process and loop, so a round computed in one go would hold
+    back every acknowledgement due meanwhile (tens of ms for a few hundred devices)."""
+    for start in range(0, len(items), size):
+        if start:
+            await asyncio.sleep(0)
+        yield items[start : start + size]
+
+
 class Step(Protocol):
     # Unique and stable: the step's progress is stored under it.
     name: str
@@ -62,8 +88,10 @@ class Step(Protocol):
         through `session` and never commits: the runner commits the output together with the
         step's new marks. Compute first and write last, a statement per table for the whole
         round (on SQLite the one writer lock is held from the first write to the commit, and
-        the intake waits for it). Raising fails the round; the runner then gives the step each
-        device on its own, so only the devices it still fails on are held back and retried."""
+        the intake waits for it). What it keeps in memory between rounds it may use for the
+        devices that follow on (`DeviceMessages.follows_on`). Raising fails the round; the
+        runner then gives the step each device on its own, so only the devices it still fails
+        on are held back and retried."""
         ...
 
     async def rewind(

@@ -89,6 +89,11 @@ class StepRunner:
         self._waiting: set[str] = set()
         self._fresh: dict[str, _Fresh] = {}
         self._fresh_count = 0
+        # By step, each device's progress (mark, updated_at) as this runner last committed it:
+        # while the database still says so, the step's memory of the device is current.
+        self._committed: dict[str, dict[str, tuple[datetime | None, datetime | None]]] = {
+            name: {} for name in names
+        }
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -185,6 +190,7 @@ class StepRunner:
             raise
         for step in self.steps:
             await self._run_step(step, batches)
+            await asyncio.sleep(0)  # the intake's turn on the event loop between two steps
 
     async def _read(self, device_ids: list[str]) -> list[_Batch]:
         """Hands late data to the steps' progress, then reads each device's messages from the
@@ -257,22 +263,34 @@ class StepRunner:
 
     async def _in_transaction(self, step: Step, batches: list[_Batch]) -> None:
         now = utcnow()
-        async with writer_session(self._sessions) as session:
-            new = [b.device for b in batches if step.name not in b.progress]
-            if new:
-                await service.ensure_progress(session, [step.name], new)
-            claimed = await service.claim(session, step.name, [b.device.id for b in batches], now)
-            marks: dict[str, datetime | None] = {}
-            round_ = []
-            for batch in batches:
-                progress = claimed.get(batch.device.id)
-                if progress is not None:
-                    given = await self._next_messages(session, step, batch, progress, marks)
-                    if given:
-                        round_.append(DeviceMessages(batch.device, given))
-            if round_:
-                await step.process(session, round_)
-            await service.save_marks(session, step.name, marks, now)
+        committed = self._committed[step.name]
+        marks: dict[str, datetime | None] = {}
+        try:
+            async with writer_session(self._sessions) as session:
+                new = [b.device for b in batches if step.name not in b.progress]
+                if new:
+                    await service.ensure_progress(session, [step.name], new)
+                device_ids = [b.device.id for b in batches]
+                claimed = await service.claim(session, step.name, device_ids, now)
+                round_ = []
+                for batch in batches:
+                    progress = claimed.get(batch.device.id)
+                    if progress is not None:
+                        given = await self._next_messages(session, step, batch, progress, marks)
+                        if given:
+                            follows_on = progress.rewind_from is None and committed.get(
+                                batch.device.id
+                            ) == (progress.mark, progress.updated_at)
+                            round_.append(DeviceMessages(batch.device, given, follows_on))
+                if round_:
+                    await step.process(session, round_)
+                await service.save_marks(session, step.name, marks, now)
+        except BaseException:
+            for batch in batches:  # the step's memory of them may be ahead of the database
+                committed.pop(batch.device.id, None)
+            raise
+        for device_id, mark in marks.items():
+            committed[device_id] = (mark, now)
 
     async def _next_messages(
         self,
@@ -292,12 +310,16 @@ class StepRunner:
             # Read now, under the claim: the late messages are committed by now.
             found = await self._messages(session, device, mark, batch.newest)
         elif batch.covers(mark) and not (batch.valid_only and step.reads_filtered):
-            found = [m for m in batch.messages if mark is None or m.device_time > mark]
+            found = batch.messages
+            if mark is not None and found and found[0].device_time <= mark:
+                found = [m for m in found if m.device_time > mark]
         else:  # its mark moved since the round read (another runner, a rewind)
             found = await self._messages(session, device, mark, batch.newest)
-        given = []
+        given: list[Message] = []
         if found:
-            given = found if step.reads_filtered else [m for m in found if not m.filtered]
+            given = found
+            if not step.reads_filtered and not (found is batch.messages and batch.valid_only):
+                given = [m for m in found if not m.filtered]
             mark = found[-1].device_time
         if found or mark != progress.mark or progress.rewind_from or progress.attempts:
             marks[device.id] = mark

@@ -2,10 +2,21 @@
 session and never commits (the runner's transactions do)."""
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
-from sqlalchemy import Select, bindparam, delete, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    BindParameter,
+    Select,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane.core import bulk
@@ -16,17 +27,21 @@ from fleetplane.steps.contract import StepDevice
 from fleetplane.steps.models import StepProgress, StepRewind
 
 OK = "ok"
+# A list of device ids bound as one parameter: a round's statements list up to a few hundred,
+# and an IN of literal values costs a coercion per value each time the statement is built.
+_IDS: BindParameter[list[str]] = bindparam("ids", expanding=True)
 FAILING = "failing"
 MAX_ERROR_LENGTH = 500
 
 
-@dataclass(frozen=True, slots=True)
-class Progress:
+class Progress(NamedTuple):
+    # A tuple: made for every device and step of every round, at a tuple's cost.
     device_id: str
     mark: datetime | None
     rewind_from: datetime | None
     attempts: int
     retry_at: datetime | None
+    updated_at: datetime | None = None  # when the row last changed (claims read it)
 
 
 def list_query(
@@ -118,8 +133,9 @@ async def take_late_data(
     rows = (
         await session.execute(
             select(StepRewind.id, StepRewind.device_id, StepRewind.from_time).where(
-                StepRewind.device_id.in_(ids)
-            )
+                StepRewind.device_id.in_(_IDS)
+            ),
+            {"ids": ids},
         )
     ).all()
     if not rows:
@@ -171,14 +187,15 @@ async def claim(
         StepProgress.rewind_from,
         StepProgress.attempts,
         StepProgress.retry_at,
+        StepProgress.updated_at,
     ).where(
         StepProgress.step == step,
-        StepProgress.device_id.in_(device_ids),
+        StepProgress.device_id.in_(_IDS),
         or_(StepProgress.retry_at.is_(None), StepProgress.retry_at <= now),
     )
     if session.get_bind().dialect.name == "postgresql":
         statement = statement.with_for_update(skip_locked=True)
-    rows = await session.execute(statement)
+    rows = await session.execute(statement, {"ids": list(device_ids)})
     return {row.device_id: Progress(*row) for row in rows}
 
 
@@ -193,9 +210,9 @@ async def marks_of(
         StepProgress.rewind_from,
         StepProgress.attempts,
         StepProgress.retry_at,
-    ).where(StepProgress.step.in_(steps), StepProgress.device_id.in_(device_ids))
+    ).where(StepProgress.step.in_(steps), StepProgress.device_id.in_(_IDS))
     found: dict[str, dict[str, Progress]] = {}
-    for row in await session.execute(statement):
+    for row in await session.execute(statement, {"ids": list(device_ids)}):
         found.setdefault(row.device_id, {})[row.step] = Progress(*row[1:])
     return found
 
@@ -206,23 +223,18 @@ async def save_marks(
     """The step took in these devices' messages up to their marks: it is well again."""
     if not marks:
         return
-    table = StepProgress.__table__
-    statement = (
-        update(table)
-        .where(table.c.step == step, table.c.device_id == bindparam("device"))
-        .values(
-            mark=bindparam("new_mark"),
-            rewind_from=None,
-            status=OK,
-            attempts=0,
-            last_error=None,
-            retry_at=None,
-            updated_at=now,
-        )
-    )
-    rows = [{"device": device_id, "new_mark": mark} for device_id, mark in marks.items()]
+    well = {
+        "rewind_from": None,
+        "status": OK,
+        "attempts": 0,
+        "last_error": None,
+        "retry_at": None,
+        "updated_at": now,
+        "step": step,
+    }
+    rows = [{"device_id": device_id, "mark": mark, **well} for device_id, mark in marks.items()]
     connection = await session.connection()
-    await connection.execute(statement, rows)
+    await bulk.update_rows(connection, StepProgress.__table__, rows, where=("step", "device_id"))
 
 
 async def record_failure(

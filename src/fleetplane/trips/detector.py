@@ -149,7 +149,7 @@ class DetectorState:
             if self.candidate is None
             else {
                 "run": _run_json(self.candidate.run),
-                "checkpoint": self.candidate.checkpoint.to_json(),
+                "checkpoint": checkpoint_json(self.candidate.checkpoint),
                 "stops": [_run_json(stop) for stop in self.candidate.stops],
             },
             "pause": _run_json(self.pause),
@@ -177,6 +177,24 @@ class DetectorState:
             pause=_run_of(data["pause"]),
             open=tuple((kind, int(start)) for kind, start in data["open"]),
         )
+
+
+def checkpoint_json(state: DetectorState) -> dict[str, Any]:
+    """`state.to_json()` of a trip's checkpoint, made once per checkpoint: a trip's state and
+    its row carry the same checkpoint every round while it goes on. The answer is shared:
+    only read it."""
+    kept = _CHECKPOINT_JSON.get(id(state))
+    if kept is not None and kept[0] is state:
+        return kept[1]
+    if len(_CHECKPOINT_JSON) >= _CHECKPOINT_JSON_LIMIT:
+        _CHECKPOINT_JSON.clear()
+    data = state.to_json()
+    _CHECKPOINT_JSON[id(state)] = (state, data)  # the state kept alive: its id stays its own
+    return data
+
+
+_CHECKPOINT_JSON: dict[int, tuple[DetectorState, dict[str, Any]]] = {}
+_CHECKPOINT_JSON_LIMIT = 16_384
 
 
 def _point_fields(point: Point) -> tuple[Any, ...]:
@@ -335,17 +353,29 @@ def _tail_extended(
         if not moving:
             return None
         was_trip = _qualifies(candidate.run, settings)
-        candidate = replace(candidate, run=_joined(candidate.run, new))
+        candidate = Candidate(_joined(candidate.run, new), candidate.checkpoint, candidate.stops)
         if not was_trip and _qualifies(candidate.run, settings):
             return None  # it has just become a trip
-    base = DetectorState(points.point(len(points.t) - 1), points.ignition)
-    new_state = replace(base, parking=parking, candidate=candidate, pause=pause, open=state.open)
+    # Built directly, not by `replace`: this runs for most devices of every round.
+    last = points.point(len(points.t) - 1)
+    new_state = DetectorState(last, points.ignition, parking, candidate, pause, state.open)
     found: list[Interval] = []
     if candidate is not None and _qualifies(candidate.run, settings):
-        trip = _interval(Kind.TRIP, candidate.run, True)
-        found.append(
-            replace(trip, distance_mm=candidate.run.moving_mm, checkpoint=candidate.checkpoint)
+        run = candidate.run
+        trip = Interval(
+            Kind.TRIP,
+            run.t0,
+            run.t1,
+            run.lat0,
+            run.lon0,
+            run.lat1,
+            run.lon1,
+            run.moving_mm,
+            run.max_speed,
+            True,
+            candidate.checkpoint,
         )
+        found.append(trip)
         if pause is not None:
             found.append(_interval(Kind.STOP, pause, True))
     else:  # the open parking, with the movement that may yet become a trip

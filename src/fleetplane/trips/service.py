@@ -1,6 +1,7 @@
 """Trip rules around the detector: each device's settings, its intervals as the API shows them,
 and what the pipeline step keeps (the intervals it found and the detector's state)."""
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,6 +34,7 @@ from fleetplane.trips.detector import (
     Interval,
     Kind,
     Method,
+    checkpoint_json,
     fix_mask,
     resume_point,
 )
@@ -402,8 +404,13 @@ async def method_sensors(
 
 def interval_id(device: StepDevice, kind: str, start_us: int) -> str:
     """The id of a device's interval of a kind starting at a time: ids sort by start time."""
+    return _interval_id(device.seq, kind, start_us)
+
+
+@functools.lru_cache(maxsize=16_384)  # an open interval is written again every round
+def _interval_id(seq: int, kind: str, start_us: int) -> str:
     millis, micros = divmod(start_us, 1000)
-    return id_at(ID_PREFIX, millis, (device.seq << 32) | (_KIND_CODES[kind] << 16) | micros)
+    return id_at(ID_PREFIX, millis, (seq << 32) | (_KIND_CODES[kind] << 16) | micros)
 
 
 async def save_detections(
@@ -447,7 +454,7 @@ def interval_row(
     interval: Interval,
     odometers: tuple[float | None, float | None] = _NO_ODOMETERS,
 ) -> dict[str, Any]:
-    kind = interval.kind.value
+    kind, checkpoint = interval.kind.value, interval.checkpoint
     return {
         "id": interval_id(device, kind, interval.start_us),
         "device_id": device.id,
@@ -464,7 +471,7 @@ def interval_row(
         "open": interval.open,
         "odometer_start_m": odometers[0],
         "odometer_end_m": odometers[1],
-        "resume_state": None if interval.checkpoint is None else interval.checkpoint.to_json(),
+        "resume_state": None if checkpoint is None else checkpoint_json(checkpoint),
     }
 
 
