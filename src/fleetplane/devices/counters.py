@@ -159,15 +159,9 @@ async def _newest_checkpoints(session: AsyncSession, device_ids: list[str]) -> d
         .where(DeviceCounterCheckpoint.device_id.in_(bindparam("ids", expanding=True)))
         .group_by(DeviceCounterCheckpoint.device_id)
     )
-    statement = select(
-        DeviceCounterCheckpoint.device_id,
-        DeviceCounterCheckpoint.counted_at,
-        DeviceCounterCheckpoint.odometer_m,
-        DeviceCounterCheckpoint.engine_seconds,
-        DeviceCounterCheckpoint.ignition,
-        DeviceCounterCheckpoint.lat,
-        DeviceCounterCheckpoint.lon,
-    ).where(tuple_(DeviceCounterCheckpoint.device_id, DeviceCounterCheckpoint.hour).in_(newest))
+    statement = select(*_CHECKPOINT_COLUMNS).where(
+        tuple_(DeviceCounterCheckpoint.device_id, DeviceCounterCheckpoint.hour).in_(newest)
+    )
     rows = await session.execute(statement, {"ids": device_ids})
     return {row[0]: Counters(*row[1:]) for row in rows}
 
