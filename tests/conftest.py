@@ -145,14 +145,33 @@ class RunningServer:
 
     def stop(self) -> None:
         self.server.should_exit = True
-        self.thread.join(timeout=10)
+        self.thread.join(timeout=30)
+        if self.settings.gateway and not self.thread.is_alive():
+            _gateway_databases.discard(self.settings.resolved_database_url)
+
+
+_gateway_databases: set[str] = set()
+
+
+def _claim_gateway_database(url: str) -> None:
+    if url in _gateway_databases:
+        raise RuntimeError(
+            f"a running test server already listens for the devices of {url}: give this one "
+            "a database of its own (fresh_database) or gateway=False"
+        )
+    _gateway_databases.add(url)
 
 
 def start_server(
     settings: Settings, parser: Parser = "auto", steps: Sequence[Step] = ()
 ) -> RunningServer:
     """Migrates, then runs the app under uvicorn in a thread, on a real port, configured as
-    `fleetplane serve` configures it; `steps` are pipeline steps of the test's own."""
+    `fleetplane serve` configures it; `steps` are pipeline steps of the test's own.
+
+    Two servers of this run with device listeners never share a database: each would listen on
+    the other's channels, and a device's data would land on whichever bound the port first."""
+    if settings.gateway:
+        _claim_gateway_database(settings.resolved_database_url)
     asyncio.run(migrate(settings))
     port = free_port()
     settings = settings.model_copy(update={"port": port})  # what channels may not take

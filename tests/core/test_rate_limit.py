@@ -10,7 +10,9 @@ from conftest import Api, RunningServer, assert_problem, make_tenant, server_wit
 def limited_server(
     database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
-    with server_with(database_url, tmp_path_factory.mktemp("limited"), rate_limit=2) as running:
+    with server_with(
+        database_url, tmp_path_factory.mktemp("limited"), rate_limit=2, gateway=False
+    ) as running:
         yield running
 
 

@@ -2,6 +2,7 @@
 the event stream, whether the device reads come from memory or from the database."""
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from conftest import (
     Tenant,
     connect_when_listening,
     create_channel,
+    fresh_database,
     make_tenant,
     server_with,
 )
@@ -25,11 +27,15 @@ IDENTITY = {"id", "unique_id", "name", "phone", "created_at"}
 
 @pytest.fixture(scope="module")
 def uncached_server(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory
+    backend: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
-    """Device reads from the database on every call (nothing held in memory)."""
+    """Device reads from the database on every call (nothing held in memory). A database of its
+    own: its device listeners would otherwise compete with the shared server's."""
     path = tmp_path_factory.mktemp("uncached")
-    with server_with(database_url, path, live_cache_seconds=0) as running:
+    with (
+        fresh_database(backend, path) as url,
+        server_with(url, path, live_cache_seconds=0) as running,
+    ):
         yield running
 
 
@@ -63,6 +69,7 @@ class StateEvents:
 
     def __init__(self, server: RunningServer, headers: dict[str, str]) -> None:
         self.events: list[dict[str, Any]] = []
+        self._socket: socket.socket
         self._opened = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -73,16 +80,23 @@ class StateEvents:
 
     def _listen(self, base_url: str, headers: dict[str, str]) -> None:
         timeout = httpx.Timeout(10, read=30)
-        with (
-            httpx.Client(base_url=base_url, timeout=timeout) as client,
-            client.stream("GET", "/module/devices/events", headers=headers) as stream,
-        ):
-            for line in stream.iter_lines():
-                self._opened.set()
-                if line.startswith("data: "):
-                    self.events.append(json.loads(line.removeprefix("data: ")))
-                if self._stop.is_set():
-                    return
+        with httpx.Client(base_url=base_url, timeout=timeout) as client:
+            try:
+                with client.stream("GET", "/module/devices/events", headers=headers) as stream:
+                    self._socket = stream.extensions["network_stream"].get_extra_info("socket")
+                    for line in stream.iter_lines():
+                        self._opened.set()
+                        if line.startswith("data: "):
+                            self.events.append(json.loads(line.removeprefix("data: ")))
+            except httpx.HTTPError:
+                if not self._stop.is_set():  # closed by `close`, or a failure to show
+                    raise
+
+    def close(self) -> None:
+        """Ends the stream, so that the server can stop at once."""
+        self._stop.set()
+        self._socket.shutdown(socket.SHUT_RDWR)  # wakes the thread's read
+        self._thread.join(10)
 
     def wait_for(self, last_message_at: str, counted: bool = False) -> dict[str, Any]:
         """The state event of that newest message; `counted`: once the counters step has
@@ -93,7 +107,6 @@ class StateEvents:
                 if event["last_message_at"] == last_message_at and (
                     not counted or event["engine_hours_counted"]
                 ):
-                    self._stop.set()
                     return event
             time.sleep(0.02)
         raise AssertionError(f"no state event at {last_message_at}: {self.events}")
@@ -129,6 +142,7 @@ def test_the_stream_and_the_device_reads_show_the_same_state(any_server: Running
         )
         event = stream.wait_for("2026-11-25T10:01:00Z", counted=True)
     finally:
+        stream.close()
         tenant.api.patch(f"/api/channels/{channel['id']}", json={"enabled": False})
 
     read = api.get(f"/module/devices/{device['id']}").json()

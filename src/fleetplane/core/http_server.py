@@ -39,6 +39,9 @@ class HeaderLimits:
     max_connections: int  # open at once; one more is closed as soon as it is accepted
 
 
+SHUTDOWN_GRACE_SECONDS = 5
+
+
 def server_config(
     app: Any,
     settings: Settings,
@@ -64,6 +67,9 @@ def server_config(
         access_log=False,
         http=limited_protocol(parser, limits),
         h11_max_incomplete_event_size=settings.max_header_bytes,
+        # Event streams never end by themselves: without a grace limit a stop would wait for
+        # every client to go, and the listeners and steps would go on until then.
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
     )
 
 
