@@ -50,6 +50,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from fleetplane import registry
 from fleetplane.cli import load_bench
 from fleetplane.config import Settings
 from fleetplane.core.db import (
@@ -59,12 +60,14 @@ from fleetplane.core.db import (
     session_factory,
     system_session,
 )
+from fleetplane.core.timeutil import utcnow
 from fleetplane.devices import service as devices
 from fleetplane.devices.models import Device
 from fleetplane.ingest.protocols.wialon_ips import crc_text, decode_extended_data
 from fleetplane.messages import service as messages
 from fleetplane.messages.models import StoredMessage
 from fleetplane.simulator.runner import device_imeis
+from fleetplane.steps import service as steps_service
 
 # bench/ is not a package: the shared helpers and the load processes' code are loaded by path,
 # and registered in sys.modules, so results cross a pipe as their classes.
@@ -79,6 +82,8 @@ DESIGN_P99_MS = 100.0
 DESIGN_P99_AT_RATE = 10_000
 
 FIXED_RATES = (1_000, 5_000, DESIGN_P99_AT_RATE)
+# The longest wait for the pipeline steps to catch up after the load.
+CATCH_UP_SECONDS = 300
 FIXED_RATE_SECONDS = 10
 # Each phase starts with this many seconds that are sent and checked but not measured, so the
 # figures describe a steady state, not the ramp.
@@ -153,6 +158,7 @@ class Report:
     unanswered: int
     stored: int  # rows of the benchmark's devices at the end
     raw: RawInsert
+    steps_caught_up: float | None  # seconds after the load until no step was behind
 
     @property
     def errors(self) -> int:
@@ -207,13 +213,46 @@ def _run(
                 ]
                 phases.append(Phase("flat out", None, duration))
                 figures = [_run_phase(workers, server, phase, console) for phase in phases]
+            caught_up = asyncio.run(_steps_catch_up(url, _step_names(steps), console))
         acked = sum(f.result.acked for f in figures)
         unanswered = sum(f.result.unanswered for f in figures)
         stored = asyncio.run(_count_stored(url, fleet.channel_id))
         raw_start = clock_start - int(RAW_CLOCK_BEFORE.total_seconds())
         flat_out = figures[-1]
         raw = asyncio.run(_insert_raw(url, fleet, flat_out.result.acked, raw_start, console))
-    return Report(logins, figures[:-1], flat_out, acked, unanswered, stored, raw)
+    return Report(logins, figures[:-1], flat_out, acked, unanswered, stored, raw, caught_up)
+
+
+def _step_names(steps: tuple[int, Sequence[str]]) -> list[str]:
+    count, without = steps
+    names = [step.name for step in registry.STEPS if step.name not in without]
+    return names + [f"do_nothing_{number}" for number in range(1, count + 1)]
+
+
+async def _steps_catch_up(
+    database_url: str, step_names: list[str], console: Console
+) -> float | None:
+    """Seconds from the end of the load until no pipeline step is behind on any device (the
+    steps run after the answers: under load they may fall behind, and this says how far);
+    None when they have not caught up within CATCH_UP_SECONDS."""
+    if not step_names:
+        return 0.0
+    began = time.monotonic()
+    engine = create_system_engine(Settings(database_url=database_url))
+    sessions = session_factory(engine)
+    try:
+        with console.status("waiting for the pipeline steps to catch up"):
+            while time.monotonic() - began < CATCH_UP_SECONDS:
+                async with system_session(sessions) as session:
+                    waiting = await steps_service.devices_with_work(
+                        session, step_names, utcnow(), 1
+                    )
+                if not waiting:
+                    return time.monotonic() - began
+                await asyncio.sleep(0.1)
+    finally:
+        await engine.dispose()
+    return None
 
 
 # --- data ---------------------------------------------------------------------------------
@@ -478,7 +517,8 @@ class _RateMeter:
 class CpuUse:
     """Cores used during a window (1.0 = one core fully busy)."""
 
-    server: float | None
+    server: float | None  # the server's own process: the intake, the API
+    steps: float | None  # the server's child processes: its pipeline steps' process
     load: float | None  # the load processes and the one driving them
     other: float | None  # everything else on the machine: work the figures competed with
 
@@ -487,6 +527,7 @@ class CpuUse:
 class _CpuReading:
     at: float  # time.monotonic()
     server: float | None  # CPU seconds since start; None where /proc is missing
+    steps: float | None
     load: float | None
     machine: float | None
 
@@ -510,20 +551,24 @@ class _CpuWindow:
     def use(self) -> CpuUse:
         begin, end = self._begin, self._end
         if begin is None or end is None:
-            return CpuUse(None, None, None)
+            return CpuUse(None, None, None, None)
         seconds = end.at - begin.at
         server = _cores_used(begin.server, end.server, seconds)
+        steps = _cores_used(begin.steps, end.steps, seconds)
         load = _cores_used(begin.load, end.load, seconds)
         machine = _cores_used(begin.machine, end.machine, seconds)
-        if server is None or load is None or machine is None:
-            return CpuUse(server, load, None)
-        return CpuUse(server, load, max(0.0, machine - server - load))
+        if server is None or steps is None or load is None or machine is None:
+            return CpuUse(server, steps, load, None)
+        return CpuUse(server, steps, load, max(0.0, machine - server - steps - load))
 
     def _read(self) -> _CpuReading:
         loads = [support.process_cpu_seconds(pid) for pid in self._load_pids]
+        # A child that started or ended within the window is counted from or to then only.
+        children = [support.process_cpu_seconds(pid) for pid in support.children(self._server_pid)]
         return _CpuReading(
             at=time.monotonic(),
             server=support.process_cpu_seconds(self._server_pid),
+            steps=sum(value or 0.0 for value in children),
             load=None if None in loads else sum(value or 0.0 for value in loads),
             machine=support.machine_cpu_seconds(),
         )
@@ -643,8 +688,15 @@ def _print_phase(console: Console, figures: PhaseFigures) -> None:
 def _print_report(console: Console, report: Report) -> None:
     console.print(_results_table(report))
     console.print(_storage_lines(report))
+    console.print(_catch_up_line(report))
     console.print(_verdicts(report))
     _print_errors(console, report)
+
+
+def _catch_up_line(report: Report) -> str:
+    if report.steps_caught_up is None:
+        return f"[bold yellow]pipeline steps: still behind {CATCH_UP_SECONDS} s after the load[/]"
+    return f"pipeline steps: caught up {report.steps_caught_up:.1f} s after the load"
 
 
 def _results_table(report: Report) -> Table:
@@ -654,11 +706,13 @@ def _results_table(report: Report) -> Table:
         pad_edge=False,
         padding=(0, 0, 0, 1),
         caption="latency: packet written to answer read; CPU: cores used (1.00 = one); "
-        "other: the rest of the machine",
+        "µs/msg: the server's own; steps: its pipeline steps' process; other: the rest of the "
+        "machine",
     )
     table.add_column("phase", no_wrap=True)
     headers = ("msg/s", "packets\n/s", "p50\nms", "p99\nms", "errors")
-    for header in (*headers, "server\nCPU", "µs/\nmsg", "load\nCPU", "other\nCPU"):
+    cpus = ("server\nCPU", "µs/\nmsg", "steps\nCPU", "load\nCPU", "other\nCPU")
+    for header in (*headers, *cpus):
         table.add_column(header, justify="right", no_wrap=True)
     for figures in [*report.fixed, report.flat_out]:
         achieved = f"{figures.per_second:,.0f}"
@@ -671,6 +725,7 @@ def _results_table(report: Report) -> Table:
             support.count_cell(figures.result.errors),
             _cores(figures.cpu.server),
             _per_message(figures.cpu.server, figures.per_second),
+            _cores(figures.cpu.steps),
             _cores(figures.cpu.load),
             _cores(figures.cpu.other),
         )

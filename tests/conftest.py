@@ -31,6 +31,7 @@ from fleetplane.core.db import migrate, run_platform_work
 from fleetplane.core.http_server import Parser, server_config
 from fleetplane.core.permissions import Level, full_set
 from fleetplane.ingest.gateway import cannot_bind
+from fleetplane.ingest.protocols.wialon_ips import crc_text
 from fleetplane.module_catalog import module_names
 from fleetplane.runtime import Runtime, runtime_of
 from fleetplane.steps.contract import Step
@@ -105,6 +106,24 @@ def connect_when_listening(port: int, seconds: float = 5.0) -> socket.socket:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def wialon_data(body: str) -> bytes:
+    covered = (body + ";").encode()
+    return f"#D#{covered.decode()}{crc_text(covered)}\r\n".encode()
+
+
+def send_wialon(port: int, unique_id: str, bodies: list[str]) -> None:
+    """Logs in and sends each data packet, waiting for its answer (sent after the commit)."""
+    with connect_when_listening(port) as sock, sock.makefile("rwb") as link:
+        link.write(f"#L#2.0;{unique_id};NA;".encode())
+        link.write(crc_text(f"2.0;{unique_id};NA;".encode()).encode() + b"\r\n")
+        link.flush()
+        assert link.readline() == b"#AL#1\r\n"
+        for body in bodies:
+            link.write(wialon_data(body))
+            link.flush()
+            assert link.readline() == b"#AD#1\r\n"
 
 
 # Channels take ports from the platform's default device ports (FLEETPLANE_DEVICE_PORTS), so

@@ -39,9 +39,15 @@ def create_app(
 ) -> FastAPI:
     """The platform. `companions` run alongside it for its lifetime (the demo's simulated
     fleet), started after the listeners and cancelled before they stop. `extra_steps` run
-    after the registered pipeline steps (tests', benchmarks')."""
+    after the registered pipeline steps (tests', benchmarks'), all in this process."""
     settings = settings or Settings()
-    runtime = Runtime.build(settings, [*STEPS, *extra_steps])
+    # Steps of a test's or a benchmark's own exist only in this process: then every step
+    # runs here.
+    runtime = Runtime.build(
+        settings,
+        [*STEPS, *extra_steps],
+        steps_process=settings.steps_process and not extra_steps,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -96,6 +96,12 @@ class Settings(BaseSettings):
         "with new messages: longer gives each step more messages at once (cheaper per "
         "message), shorter gives fresher derived data",
     )
+    steps_process: bool = Field(
+        default=True,
+        description="Run the pipeline steps in a process of their own, started and watched by "
+        "the server: the steps' work then takes nothing from the intake's share of the CPU "
+        "(false: in the server's own process)",
+    )
     step_poll_seconds: float = Field(
         default=5.0,
         gt=0,

@@ -23,7 +23,12 @@ from fleetplane.core.auth import (
     KeyIdentity,
 )
 from fleetplane.core.changes import ChangeHub
-from fleetplane.core.db import create_engine, create_system_engine, session_factory
+from fleetplane.core.db import (
+    create_engine,
+    create_system_engine,
+    session_factory,
+    writer_turns,
+)
 from fleetplane.core.events import EventHub
 from fleetplane.core.files import FileStore
 from fleetplane.core.ratelimit import RateLimiter
@@ -35,6 +40,7 @@ from fleetplane.devices.service import DEVICE_CHANGE, DEVICE_COUNTERS_CHANGE
 from fleetplane.ingest.gateway import Gateway
 from fleetplane.ingest.limits import DeviceLimits
 from fleetplane.steps.contract import Step
+from fleetplane.steps.process import StepProcess
 from fleetplane.steps.runner import StepRunner
 
 # Connections kept for reading customers' devices into memory (one read per customer at a time).
@@ -80,13 +86,18 @@ class Runtime:
     files: FileStore
     device_rules: DeviceRulesCache
     channel_policy: ChannelPolicy
-    # Derived work on stored messages, after their devices were answered.
-    step_runner: StepRunner
+    # Derived work on stored messages, after their devices were answered: in a process of its
+    # own (`StepProcess`) or in this one.
+    step_runner: StepRunner | StepProcess
     gateway: Gateway
 
     @classmethod
-    def build(cls, settings: Settings, steps: Sequence[Step] = ()) -> "Runtime":
-        """`steps`: the pipeline steps the step runner runs, in order."""
+    def build(
+        cls, settings: Settings, steps: Sequence[Step] = (), *, steps_process: bool = False
+    ) -> "Runtime":
+        """`steps`: the pipeline steps the step runner runs, in order; `steps_process`: in a
+        process of their own (then `steps` must be registered ones: the process finds them by
+        name in the registry)."""
         changes = ChangeHub()
         engine = create_engine(settings)
         system_engine = create_system_engine(settings, shared=engine)
@@ -103,14 +114,19 @@ class Runtime:
         files = FileStore(settings.data_dir / "files")
         device_rules = DeviceRulesCache(changes=changes)
         channel_policy = ChannelPolicy.of(settings)
-        step_runner = StepRunner(
-            system_sessions,
-            list(steps),
-            retry_seconds=settings.step_retry_seconds,
-            retry_max_seconds=settings.step_retry_max_seconds,
-            poll_seconds=settings.step_poll_seconds,
-            interval_seconds=settings.step_interval_seconds,
-        )
+        step_runner: StepRunner | StepProcess
+        if steps_process:
+            turns = None if settings.is_postgres else writer_turns(system_engine)
+            step_runner = StepProcess(settings, [step.name for step in steps], changes, turns)
+        else:
+            step_runner = StepRunner(
+                system_sessions,
+                list(steps),
+                retry_seconds=settings.step_retry_seconds,
+                retry_max_seconds=settings.step_retry_max_seconds,
+                poll_seconds=settings.step_poll_seconds,
+                interval_seconds=settings.step_interval_seconds,
+            )
         gateway = Gateway(
             system_sessions,
             events,

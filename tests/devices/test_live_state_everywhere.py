@@ -14,13 +14,12 @@ import pytest
 from conftest import (
     RunningServer,
     Tenant,
-    connect_when_listening,
     create_channel,
     fresh_database,
     make_tenant,
+    send_wialon,
     server_with,
 )
-from fleetplane.ingest.protocols.wialon_ips import crc_text
 
 IDENTITY = {"id", "unique_id", "name", "phone", "created_at"}
 
@@ -44,24 +43,6 @@ def any_server(
     request: pytest.FixtureRequest, server: RunningServer, uncached_server: RunningServer
 ) -> RunningServer:
     return server if request.param == "from memory" else uncached_server
-
-
-def wialon_data(body: str) -> bytes:
-    covered = (body + ";").encode()
-    return f"#D#{covered.decode()}{crc_text(covered)}\r\n".encode()
-
-
-def send_wialon(port: int, unique_id: str, bodies: list[str]) -> None:
-    """Logs in and sends each data packet, waiting for its answer (sent after the commit)."""
-    with connect_when_listening(port) as sock, sock.makefile("rwb") as link:
-        link.write(f"#L#2.0;{unique_id};NA;".encode())
-        link.write(crc_text(f"2.0;{unique_id};NA;".encode()).encode() + b"\r\n")
-        link.flush()
-        assert link.readline() == b"#AL#1\r\n"
-        for body in bodies:
-            link.write(wialon_data(body))
-            link.flush()
-            assert link.readline() == b"#AD#1\r\n"
 
 
 class StateEvents:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 import orjson
 from alembic import command
@@ -277,9 +277,7 @@ async def writer_session(
         async with system_session(sessions) as session:
             yield session
         return
-    turns = _WRITER_TURNS.get(bind)
-    if turns is None:
-        turns = _WRITER_TURNS[bind] = WriterTurns()
+    turns = writer_turns(bind)
     if urgent:
         await turns.take(urgent=True)
         try:
@@ -306,6 +304,28 @@ async def writer_session(
     finally:
         if taken:
             turns.give_back()
+
+
+def writer_turns(engine: AsyncEngine) -> "Turns":
+    """The writer turns of this SQLite engine (made on first use)."""
+    turns = _WRITER_TURNS.get(engine)
+    if turns is None:
+        turns = _WRITER_TURNS[engine] = WriterTurns()
+    return turns
+
+
+def use_writer_turns(engine: AsyncEngine, turns: "Turns") -> None:
+    """Makes this engine's writers take `turns` instead of turns of their own: a process whose
+    writes must wait for another process's turns (the pipeline steps' process)."""
+    _WRITER_TURNS[engine] = turns
+
+
+class Turns(Protocol):
+    """What a writer needs of its turns: to wait for one, and to give it back."""
+
+    async def take(self, *, urgent: bool) -> None: ...
+
+    def give_back(self) -> None: ...
 
 
 class WriterTurns:
@@ -345,7 +365,7 @@ class WriterTurns:
 
 
 # One set of turns per SQLite engine (an engine belongs to one event loop).
-_WRITER_TURNS: "weakref.WeakKeyDictionary[AsyncEngine, WriterTurns]" = weakref.WeakKeyDictionary()
+_WRITER_TURNS: "weakref.WeakKeyDictionary[AsyncEngine, Turns]" = weakref.WeakKeyDictionary()
 # In a connection's `info` while a writer that has no turn yet uses it: what takes the turn.
 _TURN_BEFORE_WRITE = "fleetplane_turn_before_write"
 

@@ -46,6 +46,10 @@ class StepNotifier(Protocol):
     def steps(self) -> Sequence[Any]:
         """The registered steps (read only here, so any sequence of them will do)."""
 
+    @property
+    def hands_over(self) -> bool:
+        """Whether it takes the new messages the writer has in hand (`notify`'s `new`)."""
+
     def notify(
         self, device_ids: Iterable[str], new: Mapping[str, NewMessages] | None = None
     ) -> None:
@@ -159,14 +163,17 @@ class MessageStore:
             states = await device_states.current_states(session, device_ids)
             device_states.apply_validity(by_device, states, rules, utcnow())
             seqs = await devices.seqs_of(session, by_device)
-            with_steps = self._step_runner is not None and bool(self._step_runner.steps)
-            rows, stored = _rows(by_device, seqs, with_steps)
+            runner = self._step_runner
+            with_steps = runner is not None and bool(runner.steps)
+            hand_over = with_steps and runner is not None and runner.hands_over
+            rows, stored = _rows(by_device, seqs, hand_over)
             await messages.insert_rows(session, rows)
             await message_columns.note_stored(session, _stored_batches(by_device, states, seqs))
             changed = await device_states.advance_states(session, by_device, states, rules)
             new: dict[str, NewMessages] = {}
             if with_steps:
                 await steps.record_late(session, _late_data(by_device, states))
+            if hand_over:
                 new = _new_messages(stored, states, changed)
             owners: dict[str, Audience] = {}
             if self._events.subscribers:

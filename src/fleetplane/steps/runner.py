@@ -66,6 +66,9 @@ class _Batch:
 
 
 class StepRunner:
+    # Keeps what the intake hands over (`notify`'s `new`) for the steps' next round.
+    hands_over = True
+
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
