@@ -2,6 +2,7 @@
 `python -m fleetplane.step_worker FD`, where FD is its end of the socket pair to the server."""
 
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -20,6 +21,8 @@ def main() -> None:
     # The steps are work that may wait: when the machine is busy, the intake, which devices
     # wait on, gets the CPU first (measured: docs/benchmarks.md).
     os.nice(NICENESS)
+    # What was imported lives as long as the process: left out of every garbage collection.
+    gc.freeze()
     try:
         import uvloop
     except ImportError:  # uvloop is optional (uvicorn[standard] brings it)

@@ -268,11 +268,14 @@ class StepRunner:
         now = utcnow()
         committed = self._committed[step.name]
         marks: dict[str, datetime | None] = {}
+        new = [b.device for b in batches if step.name not in b.progress]
+        if new:
+            # A transaction of its own: on SQLite a write takes the writer turn up to the
+            # commit, and the step's computation must not run inside it.
+            async with writer_session(self._sessions) as session:
+                await service.ensure_progress(session, [step.name], new)
         try:
             async with writer_session(self._sessions) as session:
-                new = [b.device for b in batches if step.name not in b.progress]
-                if new:
-                    await service.ensure_progress(session, [step.name], new)
                 device_ids = [b.device.id for b in batches]
                 claimed = await service.claim(session, step.name, device_ids, now)
                 round_ = []
