@@ -1,0 +1,1 @@
+"""Geofences: circles, polygons and corridors of a customer, their groups, and which hold a position."""
