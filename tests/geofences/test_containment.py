@@ -2,6 +2,7 @@
 on the WGS 84 ellipsoid with GeographicLib (inside at 99.5 % of the radius or half-width,
 outside at 100.5 %), holes, the antimeridian and the poles, many positions at once."""
 
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -65,7 +66,7 @@ def corridor_sides(
     """Points at `fraction` along each geodesic segment of the line, `half_width_m` to the
     left and right of it."""
     points = []
-    for (lon1, lat1), (lon2, lat2) in zip(line[:-1], line[1:], strict=True):
+    for (lon1, lat1), (lon2, lat2) in pairwise(line):
         segment = GEODESIC.InverseLine(lat1, lon1, lat2, lon2)
         at = segment.Position(segment.s13 * fraction)
         for side in (90.0, -90.0):
@@ -98,27 +99,33 @@ def test_polygon_with_hole_boundaries() -> None:
     hole = [[24.05, 56.02], [24.15, 56.02], [24.15, 56.08], [24.05, 56.08], [24.05, 56.02]]
     index = index_of({"type": "Polygon", "coordinates": [outline, hole]})
     e = 1e-7  # about a centimetre
-    assert inside(
-        index,
-        [
-            (56.0 + e, 24.1),  # just inside the south edge
-            (56.05, 24.0 + e),  # just inside the west edge
-            (56.02 - e, 24.1),  # just south of the hole
-            (56.05, 24.15 + e),  # just east of the hole
-            (56.0, 24.1),  # on the edge: inside
-            (56.02, 24.1),  # on the hole's edge: inside
-        ],
-    ) == [True] * 6
-    assert inside(
-        index,
-        [
-            (56.0 - e, 24.1),  # just outside the south edge
-            (56.05, 24.2 + e),  # just outside the east edge
-            (56.02 + e, 24.1),  # just inside the hole
-            (56.05, 24.1),  # the hole's middle
-            (56.05, 24.15 - e),
-        ],
-    ) == [False] * 5
+    assert (
+        inside(
+            index,
+            [
+                (56.0 + e, 24.1),  # just inside the south edge
+                (56.05, 24.0 + e),  # just inside the west edge
+                (56.02 - e, 24.1),  # just south of the hole
+                (56.05, 24.15 + e),  # just east of the hole
+                (56.0, 24.1),  # on the edge: inside
+                (56.02, 24.1),  # on the hole's edge: inside
+            ],
+        )
+        == [True] * 6
+    )
+    assert (
+        inside(
+            index,
+            [
+                (56.0 - e, 24.1),  # just outside the south edge
+                (56.05, 24.2 + e),  # just outside the east edge
+                (56.02 + e, 24.1),  # just inside the hole
+                (56.05, 24.1),  # the hole's middle
+                (56.05, 24.15 - e),
+            ],
+        )
+        == [False] * 5
+    )
 
 
 def test_multipolygon_with_hole() -> None:
@@ -145,9 +152,10 @@ def test_polygon_and_corridor_across_the_antimeridian() -> None:
     # A ring whose positions are more than 180 degrees of longitude apart crosses the short way.
     ring = [[179.5, -1.0], [-179.5, -1.0], [-179.5, 1.0], [179.5, 1.0], [179.5, -1.0]]
     polygon = index_of({"type": "Polygon", "coordinates": [ring]})
-    assert inside(polygon, [(0, 179.9), (0, -179.9), (0, 180), (0, -180), (0.99, -179.51)]) == [
-        True
-    ] * 5
+    assert (
+        inside(polygon, [(0, 179.9), (0, -179.9), (0, 180), (0, -180), (0.99, -179.51)])
+        == [True] * 5
+    )
     assert inside(polygon, [(0, 0), (0, 179.4), (0, -179.4), (1.01, 180)]) == [False] * 4
     line = [[179.9, 10.0], [-179.8, 10.1]]
     corridor = index_of({"type": "LineString", "coordinates": line}, width_m=30.0)
@@ -163,9 +171,10 @@ def test_circle_round_a_pole(lat: float, lon: float) -> None:
     assert all(inside(index, around(lat, lon, radius_m * INSIDE)))
     assert not any(inside(index, around(lat, lon, radius_m * OUTSIDE)))
     pole = 90.0 if lat > 0 else -90.0
-    assert inside(index, [(pole, 0.0), (pole, 123.0), (pole - np.sign(pole) * 0.05, lon + 180)]) == [
-        True
-    ] * 3
+    assert (
+        inside(index, [(pole, 0.0), (pole, 123.0), (pole - np.sign(pole) * 0.05, lon + 180)])
+        == [True] * 3
+    )
 
 
 def test_circle_near_a_pole_that_leaves_it_out() -> None:
@@ -179,9 +188,7 @@ def test_circle_near_a_pole_that_leaves_it_out() -> None:
 def test_polygon_round_a_pole() -> None:
     ring = [[0.0, 85.0], [90.0, 85.0], [180.0, 85.0], [-90.0, 85.0], [0.0, 85.0]]
     index = index_of({"type": "Polygon", "coordinates": [ring]})
-    assert inside(index, [(90.0, 0.0), (89.0, 33.0), (86.0, -120.0), (85.01, 45.0)]) == [
-        True
-    ] * 4
+    assert inside(index, [(90.0, 0.0), (89.0, 33.0), (86.0, -120.0), (85.01, 45.0)]) == [True] * 4
     assert inside(index, [(84.0, 0.0), (84.9, 45.0), (-89.0, 0.0)]) == [False] * 3
 
 
@@ -198,7 +205,11 @@ def test_many_positions_many_geofences() -> None:
     radii = rng.uniform(200.0, 3_000.0, size=50)
     ids = [f"c{n}" for n in range(50)]
     index = GeofenceIndex(
-        ids, [build_area(circle(lat, lon), radius_m=r) for (lat, lon), r in zip(centres, radii, strict=True)]
+        ids,
+        [
+            build_area(circle(lat, lon), radius_m=r)
+            for (lat, lon), r in zip(centres, radii, strict=True)
+        ],
     )
     lat = rng.uniform(56.8, 57.0, 2_000)
     lon = rng.uniform(23.9, 24.3, 2_000)
@@ -210,7 +221,8 @@ def test_many_positions_many_geofences() -> None:
         expected = {ids[n] for n, d in enumerate(distances) if d <= radii[n] * INSIDE}
         unexpected = {ids[n] for n, d in enumerate(distances) if d >= radii[n] * OUTSIDE}
         assert expected <= set(found[p]) and not unexpected & set(found[p]), p
-    position, fence = index.pairs(lat, lon)
+    position, fences = index.pairs(lat, lon)
+    assert len(position) == len(fences)
     assert len(position) == sum(len(ids) for ids in found) > 100
     assert list(position) == sorted(position)
 
@@ -239,7 +251,10 @@ def test_an_empty_index_holds_nothing() -> None:
             {"type": "LineString", "coordinates": [[0, 0], [181, 0]]},
             {"width_m": 10}, ("coordinates", 1, 0), "longitude 181.0 is out of range",
         ),
-        ({"type": "Point", "coordinates": [0, 0]}, {"radius_m": 0}, ("radius_m",), "greater than 0"),
+        (
+            {"type": "Point", "coordinates": [0, 0]},
+            {"radius_m": 0}, ("radius_m",), "greater than 0",
+        ),
         ({"type": "Point", "coordinates": [0, 0]}, {}, ("radius_m",), "needs radius_m"),
         (
             {"type": "LineString", "coordinates": [[0, 0], [1, 0]]},

@@ -1,1 +1,1 @@
-"""Geofences: circles, polygons and corridors of a customer, their groups, and which hold a position."""
+"""Geofences: a customer's circles, polygons and corridors, and which of them hold a position."""

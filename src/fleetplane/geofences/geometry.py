@@ -27,6 +27,7 @@ A point on an area's edge counts as inside (the cut at ±180° is an edge that l
 
 import re
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 from typing import Any, Literal
 
 import numpy as np
@@ -150,9 +151,7 @@ def _positions(value: Any, loc: Loc, *, minimum: int, what: str) -> FloatArray:
 def _ring(value: Any, loc: Loc) -> FloatArray:
     ring = _positions(value, loc, minimum=4, what="a linear ring")
     if not np.array_equal(ring[0], ring[-1]):
-        raise GeometryError(
-            loc, "the ring is not closed: its last position must repeat its first"
-        )
+        raise GeometryError(loc, "the ring is not closed: its last position must repeat its first")
     return ring
 
 
@@ -199,7 +198,8 @@ def _explain(reason: str, fallback: str) -> str:
     }
     what = words.get(match["what"], match["what"].lower())
     lon = ((float(match["x"]) + 180.0) % 360.0) - 180.0
-    return f"{what} (self-intersecting or invalid) near longitude {lon:.6f}, latitude {float(match['y']):.6f}"
+    lat = float(match["y"])
+    return f"{what} (self-intersecting or invalid) near longitude {lon:.6f}, latitude {lat:.6f}"
 
 
 def _unwrap(lon: FloatArray) -> tuple[FloatArray, int]:
@@ -236,9 +236,11 @@ def _polygon_from_rings(rings: Sequence[FloatArray], centre_lon: float) -> shape
 
 def _split_at_antimeridian(area: shapely.Geometry) -> shapely.Geometry:
     """The area (in unwrapped longitudes) as the pieces of it inside [-180, 180]."""
-    west, _, east, _ = area.bounds
-    pieces = []
-    for shift in range(int(np.floor((west + 180.0) / 360.0)), int(np.ceil((east - 180.0) / 360.0)) + 1):
+    west, _, east, _ = (float(value) for value in shapely.bounds(area))
+    pieces: list[shapely.Geometry] = []
+    for shift in range(
+        int(np.floor((west + 180.0) / 360.0)), int(np.ceil((east - 180.0) / 360.0)) + 1
+    ):
         moved = shapely.affinity.translate(area, xoff=-360.0 * shift)
         part = shapely.intersection(moved, _WORLD)
         pieces.extend(
@@ -283,7 +285,7 @@ def _along_geodesics(points: FloatArray) -> FloatArray:
     """The positions with more in between, along the geodesics, so that no step is longer
     than `CORRIDOR_STEP_M`."""
     result = [points[:1]]
-    for (lon1, lat1), (lon2, lat2) in zip(points[:-1], points[1:], strict=True):
+    for (lon1, lat1), (lon2, lat2) in pairwise(points):
         _, _, length = WGS84.inv(lon1, lat1, lon2, lat2)
         between = int(np.ceil(length / CORRIDOR_STEP_M)) - 1
         if between > 0:
@@ -303,7 +305,11 @@ def _buffered_stretch(points: FloatArray, half_width_m: float) -> shapely.Geomet
         f"+step +proj=aeqd +lat_0={centre_lat!r} +lon_0={centre_lon!r} +ellps=WGS84"
     )
     x, y = projection.transform(points[:, 0], points[:, 1])
-    line = shapely.LineString(np.column_stack([x, y])) if len(points) > 1 else shapely.Point(x[0], y[0])
+    line = (
+        shapely.LineString(np.column_stack([x, y]))
+        if len(points) > 1
+        else shapely.Point(x[0], y[0])
+    )
     buffered = shapely.segmentize(shapely.buffer(line, half_width_m, quad_segs=16), MAX_EDGE_M)
     pieces = []
     for polygon in shapely.get_parts(buffered):

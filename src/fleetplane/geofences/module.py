@@ -45,9 +45,7 @@ async def list_geofences(
         str | None, line_query(40, description="Those in this geofence group.")
     ] = None,
     shape: Annotated[Shape | None, Query(description="`circle`, `polygon` or `corridor`.")] = None,
-    is_address: Annotated[
-        bool | None, Query(description="Those (not) used as addresses.")
-    ] = None,
+    is_address: Annotated[bool | None, Query(description="Those (not) used as addresses.")] = None,
 ) -> Response:
     """In creation order."""
     statement = service.list_query(
@@ -141,9 +139,7 @@ async def list_groups(
     return await paginate(ctx.session, statement, GeofenceGroup.id, page, GroupOut)
 
 
-@router.post(
-    "/groups", status_code=201, response_model=GroupOut, summary="Create a geofence group"
-)
+@router.post("/groups", status_code=201, response_model=GroupOut, summary="Create a geofence group")
 async def create_group(
     body: GroupCreate, ctx: CustomerContext = module.requires("create:geofences")
 ) -> Response:
@@ -165,9 +161,7 @@ async def get_group(
 async def update_group(
     group_id: str, body: GroupUpdate, ctx: CustomerContext = module.requires("update:geofences")
 ) -> Response:
-    group = await service.update_group(
-        ctx.session, Actor.of(ctx), ctx.customer_id, group_id, body
-    )
+    group = await service.update_group(ctx.session, Actor.of(ctx), ctx.customer_id, group_id, body)
     return _group_answer(group)
 
 
@@ -201,9 +195,7 @@ async def update_geofence(
 ) -> Response:
     """Changes only the fields sent; `group_ids` is replaced whole. A new `geometry` of
     another shape needs its own `radius_m` or `width_m`; the old shape's is dropped."""
-    geofence = await service.update(
-        ctx.session, Actor.of(ctx), ctx.customer_id, geofence_id, body
-    )
+    geofence = await service.update(ctx.session, Actor.of(ctx), ctx.customer_id, geofence_id, body)
     return await _geofence_answer(ctx, geofence)
 
 

@@ -92,8 +92,7 @@ WIDTH_HELP = (
 )
 SPEED_LIMIT_HELP = "The speed limit inside the geofence, km/h (for speeding rules and reports)."
 ADDRESS_HELP = (
-    "Use the geofence's name as an address: trips starting or ending inside it are named "
-    "after it."
+    "Use the geofence's name as an address: trips starting or ending inside it are named after it."
 )
 GROUPS_HELP = "The groups the geofence is in (ids of the customer's geofence groups)."
 
@@ -148,7 +147,9 @@ class GeofenceUpdate(RequestBody):
     radius_m: float | None = _radius(default=None)
     width_m: float | None = _width(default=None)
     color: str | None = _color(default=None)
-    group_ids: GroupIds | None = Field(default=None, description=GROUPS_HELP + " Replaces the list.")
+    group_ids: GroupIds | None = Field(
+        default=None, description=GROUPS_HELP + " Replaces the list."
+    )
     is_address: bool | None = Field(default=None, description=ADDRESS_HELP)
     speed_limit: float | None = _speed_limit(default=None)
 
@@ -236,7 +237,9 @@ class ImportedFeature(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["Feature"]
-    id: str | int | None = Field(default=None, description="Ignored: imported geofences get new ids.")
+    id: str | int | None = Field(
+        default=None, description="Ignored: imported geofences get new ids."
+    )
     geometry: Geometry
     properties: ImportedProperties | None = None
 

@@ -59,7 +59,10 @@ def checked_area(
 
 
 def _geometry_values(
-    geometry: dict[str, Any], radius_m: float | None, width_m: float | None, loc: Sequence[str | int]
+    geometry: dict[str, Any],
+    radius_m: float | None,
+    width_m: float | None,
+    loc: Sequence[str | int],
 ) -> dict[str, Any]:
     shape, area = checked_area(geometry, radius_m, width_m, loc)
     return {
@@ -247,9 +250,7 @@ def _kept(data: GeofenceUpdate, field: str, stored: float | None) -> float | Non
     return value
 
 
-async def delete(
-    session: AsyncSession, actor: Actor, customer_id: str, geofence_id: str
-) -> None:
+async def delete(session: AsyncSession, actor: Actor, customer_id: str, geofence_id: str) -> None:
     geofence = await get(session, actor.provider_id, customer_id, geofence_id)
     await session.delete(geofence)
     await session.flush()
@@ -399,9 +400,7 @@ async def import_collection(
         try:
             shape, area = kind_of(geometry["type"]), build_area(geometry, radius, width)
         except GeometryError as error:
-            field = (
-                ["properties"] if error.loc[0] in ("radius_m", "width_m") else ["geometry"]
-            )
+            field = ["properties"] if error.loc[0] in ("radius_m", "width_m") else ["geometry"]
             raise validation_error([*loc, *field, *error.loc], error.msg) from None
         rows.append(
             {
@@ -557,4 +556,3 @@ def _note_group(session: AsyncSession, group: GeofenceGroup) -> None:
         session,
         Change(GEOFENCE_GROUP_CHANGE, (group.id,), group.provider_id, (group.customer_id,)),
     )
-

@@ -72,9 +72,7 @@ def upgrade() -> None:
         *_owner_columns(),
         sa.PrimaryKeyConstraint("geofence_id", "group_id", name="pk_geofence_group_members"),
     )
-    op.create_index(
-        "ix_geofence_group_members_group_id", "geofence_group_members", ["group_id"]
-    )
+    op.create_index("ix_geofence_group_members_group_id", "geofence_group_members", ["group_id"])
     if rls.is_postgres():
         rls.ensure_roles()
         rls.grant_tables(*TABLES)
