@@ -2,6 +2,7 @@
 into the area positions are tested against (`geometry.build_area`) when it is written; which
 geofences hold a position (`customer_index`, `containing`); import and export as GeoJSON."""
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -388,41 +389,10 @@ async def import_collection(
     """Creates a geofence of each feature, all or none: a feature that is not a valid
     geofence is a 422 naming it (`features.<n>.geometry...`). Groups are taken by name, and
     made when the customer has none of that name."""
-    rows = []
-    wanted_groups: list[list[str]] = []
-    now = utcnow()
-    for index, feature in enumerate(collection.features):
-        loc = ("body", "features", index)
-        properties = feature.properties
-        radius = properties.radius_m if properties else None
-        width = properties.width_m if properties else None
-        geometry = feature.geometry.model_dump(exclude={"bbox"})
-        try:
-            shape, area = kind_of(geometry["type"]), build_area(geometry, radius, width)
-        except GeometryError as error:
-            field = ["properties"] if error.loc[0] in ("radius_m", "width_m") else ["geometry"]
-            raise validation_error([*loc, *field, *error.loc], error.msg) from None
-        rows.append(
-            {
-                "id": new_id("geo"),
-                "provider_id": actor.provider_id,
-                "customer_id": customer_id,
-                "name": (properties.name if properties else None) or f"Geofence {index + 1}",
-                "description": properties.description if properties else None,
-                "color": properties.color if properties else None,
-                "shape": shape,
-                "geometry": {"type": geometry["type"], "coordinates": geometry["coordinates"]},
-                "radius_m": radius,
-                "width_m": width,
-                "is_address": properties.is_address if properties else False,
-                "speed_limit": properties.speed_limit if properties else None,
-                "area": shapely.to_wkb(area),
-                "area_m2": area_m2(area),
-                "created_at": now,
-                "updated_at": now,
-            }
-        )
-        wanted_groups.append(list(dict.fromkeys(properties.groups)) if properties else [])
+    # Building thousands of areas takes seconds: not on the event loop.
+    rows, wanted_groups = await asyncio.to_thread(
+        _imported_rows, collection, actor.provider_id, customer_id
+    )
     group_of = await _groups_by_name(
         session, actor, customer_id, {name for names in wanted_groups for name in names}
     )
@@ -448,6 +418,48 @@ async def import_collection(
     if ids:
         _note_geofences(session, actor.provider_id, customer_id, ids)
     return ids
+
+
+def _imported_rows(
+    collection: FeatureCollectionIn, provider_id: str, customer_id: str
+) -> tuple[list[dict[str, Any]], list[list[str]]]:
+    """The rows of the imported geofences, and the names of each one's groups."""
+    rows = []
+    wanted_groups: list[list[str]] = []
+    now = utcnow()
+    for index, feature in enumerate(collection.features):
+        loc = ("body", "features", index)
+        properties = feature.properties
+        radius = properties.radius_m if properties else None
+        width = properties.width_m if properties else None
+        geometry = feature.geometry.model_dump(exclude={"bbox"})
+        try:
+            shape, area = kind_of(geometry["type"]), build_area(geometry, radius, width)
+        except GeometryError as error:
+            field = ["properties"] if error.loc[0] in ("radius_m", "width_m") else ["geometry"]
+            raise validation_error([*loc, *field, *error.loc], error.msg) from None
+        rows.append(
+            {
+                "id": new_id("geo"),
+                "provider_id": provider_id,
+                "customer_id": customer_id,
+                "name": (properties.name if properties else None) or f"Geofence {index + 1}",
+                "description": properties.description if properties else None,
+                "color": properties.color if properties else None,
+                "shape": shape,
+                "geometry": {"type": geometry["type"], "coordinates": geometry["coordinates"]},
+                "radius_m": radius,
+                "width_m": width,
+                "is_address": properties.is_address if properties else False,
+                "speed_limit": properties.speed_limit if properties else None,
+                "area": shapely.to_wkb(area),
+                "area_m2": area_m2(area),
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        wanted_groups.append(list(dict.fromkeys(properties.groups)) if properties else [])
+    return rows, wanted_groups
 
 
 async def _groups_by_name(
