@@ -92,6 +92,25 @@ def _fresh_assignment(t: Tenant) -> str:
     return response.json()["id"]
 
 
+_CIRCLE = {
+    "name": "Depot",
+    "geometry": {"type": "Point", "coordinates": [24.1052, 56.9496]},
+    "radius_m": 150,
+}
+
+
+def _fresh_geofence(t: Tenant) -> str:
+    response = t.module_api(0).post("/module/geofences", json=_CIRCLE)
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def _fresh_geofence_group(t: Tenant) -> str:
+    response = t.module_api(0).post("/module/geofences/groups", json={"name": "Depots"})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
 def _in_an_hour() -> str:
     return (datetime.now(UTC) + timedelta(hours=1)).isoformat()
 
@@ -295,6 +314,58 @@ OPERATIONS: list[Operation] = [
     Operation(
         "PUT", "/module/trips/settings/{device_id}", "update:trips",
         lambda t: (f"/module/trips/settings/{_device(t)}", _SETTINGS),
+    ),
+    # Module: geofences
+    Operation("GET", "/module/geofences", "read:geofences", lambda t: ("/module/geofences", None)),
+    Operation(
+        "POST", "/module/geofences", "create:geofences",
+        lambda t: ("/module/geofences", _CIRCLE), 201,
+    ),
+    Operation(
+        "GET", "/module/geofences/contains", "read:geofences",
+        lambda t: ("/module/geofences/contains?lat=56.9496&lon=24.1052", None),
+    ),
+    Operation(
+        "GET", "/module/geofences/export", "read:geofences",
+        lambda t: ("/module/geofences/export", None),
+    ),
+    Operation(
+        "POST", "/module/geofences/import", "create:geofences",
+        lambda t: ("/module/geofences/import", {"type": "FeatureCollection", "features": [
+            {"type": "Feature", "geometry": _CIRCLE["geometry"],
+             "properties": {"name": "Imported", "radius_m": 80}}]}),
+    ),
+    Operation(
+        "GET", "/module/geofences/{geofence_id}", "read:geofences",
+        lambda t: (f"/module/geofences/{_fresh_geofence(t)}", None),
+    ),
+    Operation(
+        "PATCH", "/module/geofences/{geofence_id}", "update:geofences",
+        lambda t: (f"/module/geofences/{_fresh_geofence(t)}", {"radius_m": 200}),
+    ),
+    Operation(
+        "DELETE", "/module/geofences/{geofence_id}", "delete:geofences",
+        lambda t: (f"/module/geofences/{_fresh_geofence(t)}", None), 204,
+    ),
+    Operation(
+        "GET", "/module/geofences/groups", "read:geofences",
+        lambda t: ("/module/geofences/groups", None),
+    ),
+    Operation(
+        "POST", "/module/geofences/groups", "create:geofences",
+        lambda t: ("/module/geofences/groups", {"name": "Customers' sites"}), 201,
+    ),
+    Operation(
+        "GET", "/module/geofences/groups/{group_id}", "read:geofences",
+        lambda t: (f"/module/geofences/groups/{_fresh_geofence_group(t)}", None),
+    ),
+    Operation(
+        "PATCH", "/module/geofences/groups/{group_id}", "update:geofences",
+        lambda t: (f"/module/geofences/groups/{_fresh_geofence_group(t)}", {"name": "Renamed"}),
+    ),
+    Operation(
+        "DELETE", "/module/geofences/groups/{group_id}", "delete:geofences",
+        lambda t: (f"/module/geofences/groups/{_fresh_geofence_group(t)}", None), 204,
     ),
     # Module: analytics
     Operation(

@@ -27,6 +27,13 @@ DRIVERS = ModuleInfo(
     "by the trackers' key readers or by hand.",
 )
 
+GEOFENCES = ModuleInfo(
+    "geofences",
+    "Geofences",
+    "The customer's geofences: circles, polygons and corridors, their groups, which of them "
+    "hold a position, and import and export as GeoJSON.",
+)
+
 ANALYTICS = ModuleInfo(
     "analytics",
     "Analytics",
@@ -34,7 +41,7 @@ ANALYTICS = ModuleInfo(
     "CSV, XLSX or a chart.",
 )
 
-MODULE_INFOS: tuple[ModuleInfo, ...] = (DEVICES, TRIPS, DRIVERS, ANALYTICS)
+MODULE_INFOS: tuple[ModuleInfo, ...] = (DEVICES, TRIPS, DRIVERS, GEOFENCES, ANALYTICS)
 
 
 def module_names() -> set[str]:

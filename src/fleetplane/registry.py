@@ -14,6 +14,7 @@ from fleetplane.devices import module as devices_module
 from fleetplane.devices import studio as devices_studio
 from fleetplane.drivers import module as drivers_module
 from fleetplane.drivers import processor as drivers_processor
+from fleetplane.geofences import module as geofences_module
 from fleetplane.sensors import studio as sensors_studio
 from fleetplane.steps import studio as steps_studio
 from fleetplane.steps.contract import Step
@@ -34,6 +35,7 @@ MODULES: list[Module] = [
     devices_module.module,
     trips_module.module,
     drivers_module.module,
+    geofences_module.module,
     analytics_module.module,
 ]
 
