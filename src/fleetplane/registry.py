@@ -42,9 +42,10 @@ MODULES: list[Module] = [
 
 # What is derived from stored messages, after their devices were answered (steps.contract),
 # in the order the steps run.
+_counters = device_counters.DeviceCountersStep()
 STEPS: list[Step] = [
-    device_counters.DeviceCountersStep(),
+    _counters,
     drivers_processor.step,
     # Intervals carry the counters' odometer at their start and end (after the counters step).
-    trips_processor.TripDetectorStep(odometers_at=device_counters.odometers_at),
+    trips_processor.TripDetectorStep(odometers_at=_counters.odometers_at),
 ]

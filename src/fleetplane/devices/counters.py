@@ -31,6 +31,10 @@ from fleetplane.sensors.calculation import SensorDefinition, compute_value
 from fleetplane.steps.contract import DeviceMessages, StepDevice, in_slices
 from fleetplane.telemetry import Message
 
+# A device's odometer known after one of its messages with a position, from an earlier
+# answer: (time, odometer in metres, lat, lon of the message).
+KnownOdometer = tuple[datetime, float, float, float]
+
 STEP_NAME = "device_counters"
 # A rewind to before every checkpoint counts again from the device's first message.
 _BEGINNING = datetime(1, 1, 2, tzinfo=UTC)
@@ -129,6 +133,29 @@ class DeviceCountersStep:
         connection = await session.connection()
         await bulk.write_rows(connection, _CHECKPOINT, rows, update_on=("device_id", "hour"))
         await _write_live(session, newest, moved)
+
+    async def odometers_at(
+        self,
+        session: AsyncSession,
+        questions: Sequence[
+            tuple[StepDevice, Collection[datetime], Sequence[Message], Sequence[KnownOdometer]]
+        ],
+    ) -> dict[tuple[str, datetime], float]:
+        """`odometers_at`, answering at once a time that is a device's newest message this
+        step has counted (an open interval's end, every round) from what it holds."""
+        found: dict[tuple[str, datetime], float] = {}
+        rest = []
+        for device, times, in_hand, known in questions:
+            held = self._held.get(device.id)
+            newest = None if held is None else held.counted_at
+            if held is not None and newest is not None and newest in times:
+                found[(device.id, newest)] = held.odometer_m
+                times = [at for at in times if at != newest]
+            if times:
+                rest.append((device, times, in_hand, known))
+        if rest:
+            found.update(await odometers_at(session, rest))
+        return found
 
     async def rewind(
         self, session: AsyncSession, device: StepDevice, from_time: datetime
@@ -240,11 +267,6 @@ def announce(events: EventHub, change: Change) -> None:
 
 
 # --- the odometer at given moments ----------------------------------------------------------
-
-
-# A device's odometer known after one of its messages with a position, from an earlier
-# answer: (time, odometer in metres, lat, lon of the message).
-KnownOdometer = tuple[datetime, float, float, float]
 
 
 async def odometers_at(
