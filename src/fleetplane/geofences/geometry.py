@@ -367,8 +367,8 @@ class GeofenceIndex:
             empty = np.zeros(0, dtype=np.intp)
             return empty, empty
         valid = np.isfinite(lat) & np.isfinite(lon)
-        points = shapely.points(np.where(valid, lon, 0.0), np.where(valid, lat, 0.0))
-        points[~valid] = None
+        points = np.full(lat.shape, None, dtype=object)
+        points[valid] = shapely.points(lon[valid], lat[valid])
         position, fence = self._tree.query(points)
         inside = shapely.intersects_xy(self._areas[fence], lon[position], lat[position])
         position, fence = position[inside], fence[inside]
