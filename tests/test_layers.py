@@ -16,10 +16,10 @@ The layers, from the bottom:
 - **intake** (`ingest/`): listeners, protocol decoders and the pipeline. Like a domain, and it
   may also import a domain's `processor`, since the pipeline orders the domains' steps.
 - **assembly**: `app.py`, `registry.py`, `runtime.py`, `cli.py`, `bootstrap.py`,
-  `step_worker.py` (the steps process's entry), `web/`, `simulator/`, `migrations/`: they put the platform together and may import anything. One
-  assembly file is reachable from below: `runtime.py`, the typed dependency through which
-  endpoints reach the process's parts, may be imported by a domain's routers (`studio`,
-  `module`) and nothing else of a domain.
+  `step_worker.py` (the steps process's entry), `web/`, `simulator/`, `migrations/`: they put
+  the platform together and may import anything. One assembly file is reachable from below:
+  `runtime.py`, the typed dependency through which endpoints reach the process's parts, may
+  be imported by a domain's routers (`studio`, `module`) and nothing else of a domain.
 
 Across all of them: no circle among the files.
 """
