@@ -7,7 +7,7 @@ import json
 import logging
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +16,17 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 import orjson
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import DateTime, MetaData, Select, String, Table, TypeDecorator, event, text
+from sqlalchemy import (
+    DateTime,
+    MetaData,
+    Select,
+    String,
+    Table,
+    TypeDecorator,
+    event,
+    select,
+    text,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -32,6 +42,7 @@ from fleetplane.core.changes import ChangeHub, sessions_info
 from fleetplane.core.timeutil import as_utc
 
 Result = TypeVar("Result")
+Item = TypeVar("Item")
 
 log = logging.getLogger("fleetplane.db")
 
@@ -233,6 +244,34 @@ async def lock_writers(session: AsyncSession, lock_row: Select[*tuple[Any, ...]]
     assert driver is not None  # a connection checked out of the pool is open
     if not driver.in_transaction:
         await connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+# Ids bound into one `IN (...)` at most: SQLite's limit on a statement's parameters is far above,
+# and the statements stay short.
+IDS_PER_QUERY = 1000
+
+
+def id_chunks(ids: Sequence[Item], size: int = IDS_PER_QUERY) -> Iterator[Sequence[Item]]:
+    """`ids` in runs of at most `size`, for reads that bind them into `IN (...)`."""
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+async def values_by_key(
+    session: AsyncSession,
+    key: Any,
+    value: Any,
+    keys: Sequence[str],
+    *order_by: Any,
+) -> dict[str, list[Any]]:
+    """Each key's values of a table holding many per key (a driver's key codes, a geofence's
+    groups): `value` of the rows whose `key` is one of `keys`, in `order_by` order."""
+    found: dict[str, list[Any]] = {}
+    for chunk in id_chunks(keys):
+        statement = select(key, value).where(key.in_(chunk)).order_by(key, *order_by)
+        for owner, item in await session.execute(statement):
+            found.setdefault(owner, []).append(item)
+    return found
 
 
 async def count_under_lock(

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleetplane.audit import service as audit
 from fleetplane.audit.service import Actor
 from fleetplane.core.changes import Change, note
-from fleetplane.core.db import lock_writers
+from fleetplane.core.db import id_chunks, lock_writers, values_by_key
 from fleetplane.core.errors import ApiError, not_found, validation_error
 from fleetplane.core.ids import looks_like_id, new_id
 from fleetplane.core.pagination import PageParams, encode_cursor, fetch_page, json_response
@@ -46,7 +46,6 @@ from fleetplane.drivers.timeline import DeviceTimeline, Source, Span, key_end, m
 DRIVER_CHANGE = "driver"
 ASSIGNMENT_CHANGE = "driver_assignment"
 # Ids per `IN (...)` list.
-IDS_PER_QUERY = 1000
 _REQUIRED_FIELDS = ("name", "key_codes", "custom_fields")
 
 
@@ -138,16 +137,9 @@ async def shape_drivers(
 
 
 async def _key_codes_of(session: AsyncSession, driver_ids: list[str]) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    for chunk in _chunks(driver_ids):
-        statement = (
-            select(DriverKeyCode.driver_id, DriverKeyCode.code)
-            .where(DriverKeyCode.driver_id.in_(chunk))
-            .order_by(DriverKeyCode.driver_id, DriverKeyCode.position)
-        )
-        for driver_id, code in await session.execute(statement):
-            found.setdefault(driver_id, []).append(code)
-    return found
+    return await values_by_key(
+        session, DriverKeyCode.driver_id, DriverKeyCode.code, driver_ids, DriverKeyCode.position
+    )
 
 
 async def _current_assignments(
@@ -155,7 +147,7 @@ async def _current_assignments(
 ) -> dict[str, dict[str, Any]]:
     now = utcnow()
     found: dict[str, dict[str, Any]] = {}
-    for chunk in _chunks(driver_ids):
+    for chunk in id_chunks(driver_ids):
         statement = (
             select(
                 DriverAssignment.driver_id,
@@ -301,11 +293,6 @@ def _note_assignments(
     ids = tuple(dict.fromkeys(device_ids))
     customers = None if customer_id is None else (customer_id,)
     note(session, Change(ASSIGNMENT_CHANGE, ids, provider_id, customers, device_ids=ids))
-
-
-def _chunks(ids: Sequence[str]) -> Iterable[Sequence[str]]:
-    for start in range(0, len(ids), IDS_PER_QUERY):
-        yield ids[start : start + IDS_PER_QUERY]
 
 
 # --------------------------------------------------------------------------------------------
@@ -716,7 +703,7 @@ async def timelines_of(
     )
     currents: dict[str, Span] = {}
     manuals: dict[str, list[Span]] = {}
-    for chunk in _chunks(list(first_times)):
+    for chunk in id_chunks(list(first_times)):
         statement = (
             select(*_SPAN_COLUMNS)
             .where(DriverAssignment.device_id.in_(chunk), or_(current_key, relevant_manual))
@@ -848,7 +835,7 @@ async def drivers_at(
     earliest = min(at for _, at in pairs)
     latest = max(at for _, at in pairs)
     by_device: dict[str, list[Row[*tuple[Any, ...]]]] = {}
-    for chunk in _chunks(device_ids):
+    for chunk in id_chunks(device_ids):
         statement = (
             select(
                 DriverAssignment.device_id,

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleetplane.audit import service as audit
 from fleetplane.audit.service import Actor
 from fleetplane.core.changes import Change, note
+from fleetplane.core.db import values_by_key
 from fleetplane.core.errors import not_found, validation_error
 from fleetplane.core.ids import looks_like_id, new_id
 from fleetplane.core.pagination import PageParams, fetch_page
@@ -32,7 +33,6 @@ from fleetplane.geofences.schemas import (
 # details), a geofence group.
 GEOFENCE_CHANGE = "geofence"
 GEOFENCE_GROUP_CHANGE = "geofence_group"
-IDS_PER_QUERY = 1000
 _REQUIRED_FIELDS = ("name", "geometry", "is_address", "group_ids")
 _SHOWN_COLUMNS = tuple(
     column for column in Geofence.__table__.c if column.name not in ("area", "provider_id")
@@ -160,16 +160,10 @@ async def shape_geofences(
 
 
 async def _group_ids_of(session: AsyncSession, geofence_ids: list[str]) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    for chunk in _chunks(geofence_ids):
-        statement = (
-            select(GeofenceGroupMember.geofence_id, GeofenceGroupMember.group_id)
-            .where(GeofenceGroupMember.geofence_id.in_(chunk))
-            .order_by(GeofenceGroupMember.geofence_id, GeofenceGroupMember.group_id)
-        )
-        for geofence_id, group_id in await session.execute(statement):
-            found.setdefault(geofence_id, []).append(group_id)
-    return found
+    member = GeofenceGroupMember
+    return await values_by_key(
+        session, member.geofence_id, member.group_id, geofence_ids, member.group_id
+    )
 
 
 async def create(
@@ -302,11 +296,6 @@ def _note_geofences(
     session: AsyncSession, provider_id: str, customer_id: str, ids: Iterable[str]
 ) -> None:
     note(session, Change(GEOFENCE_CHANGE, tuple(ids), provider_id, (customer_id,)))
-
-
-def _chunks(ids: Sequence[str]) -> Iterable[Sequence[str]]:
-    for start in range(0, len(ids), IDS_PER_QUERY):
-        yield ids[start : start + IDS_PER_QUERY]
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleetplane.audit import service as audit
 from fleetplane.audit.service import Actor
 from fleetplane.core import bulk
+from fleetplane.core.db import id_chunks
 from fleetplane.core.errors import not_found, validation_error
 from fleetplane.core.ids import id_at, looks_like_id
 from fleetplane.core.timeutil import EARLIEST, utcnow
@@ -184,7 +185,7 @@ async def interval_columns(
     each device's as columns (empty ones for a device without any)."""
     found = {device_id: _EMPTY_COLUMNS for device_id in device_ids}
     connection = await session.connection()
-    for chunk in _chunks(list(found)):
+    for chunk in id_chunks(list(found), DEVICES_PER_QUERY):
         statement = (
             intervals_query(
                 provider_id, customer_id, device_ids=chunk, since=since, until=until,
@@ -359,7 +360,7 @@ async def detector_settings(
 ) -> dict[str, DetectorSettings]:
     """Each device's settings (the defaults for a device without its own)."""
     found = {device_id: DetectorSettings() for device_id in device_ids}
-    for chunk in _chunks(list(found)):
+    for chunk in id_chunks(list(found), DEVICES_PER_QUERY):
         statement = select(TripSettings).where(TripSettings.device_id.in_(chunk))
         for row in (await session.execute(statement)).scalars():
             values = {name: getattr(row, name) for name in _SETTINGS_FIELDS}
@@ -371,7 +372,7 @@ async def detector_states(
     session: AsyncSession, device_ids: Sequence[str]
 ) -> dict[str, DetectorState | None]:
     found: dict[str, DetectorState | None] = dict.fromkeys(device_ids)
-    for chunk in _chunks(list(found)):
+    for chunk in id_chunks(list(found), DEVICES_PER_QUERY):
         statement = select(TripDetectorState.device_id, TripDetectorState.state).where(
             TripDetectorState.device_id.in_(chunk)
         )
@@ -509,9 +510,3 @@ async def rewind(session: AsyncSession, device: StepDevice, from_time: datetime)
     table = TripDetectorState.__table__
     await bulk.write_rows(await session.connection(), table, [row], update_on=("device_id",))
     return start + _MICROSECOND
-
-
-def _chunks(ids: list[str]) -> list[list[str]]:
-    return [
-        ids[start : start + DEVICES_PER_QUERY] for start in range(0, len(ids), DEVICES_PER_QUERY)
-    ]
