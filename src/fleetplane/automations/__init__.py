@@ -1,0 +1,1 @@
+"""Automations: rules that watch the devices and act (webhook, notification, command, e-mail)."""

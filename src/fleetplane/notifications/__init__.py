@@ -1,0 +1,1 @@
+"""Notifications: what the automations fired, and the durable outbox that delivers their actions."""
