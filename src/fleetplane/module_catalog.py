@@ -34,6 +34,14 @@ GEOFENCES = ModuleInfo(
     "hold a position, and import and export as GeoJSON.",
 )
 
+AUTOMATIONS = ModuleInfo(
+    "automations",
+    "Automations",
+    "Rules that watch the customer's devices (geofences, speed, ignition, sensors, inputs, "
+    "alarms, idling, connection) and act: signed webhooks, in-app notifications, device "
+    "commands and e-mails; what fired, and how each delivery went.",
+)
+
 ANALYTICS = ModuleInfo(
     "analytics",
     "Analytics",
@@ -41,7 +49,13 @@ ANALYTICS = ModuleInfo(
     "CSV, XLSX or a chart.",
 )
 
-MODULE_INFOS: tuple[ModuleInfo, ...] = (DEVICES, TRIPS, DRIVERS, GEOFENCES, ANALYTICS)
+MODULE_INFOS: tuple[ModuleInfo, ...] = (
+    DEVICES,
+    TRIPS,
+    DRIVERS,
+    GEOFENCES,
+    ANALYTICS,
+)
 
 
 def module_names() -> set[str]:
