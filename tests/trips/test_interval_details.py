@@ -14,7 +14,6 @@ from test_trips_api import (
     START,
     Fleet,
     Route,
-    Tracker,
     detected,
     drive_route,
     fleet,
@@ -22,7 +21,6 @@ from test_trips_api import (
     intervals,
     second_of,
     summary,
-    wialon_body,
 )
 
 from conftest import run_in_db
@@ -30,6 +28,7 @@ from fleetplane.devices import service as devices
 from fleetplane.devices.counters import Counters, count
 from fleetplane.messages import service as messages
 from steps.test_pipeline_steps import wait_until
+from wialon_tracker import Tracker, wialon_body
 
 __all__ = ["fleet"]  # the module's fixture: a server with a listening channel
 
