@@ -66,7 +66,8 @@ def make_areas(count: int, seed: int = 7) -> list[shapely.Geometry]:
             areas.append(build_area(_polygon(rng, lon, lat, hole=index % 2 == 0)))
         else:
             steps = _offsets(rng, 2000, int(rng.integers(1, 6)), lat)
-            line = np.vstack([[lon, lat], [lon, lat] + np.cumsum(steps, axis=0)])
+            origin = np.array([lon, lat])
+            line = np.vstack([origin, origin + np.cumsum(steps, axis=0)])
             geometry = {"type": "LineString", "coordinates": line.tolist()}
             areas.append(build_area(geometry, width_m=rng.uniform(20, 200)))
     return areas
