@@ -23,6 +23,7 @@ from fleetplane.core.pagination import (
     json_response,
     plain_page_params,
 )
+from fleetplane.core.permissions import grants
 from fleetplane.core.schemas import UtcDateTime
 from fleetplane.devices import live, service
 from fleetplane.devices.live_cache import cursor_fits
@@ -77,6 +78,13 @@ devices reports, whose data is the device's new live state exactly as `GET /modu
 shows it (every field but the device's own: `id`, `unique_id`, `name`, `phone`, `created_at`),
 with `type` (`state`) and `device_id`; a comment line every 15 s when idle.
 
+With the `automations` module and `read:notifications`, an `event: notification` each time one
+of the customer's automations with the in-app `notification` action fires:
+`{{"type": "notification", "device_id": ..., "notification": {{"id", "automation_id",
+"device_id", "type", "time", "data", "position"}}}}` (the notification as
+`GET /module/automations/notifications` lists it, without its deliveries; `device_id` null for
+a test without a device).
+
 The stream keeps to the access a new call would have. A change to its key, its customer or one
 of its devices made through this server process applies at once; a change to its key or
 customer made through another process, within `FLEETPLANE_API_KEY_CACHE_SECONDS` (the stream
@@ -105,21 +113,34 @@ async def device_events(
         server_sent_events(
             stream.subscription,
             stream,
-            shape=_state_events_for(runtime, ctx.provider_id, ctx.customer_id),
+            shape=_state_events_for(runtime, ctx.provider_id, ctx.customer_id, _withheld(ctx)),
         ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
+def _withheld(ctx: CustomerContext) -> frozenset[str]:
+    """The events this stream may not send: `notification` without the automations module
+    or `read:notifications`."""
+    if module_catalog.AUTOMATIONS.name in ctx.customer.modules and grants(
+        ctx.key.customer_permissions, "read:notifications"
+    ):
+        return frozenset()
+    return frozenset({"notification"})
+
+
 def _state_events_for(
-    runtime: Runtime, provider_id: str, customer_id: str
+    runtime: Runtime, provider_id: str, customer_id: str, withheld: frozenset[str] = frozenset()
 ) -> Callable[[Event], Awaitable[Event | None]]:
     """Shapes the changed states the pipeline announces for the customer's stream, as the
-    device reads shape them: from the devices held in memory, else from the database."""
+    device reads shape them: from the devices held in memory, else from the database. Other
+    events go as they are, unless of a kind `withheld`."""
     cache, sessions = runtime.live_devices, runtime.sessions
 
     async def shape(event: Event) -> Event | None:
+        if event["type"] != "state":
+            return None if event["type"] in withheld else event
         held = await cache.customer_devices(provider_id, customer_id)
         if held is not None:
             return held.state_event(event["state"])
