@@ -65,8 +65,8 @@ class Settings(BaseSettings):
     )
     gateway: bool = Field(
         default=True,
-        description="Run the device listeners (channels), the retention job and the column store's "
-        "builder in this process.",
+        description="Run the device listeners (channels), the retention job, the column store's "
+        "builder and the delivery of automations' actions in this process.",
     )
     default_retention_days: int = Field(
         default=365, ge=1, description="How long messages of devices of no customer are kept."
