@@ -46,7 +46,7 @@ from fleetplane.commands import service as commands
 from fleetplane.commands.schemas import CommandCreate, CommandType
 from fleetplane.config import Settings
 from fleetplane.core.changes import Change
-from fleetplane.core.db import system_session, writer_session
+from fleetplane.core.db import writer_session
 from fleetplane.core.errors import ApiError
 from fleetplane.core.ids import new_id
 from fleetplane.core.timeutil import utcnow
@@ -427,13 +427,6 @@ class DeliveryWorker:
                 outcome.error,
                 "" if status == PENDING else "; given up",
             )
-
-
-async def pending_count(sessions: async_sessionmaker[AsyncSession]) -> int:
-    """Deliveries not yet delivered nor given up, of every tenant."""
-    async with system_session(sessions) as session:
-        statement = select(func.count()).select_from(Delivery).where(Delivery.status == PENDING)
-        return (await session.execute(statement)).scalar_one()
 
 
 def email_message(claimed: Claimed, sender: str, recipients: Sequence[str]) -> EmailMessage:
