@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conftest import Api, Tenant, channel_port, create_channel, run_in_db
+from fleetplane.automations.models import Automation
 from fleetplane.core.ids import new_id
 from fleetplane.trips.models import TripInterval
 
@@ -132,6 +133,31 @@ def _interval(t: Tenant) -> str:
         }  # fmt: skip
         await session.execute(sa.insert(TripInterval), [row])
         return interval_id
+
+    return run_in_db(t.settings, store)
+
+
+def store_automation(
+    t: Tenant,
+    actions: list[dict[str, Any]],
+    *,
+    customer_index: int = 0,
+    secret: str = "whsec_test",
+    name: str = "Speeding",
+) -> str:
+    """An automation stored as it is (its actions unchecked), for the delivery's tests."""
+    assert t.settings is not None
+    customer_id = t.customers[customer_index]["id"]
+
+    async def store(session: AsyncSession) -> str:
+        automation_id = new_id("aut")
+        row = {
+            "id": automation_id, "provider_id": t.provider_id, "customer_id": customer_id,
+            "name": name, "enabled": True, "trigger": {"type": "speeding", "speed": 90},
+            "conditions": {}, "actions": actions, "webhook_secret": secret,
+        }  # fmt: skip
+        await session.execute(sa.insert(Automation), [row])
+        return automation_id
 
     return run_in_db(t.settings, store)
 
@@ -370,6 +396,15 @@ OPERATIONS: list[Operation] = [
     Operation(
         "DELETE", "/module/geofences/groups/{group_id}", "delete:geofences",
         lambda t: (f"/module/geofences/groups/{_fresh_geofence_group(t)}", None), 204,
+    ),
+    # Module: automations (what the rules fired, and the test of a rule)
+    Operation(
+        "GET", "/module/automations/notifications", "read:notifications",
+        lambda t: ("/module/automations/notifications", None),
+    ),
+    Operation(
+        "POST", "/module/automations/{automation_id}/test", "update:automations",
+        lambda t: (f"/module/automations/{store_automation(t, [])}/test", None), 202,
     ),
     # Module: analytics
     Operation(

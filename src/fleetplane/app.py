@@ -56,6 +56,7 @@ def create_app(
         if settings.gateway:
             await runtime.gateway.start()
             runtime.step_runner.start()
+            runtime.deliveries.start()
             purge = retention.purge_forever(
                 runtime.system_sessions,
                 settings.default_retention_days,
@@ -74,6 +75,7 @@ def create_app(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             if settings.gateway:
+                await runtime.deliveries.stop()
                 await runtime.step_runner.stop()
                 await runtime.gateway.stop()
             await runtime.close()

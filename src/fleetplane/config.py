@@ -65,8 +65,8 @@ class Settings(BaseSettings):
     )
     gateway: bool = Field(
         default=True,
-        description="Run the device listeners (channels), the retention job and the column store's "
-        "builder in this process.",
+        description="Run the device listeners (channels), the retention job, the column store's "
+        "builder and the delivery of automations' actions in this process.",
     )
     default_retention_days: int = Field(
         default=365, ge=1, description="How long messages of devices of no customer are kept."
@@ -107,6 +107,46 @@ class Settings(BaseSettings):
         gt=0,
         description="How often the database is asked which devices a pipeline step is behind on "
         "(besides the devices this process has just stored messages of)",
+    )
+    # The delivery of automations' actions (notifications.delivery): webhooks, e-mails, commands.
+    delivery_concurrency: int = Field(
+        default=8, ge=1, le=256, description="Deliveries carried out at once"
+    )
+    delivery_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long one attempt (a webhook's request and answer, an e-mail) may take "
+        "before it counts as failed",
+    )
+    delivery_retry_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="A failed delivery is tried again after this long, twice as long after each "
+        "further failure",
+    )
+    delivery_retry_max_seconds: float = Field(
+        default=3600.0, gt=0, description="The longest wait before a failed delivery is retried"
+    )
+    delivery_max_attempts: int = Field(
+        default=10, ge=1, le=100, description="Attempts before a delivery is given up as failed"
+    )
+    delivery_poll_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often the outbox is looked at besides when a delivery is recorded in "
+        "this server (or its steps process) and when a retry falls due",
+    )
+    smtp_url: str | None = Field(
+        default=None,
+        description="The SMTP server e-mail actions are sent through: smtp://user:password@host:"
+        "port (STARTTLS when offered, see smtp_starttls) or smtps://... (TLS from the start); "
+        "none: e-mail actions fail",
+    )
+    smtp_from: str = Field(default="fleetplane@localhost", description="E-mails' From address")
+    smtp_starttls: bool | None = Field(
+        default=None,
+        description="smtp://: true requires STARTTLS, false never uses it; unset uses it when "
+        "the server offers it",
     )
     device_host: str = Field(default="0.0.0.0", description="Address device listeners bind.")
     device_ports: str = Field(

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from fleetplane.analytics import module as analytics_module
 from fleetplane.api_keys import studio as api_keys_studio
 from fleetplane.audit import studio as audit_studio
+from fleetplane.automations import module as automations_module
 from fleetplane.channels import studio as channels_studio
 from fleetplane.core.modules import Module
 from fleetplane.customers import studio as customers_studio
@@ -37,6 +38,7 @@ MODULES: list[Module] = [
     trips_module.module,
     drivers_module.module,
     geofences_module.module,
+    automations_module.module,
     analytics_module.module,
 ]
 

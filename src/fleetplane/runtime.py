@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from fleetplane.api_keys import service as api_keys
+from fleetplane.automations import secrets as automation_secrets
 from fleetplane.channels.service import ChannelPolicy
 from fleetplane.config import Settings
 from fleetplane.core.auth import (
@@ -40,6 +41,8 @@ from fleetplane.devices.service import DEVICE_CHANGE, DEVICE_COUNTERS_CHANGE
 from fleetplane.geofences import service as geofences
 from fleetplane.ingest.gateway import Gateway
 from fleetplane.ingest.limits import DeviceLimits
+from fleetplane.notifications import service as notifications
+from fleetplane.notifications.delivery import DeliveryWorker
 from fleetplane.steps.contract import Step
 from fleetplane.steps.process import StepProcess
 from fleetplane.steps.runner import StepRunner
@@ -92,6 +95,9 @@ class Runtime:
     # own (`StepProcess`) or in this one.
     step_runner: StepRunner | StepProcess
     gateway: Gateway
+    # The automations' webhooks, e-mails and commands, from the outbox (started with the
+    # gateway: the process that runs the platform's jobs and holds the devices' connections).
+    deliveries: DeliveryWorker
 
     @classmethod
     def build(
@@ -120,6 +126,10 @@ class Runtime:
         changes.subscribe(
             (trips.TRIP_EVENT_CHANGE,), lambda change: trips.announce_trip_events(events, change)
         )
+        changes.subscribe(
+            (notifications.NOTIFICATION_CHANGE,),
+            lambda change: notifications.announce(events, change),
+        )
         files = FileStore(settings.data_dir / "files")
         device_rules = DeviceRulesCache(changes=changes)
         channel_policy = ChannelPolicy.of(settings)
@@ -146,6 +156,13 @@ class Runtime:
             limits=DeviceLimits.from_settings(settings),
             step_runner=step_runner,
         )
+        deliveries = DeliveryWorker(
+            system_sessions,
+            settings,
+            automation_secrets.names_and_secrets,
+            send_command=gateway.connected.send_now,
+        )
+        changes.subscribe((notifications.DELIVERY_CHANGE,), deliveries.wake)
         return cls(
             settings=settings,
             engine=engine,
@@ -164,6 +181,7 @@ class Runtime:
             channel_policy=channel_policy,
             step_runner=step_runner,
             gateway=gateway,
+            deliveries=deliveries,
         )
 
     def install(self, app: FastAPI) -> None:

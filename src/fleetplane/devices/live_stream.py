@@ -43,7 +43,8 @@ class CustomerDeviceStream:
         if device_id in self._changed:
             return False
         if audience == self._audience:
-            self._devices.add(device_id)
+            if device_id is not None:  # an event of no device (an automation's test)
+                self._devices.add(device_id)
             return True
         if device_id in self._devices:  # moved by another process
             self._moved = device_id

@@ -23,6 +23,7 @@ from fleetplane.core.pagination import (
     json_response,
     plain_page_params,
 )
+from fleetplane.core.permissions import grants
 from fleetplane.core.schemas import UtcDateTime
 from fleetplane.devices import live, service
 from fleetplane.devices.live_cache import cursor_fits
@@ -77,17 +78,25 @@ devices reports, whose data is the device's new live state exactly as `GET /modu
 shows it (every field but the device's own: `id`, `unique_id`, `name`, `phone`, `created_at`),
 with `type` (`state`) and `device_id`; a comment line every 15 s when idle.
 
-What the pipeline finds comes too, each with `type` and `device_id` (times RFC 3339 UTC):
+What the pipeline finds comes too, each with `type` and `device_id` (times RFC 3339 UTC), when
+the customer has the module that finds it and the key may read it:
 
-- `event: geofence_enter` and `event: geofence_exit` (the geofences module): `geofence_id`,
+- `event: geofence_enter` and `event: geofence_exit` (geofences, `read:geofences`): `geofence_id`,
   `geofence_name`, `visit_id`, `time` (of the first message inside, or outside), `lat`, `lon`.
   An enter comes once a geofence's `dwell_s` has passed.
-- `event: trip_start` (the trips module): `trip_id`, `time`, `lat`, `lon`; `event: trip_end`
+- `event: trip_start` (trips, `read:trips`): `trip_id`, `time`, `lat`, `lon`; `event: trip_end`
   also `start_time`, `duration_s`, `distance_m`, `max_speed`.
 
 These are sent when found, which may be a little after the messages (a trip starts once it is
 long enough to be one); what is found again after late data older than 10 minutes before the
 device's newest message is not sent again.
+
+With the `automations` module and `read:notifications`, an `event: notification` each time one
+of the customer's automations with the in-app `notification` action fires:
+`{{"type": "notification", "device_id": ..., "notification": {{"id", "automation_id",
+"device_id", "type", "time", "data", "position"}}}}` (the notification as
+`GET /module/automations/notifications` lists it, without its deliveries; `device_id` null for
+a test without a device).
 
 The stream keeps to the access a new call would have. A change to its key, its customer or one
 of its devices made through this server process applies at once; a change to its key or
@@ -117,23 +126,45 @@ async def device_events(
         server_sent_events(
             stream.subscription,
             stream,
-            shape=_state_events_for(runtime, ctx.provider_id, ctx.customer_id),
+            shape=_state_events_for(runtime, ctx.provider_id, ctx.customer_id, _withheld(ctx)),
         ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
+# The events a module adds to the stream: (event types, the module, the permission to see them).
+_MODULE_EVENTS = (
+    (("geofence_enter", "geofence_exit"), module_catalog.GEOFENCES.name, "read:geofences"),
+    (("trip_start", "trip_end"), module_catalog.TRIPS.name, "read:trips"),
+    (("notification",), module_catalog.AUTOMATIONS.name, "read:notifications"),
+)
+
+
+def _withheld(ctx: CustomerContext) -> frozenset[str]:
+    """The events this stream may not send: a module's, without the module enabled for the
+    customer or the permission that reads them."""
+    return frozenset(
+        kind
+        for kinds, module_name, permission in _MODULE_EVENTS
+        if module_name not in ctx.customer.modules
+        or not grants(ctx.key.customer_permissions, permission)
+        for kind in kinds
+    )
+
+
 def _state_events_for(
-    runtime: Runtime, provider_id: str, customer_id: str
+    runtime: Runtime, provider_id: str, customer_id: str, withheld: frozenset[str] = frozenset()
 ) -> Callable[[Event], Awaitable[Event | None]]:
     """Shapes the changed states the pipeline announces for the customer's stream, as the
-    device reads shape them: from the devices held in memory, else from the database."""
+    device reads shape them: from the devices held in memory, else from the database. Other
+    events go as they are, unless of a kind `withheld`."""
     cache, sessions = runtime.live_devices, runtime.sessions
 
     async def shape(event: Event) -> Event | None:
         if event["type"] != "state":
-            return event  # what other steps announce (enters, trips) goes as it is
+            # What other steps announce (enters, trips, notifications) goes as it is.
+            return None if event["type"] in withheld else event
         held = await cache.customer_devices(provider_id, customer_id)
         if held is not None:
             return held.state_event(event["state"])

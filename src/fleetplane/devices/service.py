@@ -24,7 +24,7 @@ from fleetplane.audit import service as audit
 from fleetplane.audit.service import Actor
 from fleetplane.channels import service as channels
 from fleetplane.core.changes import Change, note
-from fleetplane.core.db import count_under_lock, lock_writers
+from fleetplane.core.db import count_under_lock, id_chunks, lock_writers
 from fleetplane.core.errors import conflict, not_found, validation_error
 from fleetplane.core.ids import looks_like_id, new_id
 from fleetplane.core.timeutil import as_utc, utcnow
@@ -478,6 +478,25 @@ async def owners_of(
         )
         owners.update((row[0], (row[1], row[2])) for row in await session.execute(statement))
     return owners
+
+
+async def names_of(session: AsyncSession, device_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """(name, unique id) of each device found, whoever's it is (a webhook's `device`)."""
+    found: dict[str, tuple[str, str]] = {}
+    for chunk in id_chunks(list(device_ids)):
+        statement = select(Device.id, Device.name, Device.unique_id).where(Device.id.in_(chunk))
+        found.update(
+            (row.id, (row.name, row.unique_id)) for row in await session.execute(statement)
+        )
+    return found
+
+
+async def first_of_customer(
+    session: AsyncSession, provider_id: str, customer_id: str
+) -> Device | None:
+    """The customer's oldest device, if any (a sample for a test of an automation)."""
+    statement = customer_list_query(provider_id, customer_id).order_by(Device.id).limit(1)
+    return (await session.execute(statement)).scalar_one_or_none()
 
 
 async def provider_of(session: AsyncSession, device_id: str) -> str:
