@@ -54,6 +54,7 @@ MODULE_INFOS: tuple[ModuleInfo, ...] = (
     TRIPS,
     DRIVERS,
     GEOFENCES,
+    AUTOMATIONS,
     ANALYTICS,
 )
 

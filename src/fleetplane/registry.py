@@ -6,6 +6,8 @@ from fastapi import APIRouter
 from fleetplane.analytics import module as analytics_module
 from fleetplane.api_keys import studio as api_keys_studio
 from fleetplane.audit import studio as audit_studio
+from fleetplane.automations import module as automations_module
+from fleetplane.automations import processor as automations_processor
 from fleetplane.channels import studio as channels_studio
 from fleetplane.core.modules import Module
 from fleetplane.customers import studio as customers_studio
@@ -36,6 +38,7 @@ MODULES: list[Module] = [
     trips_module.module,
     drivers_module.module,
     geofences_module.module,
+    automations_module.module,
     analytics_module.module,
 ]
 
@@ -48,4 +51,6 @@ STEPS: list[Step] = [
     drivers_processor.step,
     # Intervals carry the counters' odometer at their start and end (after the counters step).
     trips_processor.TripDetectorStep(odometers_at=_counters.odometers_at),
+    # Rules over the messages and what the steps before derived (geofence visits).
+    automations_processor.AutomationsStep(),
 ]
