@@ -405,7 +405,7 @@ def test_each_action_is_recorded_with_its_outbox_rows(fleet: Fleet) -> None:
     created = response.json()
     assert created["actions"][3]["to"] == ["ops@example.com"]
     fleet.send(imei, [body(at(0), 100)])
-    [fired] = fired_at(fleet.settings, created["id"], device_id, at(0))
+    assert fired_at(fleet.settings, created["id"], device_id, at(0)) == [at(0)]
 
     async def outbox(session: AsyncSession) -> list[str]:
         statement = (
