@@ -339,6 +339,10 @@ OPERATIONS: list[Operation] = [
         lambda t: ("/module/geofences/contains?lat=56.9496&lon=24.1052", None),
     ),
     Operation(
+        "GET", "/module/geofences/visits", "read:geofences",
+        lambda t: (f"/module/geofences/visits?geofence_id={_fresh_geofence(t)}", None),
+    ),
+    Operation(
         "GET", "/module/geofences/export", "read:geofences",
         lambda t: ("/module/geofences/export", None),
     ),

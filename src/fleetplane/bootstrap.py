@@ -19,11 +19,14 @@ from fleetplane.devices import service as devices
 from fleetplane.devices.schemas import DeviceCreate
 from fleetplane.drivers import service as drivers
 from fleetplane.drivers.schemas import DriverCreate
+from fleetplane.geofences import service as geofences
+from fleetplane.geofences.schemas import GeofenceCreate
 from fleetplane.module_catalog import module_names
 from fleetplane.providers import service as providers
 from fleetplane.sensors import service as sensors
 from fleetplane.sensors.calculation import SensorType
 from fleetplane.sensors.schemas import SensorCreate
+from fleetplane.simulator.route import RIGA
 from fleetplane.simulator.runner import DEFAULT_SEED, device_driver_keys
 
 DEMO_PROVIDER = "Demo Provider"
@@ -125,6 +128,7 @@ async def seed_demo(
         await _seed_demo_fleet(session, Actor(provider_id=provider.id), policy)
     actor = Actor(provider_id=provider.id)
     await _enable_new_modules(session, actor)
+    await _add_demo_places(session, actor)
     for key in (await session.execute(api_keys.list_query(provider.id, False))).scalars():
         if key.name == DEMO_KEY_NAME:
             await api_keys.revoke(session, actor, key.id, revoker=None)
@@ -147,6 +151,52 @@ async def _enable_new_modules(session: AsyncSession, actor: Actor) -> None:
         if not every <= set(customer.modules):
             modules = sorted(every | set(customer.modules))
             await customers.update(session, actor, customer.id, CustomerUpdate(modules=modules))
+
+
+# Where the demo's trucks drive (the simulation keeps them within 6 km of Riga's centre): a
+# depot round the centre they keep leaving and coming back to, and a corridor along a main road
+# across the city. Positions are (lon, lat), as GeoJSON has them.
+DEMO_LAT, DEMO_LON = RIGA
+DEMO_DEPOT = {"type": "Point", "coordinates": [DEMO_LON, DEMO_LAT]}
+DEMO_DEPOT_RADIUS_M = 1500.0
+DEMO_CORRIDOR = {
+    "type": "LineString",
+    "coordinates": [
+        [DEMO_LON - 0.09, DEMO_LAT - 0.01],
+        [DEMO_LON, DEMO_LAT],
+        [DEMO_LON + 0.09, DEMO_LAT + 0.01],
+    ],
+}
+DEMO_CORRIDOR_WIDTH_M = 300.0
+
+
+async def _add_demo_places(session: AsyncSession, actor: Actor) -> None:
+    """The demo customers' depot and corridor, for those that have no geofence yet (also a
+    demo seeded before geofences existed)."""
+    for customer in (await session.execute(customers.list_query(actor.provider_id))).scalars():
+        listed = geofences.list_query(actor.provider_id, customer.id).limit(1)
+        if (await session.execute(listed)).first() is not None:
+            continue
+        depot = GeofenceCreate.model_validate(
+            {
+                "name": "Depot",
+                "geometry": DEMO_DEPOT,
+                "radius_m": DEMO_DEPOT_RADIUS_M,
+                "color": "#2e7d32",
+                "is_address": True,
+            }
+        )
+        corridor = GeofenceCreate.model_validate(
+            {
+                "name": "City corridor",
+                "geometry": DEMO_CORRIDOR,
+                "width_m": DEMO_CORRIDOR_WIDTH_M,
+                "color": "#1565c0",
+                "speed_limit": 50,
+            }
+        )
+        for data in (depot, corridor):
+            await geofences.create(session, actor, customer.id, data)
 
 
 async def _onto_free_port(

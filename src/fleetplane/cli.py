@@ -294,6 +294,17 @@ def bench_drivers_step(
     raise typer.Exit(bench.main(devices, messages, rounds, database_url, console))
 
 
+@bench_app.command("geofences")
+def bench_geofences(
+    geofences: Annotated[int, typer.Option(min=1, help="Geofences of mixed shapes.")] = 10_000,
+    batch: Annotated[int, typer.Option(min=1, help="Positions tested at once.")] = 100_000,
+    seconds: Annotated[float, typer.Option(min=0.1, help="How long to test.")] = 5.0,
+) -> None:
+    """Batched geofence point checks per second (the visits step's test), CPU only."""
+    bench = load_bench("geofences")
+    raise typer.Exit(bench.main(geofences, batch, seconds, console))
+
+
 @bench_app.command("interval-details")
 def bench_interval_details(
     devices: Annotated[int, typer.Option(min=1, help="Devices per round.")] = 200,

@@ -17,6 +17,7 @@ from fleetplane.devices import studio as devices_studio
 from fleetplane.drivers import module as drivers_module
 from fleetplane.drivers import processor as drivers_processor
 from fleetplane.geofences import module as geofences_module
+from fleetplane.geofences import processor as geofences_processor
 from fleetplane.sensors import studio as sensors_studio
 from fleetplane.steps import studio as steps_studio
 from fleetplane.steps.contract import Step
@@ -51,6 +52,7 @@ STEPS: list[Step] = [
     drivers_processor.step,
     # Intervals carry the counters' odometer at their start and end (after the counters step).
     trips_processor.TripDetectorStep(odometers_at=_counters.odometers_at),
+    geofences_processor.VisitsStep(),
     # Rules over the messages and what the steps before derived (geofence visits).
     automations_processor.AutomationsStep(),
 ]

@@ -37,11 +37,13 @@ from fleetplane.devices import counters as device_counters
 from fleetplane.devices.live_cache import LiveDeviceCache
 from fleetplane.devices.processor import DeviceRulesCache
 from fleetplane.devices.service import DEVICE_CHANGE, DEVICE_COUNTERS_CHANGE
+from fleetplane.geofences import service as geofences
 from fleetplane.ingest.gateway import Gateway
 from fleetplane.ingest.limits import DeviceLimits
 from fleetplane.steps.contract import Step
 from fleetplane.steps.process import StepProcess
 from fleetplane.steps.runner import StepRunner
+from fleetplane.trips import service as trips
 
 # Connections kept for reading customers' devices into memory (one read per customer at a time).
 LIVE_READ_CONNECTIONS = 2
@@ -110,6 +112,13 @@ class Runtime:
         events = EventHub()
         changes.subscribe(
             (DEVICE_COUNTERS_CHANGE,), lambda change: device_counters.announce(events, change)
+        )
+        # What the visits and trips steps announce: `geofence_enter`/`_exit`, `trip_start`/`_end`.
+        changes.subscribe(
+            (geofences.VISIT_CHANGE,), lambda change: geofences.announce_visits(events, change)
+        )
+        changes.subscribe(
+            (trips.TRIP_EVENT_CHANGE,), lambda change: trips.announce_trip_events(events, change)
         )
         files = FileStore(settings.data_dir / "files")
         device_rules = DeviceRulesCache(changes=changes)

@@ -14,7 +14,6 @@ from test_trips_api import (
     START,
     Fleet,
     Route,
-    Tracker,
     detected,
     drive_route,
     fleet,
@@ -22,7 +21,6 @@ from test_trips_api import (
     intervals,
     second_of,
     summary,
-    wialon_body,
 )
 
 from conftest import run_in_db
@@ -30,6 +28,7 @@ from fleetplane.devices import service as devices
 from fleetplane.devices.counters import Counters, count
 from fleetplane.messages import service as messages
 from steps.test_pipeline_steps import wait_until
+from wialon_tracker import Tracker, wialon_body
 
 __all__ = ["fleet"]  # the module's fixture: a server with a listening channel
 
@@ -224,7 +223,8 @@ def test_intervals_carry_the_driver_assigned_at_their_start(fleet: Fleet) -> Non
 
 
 def test_a_page_asks_for_its_drivers_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The drivers of a page come from one call, whatever its number of intervals."""
+    """The drivers of a page come from one call, whatever its number of intervals, and so do
+    the names of the address geofences at their starts and ends."""
     from fleetplane.trips import service
 
     asked: list[list[tuple[str, datetime]]] = []
@@ -233,11 +233,21 @@ def test_a_page_asks_for_its_drivers_once(monkeypatch: pytest.MonkeyPatch) -> No
         asked.append(list(pairs))
         return {pairs[1]: service.drivers.DriverAt("drv_1", "Anna Berzina")}
 
+    places: list[int] = []
+
+    async def address_names_at(
+        session: Any, provider_id: str, customer_id: str, points: Any
+    ) -> list[str | None]:
+        places.append(len(points))
+        return ["Depot"] * len(points)
+
     monkeypatch.setattr(service.drivers, "drivers_at", drivers_at)
+    monkeypatch.setattr(service.geofences, "address_names_at", address_names_at)
     rows = [_Row(f"ivl_{n}", START + timedelta(minutes=n)) for n in range(3)]
-    shaped = asyncio.run(service.shape_intervals(None, "cus_x", rows, None, None))  # type: ignore[arg-type]
+    shaped = asyncio.run(service.shape_intervals(None, "prv_x", "cus_x", rows, None, None))  # type: ignore[arg-type]
     assert asked == [[("dev_x", row.start_time) for row in rows]]
     assert [item["driver_name"] for item in shaped] == [None, "Anna Berzina", None]
+    assert places == [6] and {item["geofence_end"] for item in shaped} == {"Depot"}
 
 
 class _Row:

@@ -4,7 +4,7 @@ route's trips, stops and parkings (distances within 1 %), also after late black-
 after a settings change; bad input, other customers' devices and tracks."""
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,43 +21,11 @@ from conftest import (
     make_tenant,
     server_with,
 )
-from fleetplane.ingest.protocols.wialon_ips import crc_text
-from ingest.test_wialon_tcp_server import Tracker as SocketTracker
 from steps.test_pipeline_steps import wait_until
+from wialon_tracker import Tracker, wialon_body
 
 # Recent whole seconds (old enough for no clock check to mind).
 START = (datetime.now(UTC) - timedelta(hours=8)).replace(microsecond=0, second=0)
-PER_PACKET = 60  # messages in one black box
-
-
-def wialon_body(at: datetime, lat: float, lon: float, speed: float, satellites: int = 9) -> str:
-    def degrees(value: float, width: int) -> str:
-        whole = int(value)
-        return f"{whole:0{width}d}{(value - whole) * 60:07.4f}"
-
-    return (
-        f"{at:%d%m%y;%H%M%S};{degrees(lat, 2)};N;{degrees(lon, 3)};E;{round(speed)};0;20;"
-        f"{satellites};0.9;0;0;NA;NA;"
-    )
-
-
-class Tracker(SocketTracker):
-    """A Wialon IPS 2.0 device on a real socket, logged in; every packet waits for its answer."""
-
-    def __init__(self, port: int, imei: str) -> None:
-        super().__init__(port)
-        assert self.ask_packet("L", f"2.0;{imei};NA") == "#AL#1"
-
-    def ask_packet(self, kind: str, content: str, separator: str = ";") -> str:
-        covered = (content + separator).encode()
-        return self.ask(f"#{kind}#".encode() + covered + crc_text(covered).encode() + b"\r\n")
-
-    def send(self, bodies: Sequence[str]) -> None:
-        """In black boxes of PER_PACKET messages (each answered with its count)."""
-        for start in range(0, len(bodies), PER_PACKET):
-            chunk = bodies[start : start + PER_PACKET]
-            answer = self.ask_packet("B", "|".join(chunk), "|")
-            assert answer == f"#AB#{len(chunk)}", answer
 
 
 @dataclass

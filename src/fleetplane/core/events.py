@@ -8,7 +8,7 @@ event when the access is gone."""
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 import orjson
@@ -94,6 +94,21 @@ class EventHub:
     @property
     def subscribers(self) -> int:
         return len(self._subscriptions)
+
+
+def publish_each(events: EventHub, values: Iterable[Mapping[str, Any]], prefix: str) -> None:
+    """Publishes each of a change notice's values (`kind`, `provider_id`, `customer_id` and
+    the event's fields: what a pipeline step announces) as an event of type `<prefix>_<kind>`
+    with the fields, for the customer's audience."""
+    if not events.subscribers:
+        return
+    for value in values:
+        event = {key: item for key, item in value.items() if key not in _ADDRESSING}
+        event["type"] = f"{prefix}_{value['kind']}"
+        events.publish(event, (value["provider_id"], value["customer_id"]))
+
+
+_ADDRESSING = ("kind", "provider_id", "customer_id")
 
 
 class StreamGuard(Protocol):

@@ -77,6 +77,18 @@ devices reports, whose data is the device's new live state exactly as `GET /modu
 shows it (every field but the device's own: `id`, `unique_id`, `name`, `phone`, `created_at`),
 with `type` (`state`) and `device_id`; a comment line every 15 s when idle.
 
+What the pipeline finds comes too, each with `type` and `device_id` (times RFC 3339 UTC):
+
+- `event: geofence_enter` and `event: geofence_exit` (the geofences module): `geofence_id`,
+  `geofence_name`, `visit_id`, `time` (of the first message inside, or outside), `lat`, `lon`.
+  An enter comes once a geofence's `dwell_s` has passed.
+- `event: trip_start` (the trips module): `trip_id`, `time`, `lat`, `lon`; `event: trip_end`
+  also `start_time`, `duration_s`, `distance_m`, `max_speed`.
+
+These are sent when found, which may be a little after the messages (a trip starts once it is
+long enough to be one); what is found again after late data older than 10 minutes before the
+device's newest message is not sent again.
+
 The stream keeps to the access a new call would have. A change to its key, its customer or one
 of its devices made through this server process applies at once; a change to its key or
 customer made through another process, within `FLEETPLANE_API_KEY_CACHE_SECONDS` (the stream
@@ -120,6 +132,8 @@ def _state_events_for(
     cache, sessions = runtime.live_devices, runtime.sessions
 
     async def shape(event: Event) -> Event | None:
+        if event["type"] != "state":
+            return event  # what other steps announce (enters, trips) goes as it is
         held = await cache.customer_devices(provider_id, customer_id)
         if held is not None:
             return held.state_event(event["state"])

@@ -100,6 +100,20 @@ async def customer_device_ids(
     return frozenset((await session.execute(statement)).scalars())
 
 
+async def require_customer_devices(
+    session: AsyncSession, provider_id: str, customer_id: str, device_ids: Iterable[str]
+) -> None:
+    """`not_found` unless every one of them is the customer's device (a list's filter)."""
+    wanted = set(device_ids)
+    if not wanted:
+        return
+    if not all(looks_like_id(device_id) for device_id in wanted):
+        raise not_found("device")
+    theirs = await customer_device_ids(session, provider_id, customer_id)
+    if not wanted <= theirs:
+        raise not_found("device")
+
+
 async def get(session: AsyncSession, provider_id: str, device_id: str) -> Device:
     return await _one(session, select(Device).where(Device.provider_id == provider_id), device_id)
 

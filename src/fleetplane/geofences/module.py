@@ -4,13 +4,16 @@ which geofences hold a position, and import and export as GeoJSON."""
 from typing import Annotated, Any
 
 from fastapi import Query, Response
+from pydantic import Field
 
 from fleetplane import module_catalog
 from fleetplane.audit.service import Actor
 from fleetplane.core.auth import CustomerContext
+from fleetplane.core.errors import validation_error
 from fleetplane.core.modules import Module
 from fleetplane.core.pagination import Page, PageDep, PageParams, json_response, paginate
-from fleetplane.core.schemas import line_query
+from fleetplane.core.schemas import LINE_PATTERN, UtcDateTime, line_query
+from fleetplane.devices import service as devices
 from fleetplane.geofences import service
 from fleetplane.geofences.models import GeofenceGroup
 from fleetplane.geofences.schemas import (
@@ -25,6 +28,7 @@ from fleetplane.geofences.schemas import (
     GroupUpdate,
     ImportResult,
     Shape,
+    VisitOut,
 )
 
 module = Module(module_catalog.GEOFENCES)
@@ -121,6 +125,51 @@ async def import_geofences(
     when there is none). Other properties are ignored."""
     ids = await service.import_collection(ctx.session, Actor.of(ctx), ctx.customer_id, body)
     return json_response({"created": len(ids), "ids": ids})
+
+
+MAX_DEVICE_FILTERS = 1000
+DeviceId = Annotated[str, Field(max_length=64, pattern=LINE_PATTERN)]
+
+
+@router.get("/visits", response_model=Page[VisitOut], summary="Visits of the customer's devices")
+async def list_visits(
+    ctx: CustomerContext = module.requires("read:geofences"),
+    page: PageParams = PageDep,
+    device_id: Annotated[
+        list[DeviceId] | None,
+        Query(description="Repeat for several devices; none: all the customer's devices."),
+    ] = None,
+    geofence_id: Annotated[
+        str | None, line_query(40, description="Only the visits of this geofence.")
+    ] = None,
+    from_: Annotated[UtcDateTime | None, Query(alias="from", description="Inclusive.")] = None,
+    to: Annotated[UtcDateTime | None, Query(description="Exclusive.")] = None,
+) -> Response:
+    """The visits that overlap `from`..`to` (one still open goes on to now), ordered by enter
+    time. A device is inside or outside a geofence by its last valid fix: a visit enters at
+    the first message inside and exits at the first message outside (`exit` null while
+    inside); `distance_m` sums the geodesic segments between consecutive messages inside. With
+    the geofence's `dwell_s`, a visit shorter than that is not one. Visits are found by the
+    pipeline in the background, and found again when late (black box) data arrives."""
+    if from_ is not None and to is not None and from_ > to:
+        raise validation_error(["query", "from"], "`from` is after `to`.")
+    device_ids = list(dict.fromkeys(device_id or ()))
+    if len(device_ids) > MAX_DEVICE_FILTERS:
+        raise validation_error(["query", "device_id"], f"At most {MAX_DEVICE_FILTERS} devices.")
+    await devices.require_customer_devices(
+        ctx.session, ctx.provider_id, ctx.customer_id, device_ids
+    )
+    if geofence_id is not None:
+        await service.get(ctx.session, ctx.provider_id, ctx.customer_id, geofence_id)
+    statement = service.visits_query(
+        ctx.provider_id,
+        ctx.customer_id,
+        device_ids=device_ids,
+        geofence_id=geofence_id,
+        since=from_,
+        until=to,
+    )
+    return json_response(await service.page_of_visits(ctx.session, statement, page))
 
 
 # --------------------------------------------------------------------------------------------

@@ -94,6 +94,11 @@ SPEED_LIMIT_HELP = "The speed limit inside the geofence, km/h (for speeding rule
 ADDRESS_HELP = (
     "Use the geofence's name as an address: trips starting or ending inside it are named after it."
 )
+DWELL_HELP = (
+    "The dwell delay in seconds: a visit counts (is listed, and its enter and exit are "
+    "announced) only once the device has been inside this long; 0 counts every visit."
+)
+MAX_DWELL_S = 7 * 86_400
 GROUPS_HELP = "The groups the geofence is in (ids of the customer's geofence groups)."
 
 
@@ -109,6 +114,10 @@ def _speed_limit(**field: Any) -> Any:
     return Field(
         gt=0, le=MAX_SPEED_LIMIT, allow_inf_nan=False, description=SPEED_LIMIT_HELP, **field
     )
+
+
+def _dwell(**field: Any) -> Any:
+    return Field(ge=0, le=MAX_DWELL_S, description=DWELL_HELP, **field)
 
 
 def _color(**field: Any) -> Any:
@@ -135,6 +144,7 @@ class GeofenceCreate(RequestBody):
     group_ids: GroupIds = Field(default_factory=list)
     is_address: bool = Field(default=False, description=ADDRESS_HELP)
     speed_limit: float | None = _speed_limit(default=None)
+    dwell_s: int = _dwell(default=0)
 
 
 class GeofenceUpdate(RequestBody):
@@ -152,6 +162,7 @@ class GeofenceUpdate(RequestBody):
     )
     is_address: bool | None = Field(default=None, description=ADDRESS_HELP)
     speed_limit: float | None = _speed_limit(default=None)
+    dwell_s: int | None = _dwell(default=None)
 
 
 class GeometryOut(ResponseBody):
@@ -171,6 +182,7 @@ class GeofenceOut(ResponseBody):
     group_ids: list[str] = Field(description=GROUPS_HELP)
     is_address: bool = Field(description=ADDRESS_HELP)
     speed_limit: float | None = Field(description=SPEED_LIMIT_HELP)
+    dwell_s: int = Field(description=DWELL_HELP)
     area_m2: float = Field(description="The surface inside, in square metres.")
     created_at: datetime
     updated_at: datetime
@@ -225,6 +237,7 @@ class ImportedProperties(BaseModel):
     color: str | None = _color(default=None)
     is_address: bool = Field(default=False, description=ADDRESS_HELP)
     speed_limit: float | None = _speed_limit(default=None)
+    dwell_s: int = _dwell(default=0)
     groups: list[Annotated[str, name_field()]] = Field(
         default_factory=list,
         max_length=MAX_GROUPS,
@@ -265,6 +278,7 @@ class FeatureProperties(ResponseBody):
     color: str | None
     is_address: bool
     speed_limit: float | None
+    dwell_s: int
     group_ids: list[str]
     groups: list[str] = Field(description="The groups' names.")
 
@@ -279,3 +293,30 @@ class FeatureOut(ResponseBody):
 class FeatureCollectionOut(ResponseBody):
     type: Literal["FeatureCollection"]
     features: list[FeatureOut]
+
+
+# --------------------------------------------------------------------------------------------
+# Visits
+# --------------------------------------------------------------------------------------------
+
+
+class VisitOut(ResponseBody):
+    id: str
+    device_id: str
+    geofence_id: str
+    geofence_name: str
+    enter: datetime = Field(description="The time of the first message inside.")
+    exit: datetime | None = Field(
+        description="The time of the first message outside; null while the device is inside."
+    )
+    duration_s: float = Field(
+        description="From `enter` to `exit`; while inside, to the newest message inside."
+    )
+    distance_m: float = Field(
+        description="The length of the track inside: the geodesic segments between "
+        "consecutive messages inside, in metres."
+    )
+    enter_lat: float
+    enter_lon: float
+    exit_lat: float | None
+    exit_lon: float | None

@@ -3,24 +3,32 @@ into the area positions are tested against (`geometry.build_area`) when it is wr
 geofences hold a position (`customer_index`, `containing`); import and export as GeoJSON."""
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import shapely
-from sqlalchemy import Row, Select, insert, select
+from sqlalchemy import Row, Select, and_, func, insert, or_, select
 from sqlalchemy import delete as delete_rows
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane.audit import service as audit
 from fleetplane.audit.service import Actor
 from fleetplane.core.changes import Change, note
-from fleetplane.core.db import values_by_key
+from fleetplane.core.db import id_chunks, values_by_key
 from fleetplane.core.errors import not_found, validation_error
+from fleetplane.core.events import EventHub, publish_each
 from fleetplane.core.ids import looks_like_id, new_id
 from fleetplane.core.pagination import PageParams, fetch_page
 from fleetplane.core.timeutil import utcnow
 from fleetplane.geofences.geometry import GeofenceIndex, GeometryError, area_m2, build_area, kind_of
-from fleetplane.geofences.models import Geofence, GeofenceGroup, GeofenceGroupMember
+from fleetplane.geofences.models import (
+    Geofence,
+    GeofenceGroup,
+    GeofenceGroupMember,
+    GeofenceVisit,
+)
 from fleetplane.geofences.schemas import (
     FeatureCollectionIn,
     GeofenceCreate,
@@ -33,7 +41,7 @@ from fleetplane.geofences.schemas import (
 # details), a geofence group.
 GEOFENCE_CHANGE = "geofence"
 GEOFENCE_GROUP_CHANGE = "geofence_group"
-_REQUIRED_FIELDS = ("name", "geometry", "is_address", "group_ids")
+_REQUIRED_FIELDS = ("name", "geometry", "is_address", "group_ids", "dwell_s")
 _SHOWN_COLUMNS = tuple(
     column for column in Geofence.__table__.c if column.name not in ("area", "provider_id")
 )
@@ -151,6 +159,7 @@ async def shape_geofences(
             "group_ids": groups.get(geofence.id, []),
             "is_address": geofence.is_address,
             "speed_limit": geofence.speed_limit,
+            "dwell_s": geofence.dwell_s,
             "area_m2": geofence.area_m2,
             "created_at": geofence.created_at,
             "updated_at": geofence.updated_at,
@@ -181,6 +190,7 @@ async def create(
         color=data.color,
         is_address=data.is_address,
         speed_limit=data.speed_limit,
+        dwell_s=data.dwell_s,
         **values,
     )
     session.add(geofence)
@@ -350,7 +360,7 @@ async def export_collection(
             key: item[key]
             for key in (
                 "name", "description", "shape", "radius_m", "width_m", "color", "is_address",
-                "speed_limit", "group_ids",
+                "speed_limit", "dwell_s", "group_ids",
             )
         }  # fmt: skip
         properties["groups"] = [names[g] for g in item["group_ids"] if g in names]
@@ -441,6 +451,7 @@ def _imported_rows(
                 "width_m": width,
                 "is_address": properties.is_address if properties else False,
                 "speed_limit": properties.speed_limit if properties else None,
+                "dwell_s": properties.dwell_s if properties else 0,
                 "area": shapely.to_wkb(area),
                 "area_m2": area_m2(area),
                 "created_at": now,
@@ -557,3 +568,293 @@ def _note_group(session: AsyncSession, group: GeofenceGroup) -> None:
         session,
         Change(GEOFENCE_GROUP_CHANGE, (group.id,), group.provider_id, (group.customer_id,)),
     )
+
+
+# --------------------------------------------------------------------------------------------
+# The geofences a step tests positions against
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerFences:
+    """A customer's geofences as the visits step tests positions against them: the index
+    (ids in id order) and, in the same order, each one's name and dwell delay."""
+
+    index: GeofenceIndex
+    names: tuple[str, ...]
+    dwell_s: tuple[int, ...]
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return self.index.ids
+
+
+# What tells whether a customer's geofences changed: how many, and the newest change.
+FencesStamp = tuple[int, datetime | None]
+
+
+async def fences_stamps(
+    session: AsyncSession, customers: Collection[tuple[str, str]]
+) -> dict[tuple[str, str], FencesStamp]:
+    """Each (provider, customer)'s stamp, in one query (`(0, None)`: no geofences). A geofence
+    created or changed moves its customer's newest change; one deleted, its count."""
+    found: dict[tuple[str, str], FencesStamp] = dict.fromkeys(customers, (0, None))
+    if not found:
+        return found
+    statement = (
+        select(
+            Geofence.provider_id, Geofence.customer_id, func.count(), func.max(Geofence.updated_at)
+        )
+        .where(
+            Geofence.provider_id.in_({p for p, _ in found}),
+            Geofence.customer_id.in_({c for _, c in found}),
+        )
+        .group_by(Geofence.provider_id, Geofence.customer_id)
+    )
+    for provider_id, customer_id, count, newest in await session.execute(statement):
+        if (provider_id, customer_id) in found:
+            found[provider_id, customer_id] = (count, _as_utc(newest))
+    return found
+
+
+def _as_utc(value: datetime | str | None) -> datetime | None:
+    """`max()` of a time column, as the driver gives it (SQLite: text, naive in UTC)."""
+    if value is None or isinstance(value, datetime):
+        return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+async def customer_fences(
+    session: AsyncSession, provider_id: str, customer_id: str
+) -> CustomerFences:
+    """The customer's geofences for the visits step: one query, no geometry recomputed."""
+    statement = (
+        select(Geofence.id, Geofence.name, Geofence.dwell_s, Geofence.area)
+        .where(Geofence.provider_id == provider_id, Geofence.customer_id == customer_id)
+        .order_by(Geofence.id)
+    )
+    rows = (await session.execute(statement)).all()
+    index = GeofenceIndex.from_wkb([row.id for row in rows], [row.area for row in rows])
+    return CustomerFences(
+        index, tuple(row.name for row in rows), tuple(int(row.dwell_s) for row in rows)
+    )
+
+
+async def geofences_at(
+    session: AsyncSession,
+    provider_id: str,
+    customer_id: str,
+    points: Sequence[tuple[float, float]],
+) -> list[set[str]]:
+    """The ids of the customer's geofences holding each (lat, lon): one index, one test."""
+    if not points:
+        return []
+    index = await customer_index(session, provider_id, customer_id)
+    lat, lon = zip(*points, strict=True)
+    return [set(ids) for ids in index.containing(lat, lon)]
+
+
+async def address_names_at(
+    session: AsyncSession,
+    provider_id: str,
+    customer_id: str,
+    points: Sequence[tuple[float, float]],
+) -> list[str | None]:
+    """The name of the customer's address geofence (`is_address`) holding each (lat, lon),
+    the smallest when several do (None: none does). One query and one test for them all."""
+    names: list[str | None] = [None] * len(points)
+    if not points:
+        return names
+    statement = (
+        select(Geofence.id, Geofence.name, Geofence.area)
+        .where(
+            Geofence.provider_id == provider_id,
+            Geofence.customer_id == customer_id,
+            Geofence.is_address.is_(True),
+        )
+        .order_by(Geofence.area_m2, Geofence.id)  # the index in this order: smallest first
+    )
+    rows = (await session.execute(statement)).all()
+    if not rows:
+        return names
+    index = GeofenceIndex.from_wkb([row.id for row in rows], [row.area for row in rows])
+    lat, lon = zip(*points, strict=True)
+    positions, fences = index.pairs(lat, lon)
+    for position, fence in zip(positions.tolist(), fences.tolist(), strict=True):
+        if names[position] is None:  # the first of each position's: the smallest
+            names[position] = rows[fence].name
+    return names
+
+
+# --------------------------------------------------------------------------------------------
+# Visits
+# --------------------------------------------------------------------------------------------
+
+# The kind of change notice of visits that now count or ended (`VISIT_CHANGE`'s values: one per
+# enter or exit, see `visit_notice_values`), which the server turns into live events.
+VISIT_CHANGE = "geofence_visit"
+STEP_NAME = "visits"  # stable: the step's progress is stored under it
+DEVICES_PER_QUERY = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class VisitEvent:
+    device_id: str
+    geofence_id: str
+    geofence_name: str
+    kind: str  # "enter" | "exit"
+    time: datetime
+    lat: float
+    lon: float
+
+
+_VISIT_COLUMNS = (
+    GeofenceVisit.id,
+    GeofenceVisit.device_id,
+    GeofenceVisit.geofence_id,
+    Geofence.name.label("geofence_name"),
+    GeofenceVisit.enter_time,
+    GeofenceVisit.exit_time,
+    GeofenceVisit.duration_s,
+    GeofenceVisit.distance_m,
+    GeofenceVisit.enter_lat,
+    GeofenceVisit.enter_lon,
+    GeofenceVisit.exit_lat,
+    GeofenceVisit.exit_lon,
+)
+
+
+def visits_query(
+    provider_id: str,
+    customer_id: str,
+    *,
+    device_ids: Sequence[str] = (),
+    geofence_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Select[*tuple[Any, ...]]:
+    """The customer's visits (those that count) that overlap [since, until) (an open one goes
+    on to now), of these devices and this geofence when given, with the geofence's name."""
+    statement = (
+        select(*_VISIT_COLUMNS)
+        .join(Geofence, Geofence.id == GeofenceVisit.geofence_id)
+        .where(
+            GeofenceVisit.provider_id == provider_id,
+            GeofenceVisit.customer_id == customer_id,
+            Geofence.customer_id == customer_id,
+            GeofenceVisit.counted.is_(True),
+        )
+    )
+    if device_ids:
+        statement = statement.where(GeofenceVisit.device_id.in_(device_ids))
+    if geofence_id is not None:
+        statement = statement.where(GeofenceVisit.geofence_id == geofence_id)
+    if until is not None:
+        statement = statement.where(GeofenceVisit.enter_time < until)
+    if since is not None:
+        statement = statement.where(
+            or_(GeofenceVisit.exit_time > since, GeofenceVisit.exit_time.is_(None))
+        )
+    return statement
+
+
+def shape_visit(row: Row[Any]) -> dict[str, Any]:
+    """A row of `visits_query` as the API shows a visit."""
+    return {
+        "id": row.id,
+        "device_id": row.device_id,
+        "geofence_id": row.geofence_id,
+        "geofence_name": row.geofence_name,
+        "enter": row.enter_time,
+        "exit": row.exit_time,
+        "duration_s": row.duration_s,
+        "distance_m": row.distance_m,
+        "enter_lat": row.enter_lat,
+        "enter_lon": row.enter_lon,
+        "exit_lat": row.exit_lat,
+        "exit_lon": row.exit_lon,
+    }
+
+
+async def page_of_visits(
+    session: AsyncSession, statement: Select[*tuple[Any, ...]], page: PageParams
+) -> dict[str, Any]:
+    rows, next_cursor = await fetch_page(session, statement, GeofenceVisit.id, page)
+    return {"items": [shape_visit(row) for row in rows], "next_cursor": next_cursor}
+
+
+async def visit_events(
+    session: AsyncSession,
+    provider_id: str,
+    ranges: Mapping[str, tuple[datetime | None, datetime]],
+) -> list[VisitEvent]:
+    """The enters and exits (of visits that count) of each device in its range (device id ->
+    (after, exclusive; until, inclusive)), in time order (at one time, exits first)."""
+    found: list[tuple[datetime, int, VisitEvent]] = []
+    for chunk in id_chunks(list(ranges), DEVICES_PER_QUERY):
+        afters = [ranges[d][0] for d in chunk]
+        after = None if None in afters else min(a for a in afters if a is not None)
+        until = max(ranges[d][1] for d in chunk)
+
+        statement = (
+            select(
+                GeofenceVisit.device_id, GeofenceVisit.geofence_id, Geofence.name,
+                GeofenceVisit.enter_time, GeofenceVisit.enter_lat, GeofenceVisit.enter_lon,
+                GeofenceVisit.exit_time, GeofenceVisit.exit_lat, GeofenceVisit.exit_lon,
+            )
+            .join(Geofence, Geofence.id == GeofenceVisit.geofence_id)
+            .where(
+                GeofenceVisit.provider_id == provider_id,
+                GeofenceVisit.device_id.in_(chunk),
+                GeofenceVisit.counted.is_(True),
+                or_(
+                    _within(GeofenceVisit.enter_time, after, until),
+                    _within(GeofenceVisit.exit_time, after, until),
+                ),
+            )
+        )  # fmt: skip
+        for row in await session.execute(statement):
+            since, till = ranges[row.device_id]
+            for kind, order, time, lat, lon in (
+                ("enter", 1, row.enter_time, row.enter_lat, row.enter_lon),
+                ("exit", 0, row.exit_time, row.exit_lat, row.exit_lon),
+            ):
+                if time is not None and (since is None or time > since) and time <= till:
+                    event = VisitEvent(
+                        row.device_id, row.geofence_id, row.name, kind, time, lat, lon
+                    )
+                    found.append((time, order, event))
+    found.sort(key=lambda item: (item[0], item[1], item[2].device_id, item[2].geofence_id))
+    return [event for _, _, event in found]
+
+
+def _within(column: Any, after: datetime | None, until: datetime) -> Any:
+    return column <= until if after is None else and_(column > after, column <= until)
+
+
+async def open_visits(
+    session: AsyncSession, provider_id: str, device_ids: Collection[str]
+) -> dict[str, list[tuple[str, datetime]]]:
+    """Per device, the (geofence id, enter time) of its visits still open (that count), in
+    enter order."""
+    found: dict[str, list[tuple[str, datetime]]] = {device_id: [] for device_id in device_ids}
+    for chunk in id_chunks(list(found), DEVICES_PER_QUERY):
+        statement = (
+            select(GeofenceVisit.device_id, GeofenceVisit.geofence_id, GeofenceVisit.enter_time)
+            .where(
+                GeofenceVisit.provider_id == provider_id,
+                GeofenceVisit.device_id.in_(chunk),
+                GeofenceVisit.exit_time.is_(None),
+                GeofenceVisit.counted.is_(True),
+            )
+            .order_by(GeofenceVisit.enter_time, GeofenceVisit.geofence_id)
+        )
+        for device_id, geofence_id, enter in await session.execute(statement):
+            found[device_id].append((geofence_id, enter))
+    return found
+
+
+def announce_visits(events: EventHub, change: Change) -> None:
+    """Tells the live event streams of enters and exits (a committed `geofence_visit`
+    notice): `geofence_enter` and `geofence_exit` events for the visit's customer."""
+    publish_each(events, change.values, "geofence")

@@ -13,7 +13,7 @@ A step is registered in `registry.STEPS`.
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -60,6 +60,12 @@ class NewMessages:
 
 
 Item = TypeVar("Item")
+
+# What a step announces as live events (an enter, a trip's start) it announces only when it
+# happened within this long before the device's newest message in hand: a re-computation after
+# late data, or a black box of old data, finds such things again, and live streams (and what
+# reacts to them) want what happens now.
+ANNOUNCE_WITHIN = timedelta(minutes=10)
 
 # Devices a step works through between two turns of the event loop (see `in_slices`).
 DEVICES_PER_SLICE = 50

@@ -13,6 +13,7 @@ from fleetplane.core.errors import validation_error
 from fleetplane.core.modules import Module
 from fleetplane.core.pagination import Page, PageDep, PageParams, fetch_page, json_response
 from fleetplane.core.schemas import LINE_PATTERN, UtcDateTime
+from fleetplane.devices import service as devices
 from fleetplane.trips import service
 from fleetplane.trips.detector import Kind
 from fleetplane.trips.models import TripInterval
@@ -45,14 +46,16 @@ async def list_intervals(
     device_ids = list(dict.fromkeys(device_id or ()))
     if len(device_ids) > MAX_DEVICE_FILTERS:
         raise validation_error(["query", "device_id"], f"At most {MAX_DEVICE_FILTERS} devices.")
-    await service.require_customer_devices(
+    await devices.require_customer_devices(
         ctx.session, ctx.provider_id, ctx.customer_id, device_ids
     )
     statement = service.intervals_query(
         ctx.provider_id, ctx.customer_id, device_ids=device_ids, since=from_, until=to, kind=kind
     )
     rows, next_cursor = await fetch_page(ctx.session, statement, TripInterval.id, page)
-    items = await service.shape_intervals(ctx.session, ctx.customer_id, rows, from_, to)
+    items = await service.shape_intervals(
+        ctx.session, ctx.provider_id, ctx.customer_id, rows, from_, to
+    )
     return json_response({"items": items, "next_cursor": next_cursor})
 
 

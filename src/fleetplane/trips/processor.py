@@ -66,6 +66,8 @@ class TripDetectorStep:
         odometers = {}
         if self.odometers_at is not None:
             odometers = await interval_odometers(session, self.odometers_at, batches, found)
+        newest = {batch.device.id: batch.messages[-1].device_time for batch in batches}
+        await service.note_trip_events(session, detections, newest)
         await service.save_detections(session, detections, odometers)
 
     async def rewind(

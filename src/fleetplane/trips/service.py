@@ -17,17 +17,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleetplane.audit import service as audit
 from fleetplane.audit.service import Actor
 from fleetplane.core import bulk
+from fleetplane.core.changes import Change, note
 from fleetplane.core.db import id_chunks
 from fleetplane.core.errors import not_found, validation_error
+from fleetplane.core.events import EventHub, publish_each
 from fleetplane.core.ids import id_at, looks_like_id
 from fleetplane.core.timeutil import EARLIEST, utcnow
 from fleetplane.devices import service as devices
 from fleetplane.drivers import service as drivers
+from fleetplane.geofences import service as geofences
 from fleetplane.messages import columns as message_columns
 from fleetplane.sensors import service as sensors
 from fleetplane.sensors.calculation import SensorDefinition, SensorType
 from fleetplane.steps import service as steps
-from fleetplane.steps.contract import StepDevice
+from fleetplane.steps.contract import ANNOUNCE_WITHIN, StepDevice
 from fleetplane.trips.detector import (
     Detection,
     DetectorSettings,
@@ -43,6 +46,9 @@ from fleetplane.trips.models import TripDetectorState, TripInterval, TripSetting
 from fleetplane.trips.schemas import TripSettingsBody
 
 STEP_NAME = "trips"  # stable: the step's progress is stored under it
+# The kind of change notice of trips that started or ended (values: `_trip_event_values`),
+# which the server turns into live events.
+TRIP_EVENT_CHANGE = "trip_event"
 DEVICES_PER_QUERY = 1000
 ID_PREFIX = "ivl"
 _KIND_CODES = {Kind.TRIP.value: 0, Kind.PARKING.value: 1, Kind.STOP.value: 2}
@@ -138,20 +144,6 @@ def intervals_query(
     if since is not None:
         statement = statement.where(or_(TripInterval.end_time > since, TripInterval.open))
     return statement
-
-
-async def require_customer_devices(
-    session: AsyncSession, provider_id: str, customer_id: str, device_ids: Sequence[str]
-) -> None:
-    """`not_found` unless every one of them is the customer's device."""
-    wanted = set(device_ids)
-    if not wanted:
-        return
-    if not all(looks_like_id(device_id) for device_id in wanted):
-        raise not_found("device")
-    theirs = await devices.customer_device_ids(session, provider_id, customer_id)
-    if not wanted <= theirs:
-        raise not_found("device")
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +247,7 @@ _INTERVAL_COLUMNS = (
 
 async def shape_intervals(
     session: AsyncSession,
+    provider_id: str,
     customer_id: str,
     rows: Sequence[Row[Any]],
     since: datetime | None,
@@ -262,21 +255,26 @@ async def shape_intervals(
 ) -> list[dict[str, Any]]:
     """Rows of `intervals_query` as the API, the event stream and exports show an interval,
     the one place that shapes them: what other domains add is asked for the whole page at
-    once (one query for the drivers); `clipped` when [since, until) cuts it."""
+    once (one query for the drivers, one for the address geofences); `clipped` when [since,
+    until) cuts it."""
     drivers_ = await interval_drivers(session, customer_id, rows)
-    return [_shaped(row, drivers_.get(row.id, _NO_DRIVER), since, until) for row in rows]
+    places = await interval_geofences(session, provider_id, customer_id, rows)
+    return [
+        _shaped(row, drivers_.get(row.id, _NO_DRIVER), places[row.id], since, until) for row in rows
+    ]
 
 
 def _shaped(
     row: Row[Any],
     driver: tuple[str | None, str | None],
+    geofences_: tuple[str | None, str | None],
     since: datetime | None,
     until: datetime | None,
 ) -> dict[str, Any]:
     clipped = (since is not None and row.start_time < since) or (
         until is not None and row.end_time > until
     )
-    geofence_start, geofence_end = interval_geofences(row)
+    geofence_start, geofence_end = geofences_
     return {
         "id": row.id,
         "device_id": row.device_id,
@@ -300,8 +298,8 @@ def _shaped(
 
 # What other domains add to an interval, in one place each. The device's odometer is the
 # device counters' at the start and end, which the trips step stores on the row
-# (`trips.odometers`); the driver is asked of the drivers module per page; the names of
-# geofences would come from the geofences module, which is not there yet: null.
+# (`trips.odometers`); the driver is asked of the drivers module per page, the names of the
+# address geofences at the start and end of the geofences module.
 
 _NO_DRIVER: tuple[str | None, str | None] = (None, None)
 
@@ -320,9 +318,16 @@ async def interval_drivers(
     }
 
 
-def interval_geofences(row: Row[Any]) -> tuple[str | None, str | None]:
-    """The names of the address geofences at the interval's start and end."""
-    return None, None
+async def interval_geofences(
+    session: AsyncSession, provider_id: str, customer_id: str, rows: Sequence[Row[Any]]
+) -> dict[str, tuple[str | None, str | None]]:
+    """By interval id, the names of the customer's address geofences at its start and end:
+    one question to the geofences module for the whole page."""
+    points = []
+    for row in rows:
+        points += [(row.start_lat, row.start_lon), (row.end_lat, row.end_lon)]
+    names = await geofences.address_names_at(session, provider_id, customer_id, points)
+    return {row.id: (names[2 * i], names[2 * i + 1]) for i, row in enumerate(rows)}
 
 
 async def track(
@@ -448,6 +453,72 @@ async def save_detections(
 
 
 _NO_ODOMETERS: tuple[float | None, float | None] = (None, None)
+
+
+async def note_trip_events(
+    session: AsyncSession,
+    detections: Sequence[tuple[StepDevice, Detection]],
+    newest: Mapping[str, datetime],
+) -> None:
+    """Raises the notice of the trips that started or ended in a round's detections, before
+    they are written: a trip not stored before started, one stored open that is closed now
+    ended. Those older than `ANNOUNCE_WITHIN` before the device's newest message (`newest`)
+    are not announced (found again after late data, say)."""
+    trips = [
+        (device, interval, interval_id(device, Kind.TRIP.value, interval.start_us))
+        for device, detection in detections
+        if device.customer_id is not None
+        for interval in detection.intervals
+        if interval.kind == Kind.TRIP
+    ]
+    if not trips:
+        return
+    stored: dict[str, bool] = {}
+    for chunk in id_chunks([id_ for _, _, id_ in trips], DEVICES_PER_QUERY):
+        statement = select(TripInterval.id, TripInterval.open).where(TripInterval.id.in_(chunk))
+        stored.update((row.id, row.open) for row in await session.execute(statement))
+    values = []
+    for device, interval, id_ in trips:
+        since = message_columns.time_us(newest[device.id] - ANNOUNCE_WITHIN)
+        was_open = stored.get(id_)
+        if was_open is None and interval.start_us >= since:
+            values.append(_trip_event_values("start", device, interval, id_))
+        if not interval.open and was_open is not False and interval.end_us >= since:
+            values.append(_trip_event_values("end", device, interval, id_))
+    if values:
+        ids = tuple(value["trip_id"] for value in values)
+        devices_ = tuple(dict.fromkeys(value["device_id"] for value in values))
+        note(session, Change(TRIP_EVENT_CHANGE, ids, None, None, devices_, tuple(values)))
+
+
+def _trip_event_values(
+    kind: str, device: StepDevice, interval: Interval, id_: str
+) -> dict[str, Any]:
+    start = kind == "start"
+    values = {
+        "kind": kind,
+        "device_id": device.id,
+        "provider_id": device.provider_id,
+        "customer_id": device.customer_id,
+        "trip_id": id_,
+        "time": message_columns.time_of(interval.start_us if start else interval.end_us),
+        "lat": interval.start_lat if start else interval.end_lat,
+        "lon": interval.start_lon if start else interval.end_lon,
+    }
+    if not start:
+        values |= {
+            "start_time": message_columns.time_of(interval.start_us),
+            "duration_s": interval.duration_s,
+            "distance_m": interval.distance_m,
+            "max_speed": interval.max_speed,
+        }
+    return values
+
+
+def announce_trip_events(events: EventHub, change: Change) -> None:
+    """Tells the live event streams of trips that started or ended (a committed `trip_event`
+    notice): `trip_start` and `trip_end` events for the device's customer."""
+    publish_each(events, change.values, "trip")
 
 
 def interval_row(

@@ -2,7 +2,7 @@
 delivers their actions.
 
 Revision ID: 0023
-Revises: 0021
+Revises: 0022
 """
 
 import sqlalchemy as sa
@@ -12,7 +12,7 @@ from fleetplane.core.db import UTCDateTime
 from fleetplane.migrations import rls
 
 revision = "0023"
-down_revision = "0021"
+down_revision = "0022"
 branch_labels = None
 depends_on = None
 
