@@ -298,6 +298,38 @@ def test_sensor_range(fleet: Fleet) -> None:
     assert notifications(fleet.settings, outside)[0]["data"]["value"] == 60
 
 
+def test_geofence_triggers(fleet: Fleet) -> None:
+    circle = {
+        "name": "Depot",
+        "geometry": {"type": "Point", "coordinates": [24.5, 57.0]},
+        "radius_m": 1000,
+    }
+    response = fleet.api().post("/module/geofences", json=circle)
+    assert response.status_code == 201, response.text
+    depot = response.json()["id"]
+    device_id, imei = fleet.device()
+    enter = fleet.rule({"type": "geofence_enter", "geofence_ids": [depot]}, device_ids=[device_id])
+    exit_ = fleet.rule({"type": "geofence_exit"}, device_ids=[device_id])
+    dwell = fleet.rule(
+        {"type": "geofence_dwell", "geofence_ids": [depot], "min_inside_s": 60},
+        device_ids=[device_id],
+    )
+    speeding = fleet.rule(
+        {"type": "speeding", "speed": 90, "geofence_ids": [depot]}, device_ids=[device_id]
+    )
+    out, inside = (56.95, 24.1), (57.0, 24.5)
+    route = [(0, out, 120), (10, inside, 50), (20, inside, 100), (80, inside, 100),
+             (90, out, 120), (100, inside, 100), (110, out, 120)]  # fmt: skip
+    fleet.send(imei, [body(at(s), v, lat=p[0], lon=p[1]) for s, p, v in route])
+    assert fired_at(fleet.settings, enter, device_id, at(110)) == [at(10), at(100)]
+    assert fired_at(fleet.settings, exit_, device_id, at(110)) == [at(90), at(110)]
+    assert fired_at(fleet.settings, dwell, device_id, at(110)) == [at(80)]
+    assert fired_at(fleet.settings, speeding, device_id, at(110)) == [at(20), at(100)]
+    first = notifications(fleet.settings, enter)[0]
+    assert first["data"] == {"geofence_id": depot, "geofence_name": "Depot"}
+    assert notifications(fleet.settings, speeding)[0]["data"]["geofence_ids"] == [depot]
+
+
 def test_schedule_in_the_customers_time_zone(fleet: Fleet) -> None:
     berlin = ZoneInfo("Europe/Berlin")
     customer = fleet.tenant.customers[1]

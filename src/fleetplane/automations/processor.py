@@ -31,6 +31,7 @@ from fleetplane.automations.rules import (
 from fleetplane.automations.service import Fingerprint
 from fleetplane.customers import service as customers
 from fleetplane.drivers import service as drivers
+from fleetplane.geofences import service as geofences
 from fleetplane.notifications import service as notifications
 from fleetplane.notifications.service import Firing
 from fleetplane.sensors import service as sensors
@@ -76,7 +77,7 @@ class AutomationsStep:
         if not work:
             return
         states = await self._states_of(session, work)
-        facts = await _facts(session, work, sensor_defs)
+        facts = await _facts(session, work, sensor_defs, states)
         lost = await _lost_states(session, rules, customer_ids, [b.device.id for b, _ in work])
         fired: list[tuple[str, Fired]] = []
         written: list[tuple[Rule, str, RuleState]] = []
@@ -171,6 +172,7 @@ async def _facts(
     session: AsyncSession,
     work: Sequence[tuple[DeviceMessages, list[Rule]]],
     sensor_defs: dict[str, SensorDefinition],
+    states: dict[str, dict[str, RuleState]],
 ) -> dict[str, DeviceFacts]:
     """What the devices' rules need besides the messages: one query per kind needed."""
     needing_ignition = [
@@ -185,6 +187,8 @@ async def _facts(
         if needing_key
         else {}
     )
+    inside = await _inside(session, [(b, rs) for b, rs in work if any(_in_fences(r) for r in rs)])
+    visits = await _visits(session, work, states)
     facts = {}
     for batch, _ in work:
         device_id = batch.device.id
@@ -193,9 +197,76 @@ async def _facts(
             ignition=ignitions.get(device_id),
             driver_key=keys.get(device_id),
             sensors=own,
+            inside=inside.get(device_id),
+            visits=visits.get(device_id, {}),
             key_reading=drivers.reader_key,
         )
     return facts
+
+
+def _in_fences(rule: Rule) -> bool:
+    """The rule asks which geofences each message is inside."""
+    return rule.type == "geofence_dwell" or (
+        rule.type == "speeding" and bool(rule.trigger.get("geofence_ids"))
+    )
+
+
+async def _inside(
+    session: AsyncSession, work: Sequence[tuple[DeviceMessages, list[Rule]]]
+) -> dict[str, list[frozenset[str] | None]]:
+    """The geofences of its customer each message of the devices is inside (None: no
+    position): one test per customer."""
+    by_customer: dict[tuple[str, str], list[DeviceMessages]] = {}
+    for batch, _ in work:
+        owner = (batch.device.provider_id, batch.device.customer_id or "")
+        by_customer.setdefault(owner, []).append(batch)
+    found: dict[str, list[frozenset[str] | None]] = {}
+    for (provider_id, customer_id), batches in by_customer.items():
+        points = [
+            (m.lat, m.lon)
+            for b in batches
+            for m in b.messages
+            if m.lat is not None and m.lon is not None
+        ]
+        holding = iter(await geofences.geofences_at(session, provider_id, customer_id, points))
+        for batch in batches:
+            found[batch.device.id] = [
+                frozenset(next(holding)) if m.has_position else None for m in batch.messages
+            ]
+    return found
+
+
+async def _visits(
+    session: AsyncSession,
+    work: Sequence[tuple[DeviceMessages, list[Rule]]],
+    states: dict[str, dict[str, RuleState]],
+) -> dict[str, dict[int, list[tuple[str, str, str]]]]:
+    """The visits' enters and exits at the devices' messages (device id -> message index ->
+    (kind, geofence id, name)), after what the devices' enter and exit rules evaluated: one
+    query per provider."""
+    ranges: dict[str, dict[str, tuple[datetime | None, datetime]]] = {}
+    for batch, rules in work:
+        watching = [r for r in rules if r.type in ("geofence_enter", "geofence_exit")]
+        if not watching:
+            continue
+        evaluated = [
+            states[batch.device.id].get(r.id, RuleState()).evaluated_until for r in watching
+        ]
+        after = None if None in evaluated else min(t for t in evaluated if t is not None)
+        until = batch.messages[-1].device_time
+        ranges.setdefault(batch.device.provider_id, {})[batch.device.id] = (after, until)
+    found: dict[str, dict[int, list[tuple[str, str, str]]]] = {}
+    indexes = {
+        batch.device.id: {m.device_time: i for i, m in enumerate(batch.messages)}
+        for batch, _ in work
+    }
+    for provider_id, wanted in ranges.items():
+        for event in await geofences.visit_events(session, provider_id, wanted):
+            index = indexes[event.device_id].get(event.time)
+            if index is not None:
+                at_message = found.setdefault(event.device_id, {}).setdefault(index, [])
+                at_message.append((event.kind, event.geofence_id, event.geofence_name))
+    return found
 
 
 async def _lost_states(

@@ -153,8 +153,10 @@ class DeviceFacts:
     ignition: SensorDefinition | None = None
     driver_key: SensorDefinition | None = None
     sensors: Mapping[str, SensorDefinition] = field(default_factory=dict)
-    # (geofence events of the messages, the geofences each message is inside): see `geofences`.
-    inside: Sequence[frozenset[str]] | None = None
+    # The customer's geofences each message is inside (None: a message without a position),
+    # for rules with geofences; and the visits' enters and exits at each message (by index:
+    # (kind, geofence id, geofence name)).
+    inside: Sequence[frozenset[str] | None] | None = None
     visits: Mapping[int, Sequence[tuple[str, str, str]]] = field(default_factory=dict)
     # A message's driver key reading: (read at all, the key or None when the reader is empty).
     key_reading: Callable[[Message, SensorDefinition | None], tuple[bool, str | None]] | None = None
@@ -253,9 +255,8 @@ def _level(
 
 def _inside_of(rule: Rule, index: int, facts: DeviceFacts) -> frozenset[str] | None:
     """The watched geofences the message is inside (any when the rule names none)."""
-    if facts.inside is None:
+    if facts.inside is None or (inside := facts.inside[index]) is None:
         return None
-    inside = facts.inside[index]
     watched = rule.trigger.get("geofence_ids") or ()
     return inside & frozenset(watched) if watched else inside
 
