@@ -112,6 +112,19 @@ def _fresh_geofence_group(t: Tenant) -> str:
     return response.json()["id"]
 
 
+_RULE = {
+    "name": "Speeding",
+    "trigger": {"type": "speeding", "speed": 90},
+    "actions": [{"type": "notification"}],
+}
+
+
+def _fresh_automation(t: Tenant) -> str:
+    response = t.module_api(0).post("/module/automations", json=_RULE)
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
 def _in_an_hour() -> str:
     return (datetime.now(UTC) + timedelta(hours=1)).isoformat()
 
@@ -397,6 +410,31 @@ OPERATIONS: list[Operation] = [
         "DELETE", "/module/geofences/groups/{group_id}", "delete:geofences",
         lambda t: (f"/module/geofences/groups/{_fresh_geofence_group(t)}", None), 204,
     ),
+    # Module: automations
+    Operation(
+        "GET", "/module/automations", "read:automations",
+        lambda t: ("/module/automations", None),
+    ),
+    Operation(
+        "POST", "/module/automations", "create:automations",
+        lambda t: ("/module/automations", _RULE), 201,
+    ),
+    Operation(
+        "GET", "/module/automations/{automation_id}", "read:automations",
+        lambda t: (f"/module/automations/{_fresh_automation(t)}", None),
+    ),
+    Operation(
+        "PATCH", "/module/automations/{automation_id}", "update:automations",
+        lambda t: (f"/module/automations/{_fresh_automation(t)}", {"enabled": False}),
+    ),
+    Operation(
+        "DELETE", "/module/automations/{automation_id}", "delete:automations",
+        lambda t: (f"/module/automations/{_fresh_automation(t)}", None), 204,
+    ),
+    Operation(
+        "POST", "/module/automations/{automation_id}/secret", "update:automations",
+        lambda t: (f"/module/automations/{_fresh_automation(t)}/secret", None),
+    ),
     # Module: automations (what the rules fired, and the test of a rule)
     Operation(
         "GET", "/module/automations/notifications", "read:notifications",
@@ -404,7 +442,7 @@ OPERATIONS: list[Operation] = [
     ),
     Operation(
         "POST", "/module/automations/{automation_id}/test", "update:automations",
-        lambda t: (f"/module/automations/{store_automation(t, [])}/test", None), 202,
+        lambda t: (f"/module/automations/{_fresh_automation(t)}/test", None), 202,
     ),
     # Module: analytics
     Operation(

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from fleetplane import __version__
+from fleetplane.automations import connection
 from fleetplane.config import Settings
 from fleetplane.core.auth import PermissionRoute, public
 from fleetplane.core.db import warn_if_superuser
@@ -67,6 +68,10 @@ def create_app(
                 runtime.system_sessions, settings.column_build_interval_seconds
             )
             tasks.append(asyncio.create_task(pack, name="message-columns"))
+            watch = connection.watch_forever(
+                runtime.system_sessions, settings.connection_check_seconds
+            )
+            tasks.append(asyncio.create_task(watch, name="connection-watch"))
         tasks += [asyncio.create_task(companion()) for companion in companions]
         try:
             yield

@@ -66,13 +66,20 @@ class Settings(BaseSettings):
     gateway: bool = Field(
         default=True,
         description="Run the device listeners (channels), the retention job, the column store's "
-        "builder and the delivery of automations' actions in this process.",
+        "builder, the delivery of automations' actions and their connection watch in this "
+        "process.",
     )
     default_retention_days: int = Field(
         default=365, ge=1, description="How long messages of devices of no customer are kept."
     )
     retention_interval_seconds: float = Field(
         default=3600, ge=1, description="How often expired messages are purged."
+    )
+    connection_check_seconds: float = Field(
+        default=5.0,
+        ge=0.01,
+        description="How often the automations' connection watch looks for devices that have "
+        "sent nothing for a `connection_lost` rule's time",
     )
     column_build_interval_seconds: float = Field(
         default=60,

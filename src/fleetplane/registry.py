@@ -7,6 +7,7 @@ from fleetplane.analytics import module as analytics_module
 from fleetplane.api_keys import studio as api_keys_studio
 from fleetplane.audit import studio as audit_studio
 from fleetplane.automations import module as automations_module
+from fleetplane.automations import processor as automations_processor
 from fleetplane.channels import studio as channels_studio
 from fleetplane.core.modules import Module
 from fleetplane.customers import studio as customers_studio
@@ -52,4 +53,6 @@ STEPS: list[Step] = [
     # Intervals carry the counters' odometer at their start and end (after the counters step).
     trips_processor.TripDetectorStep(odometers_at=_counters.odometers_at),
     geofences_processor.VisitsStep(),
+    # Rules over the messages and what the steps before derived (geofence visits).
+    automations_processor.AutomationsStep(),
 ]

@@ -4,20 +4,72 @@ fired and how each delivery went."""
 from typing import Annotated
 
 from fastapi import Query, Response
-from sqlalchemy import select
 
 from fleetplane import module_catalog
+from fleetplane.audit.service import Actor
+from fleetplane.automations import service
 from fleetplane.automations.models import Automation
+from fleetplane.automations.schemas import (
+    AutomationCreate,
+    AutomationCreated,
+    AutomationOut,
+    AutomationUpdate,
+    SecretOut,
+)
 from fleetplane.core.auth import CustomerContext
-from fleetplane.core.errors import not_found, validation_error
+from fleetplane.core.errors import validation_error
 from fleetplane.core.modules import Module
-from fleetplane.core.pagination import Page, PageDep, PageParams, json_response
+from fleetplane.core.pagination import Page, PageDep, PageParams, json_response, paginate
 from fleetplane.core.schemas import UtcDateTime, line_query
 from fleetplane.notifications import service as notifications
 from fleetplane.notifications.schemas import NotificationOut, TestFired
 
 module = Module(module_catalog.AUTOMATIONS)
 router = module.router
+
+RULES = """A rule fires when its trigger's condition becomes true on one of the devices it
+watches (`conditions.device_ids`, empty: all the customer's devices) and has held for
+`conditions.min_duration_s` (device time; instantaneous triggers such as `ignition_on` fire at
+once), at most once per spell of the condition, not within `conditions.cooldown_s` of its
+previous firing on the device, and only when the message's time is inside
+`conditions.schedule` (week days and local times in the customer's time zone). Messages older
+than those a rule has evaluated on a device (late black-box data) are not evaluated again.
+`maintenance_due`, `maintenance_overdue`, `checklist_failed`, `fuel_fill` and `fuel_drain` are
+refused (`422` on `trigger.type`) until their modules exist."""
+
+
+@router.get("", response_model=Page[AutomationOut], summary="List the customer's automations")
+async def list_automations(
+    ctx: CustomerContext = module.requires("read:automations"),
+    page: PageParams = PageDep,
+    enabled: Annotated[bool | None, Query(description="Only those (not) enabled.")] = None,
+    type: Annotated[
+        str | None, line_query(40, description="Only those whose trigger is of this type.")
+    ] = None,
+) -> Response:
+    """In creation order."""
+    statement = service.list_query(ctx.provider_id, ctx.customer_id, enabled=enabled, type_=type)
+    return await paginate(ctx.session, statement, Automation.id, page, AutomationOut)
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=AutomationCreated,
+    summary="Create an automation",
+    description=RULES,
+)
+async def create_automation(
+    body: AutomationCreate, ctx: CustomerContext = module.requires("create:automations")
+) -> Response:
+    """The answer holds `webhook_secret`, which signs the rule's webhooks; it is shown only
+    here (`POST /module/automations/{id}/secret` makes a new one). A device, geofence or
+    sensor that is not the customer's is `422` naming the field."""
+    automation = await service.create(ctx.session, Actor.of(ctx), ctx.customer_id, body)
+    item = service.shape(automation) | {"webhook_secret": automation.webhook_secret}
+    response = json_response(item, 201)
+    response.headers["Location"] = f"/module/automations/{automation.id}"
+    return response
 
 
 # --- what the rules fired, and the test of a rule --------------------------------------------
@@ -73,15 +125,64 @@ async def test_automation(
     actions as a firing would be (whether or not the automation is enabled). Answers `202`
     with the notification's id; `GET /module/automations/notifications` shows how each
     delivery goes."""
-    statement = select(Automation.actions).where(
-        Automation.provider_id == ctx.provider_id,
-        Automation.customer_id == ctx.customer_id,
-        Automation.id == automation_id,
-    )
-    actions = (await ctx.session.execute(statement)).scalar_one_or_none()
-    if actions is None:
-        raise not_found("automation")
+    automation = await service.get(ctx.session, ctx.provider_id, ctx.customer_id, automation_id)
     notification_id = await notifications.fire_test(
-        ctx.session, ctx.provider_id, ctx.customer_id, automation_id, actions
+        ctx.session, ctx.provider_id, ctx.customer_id, automation_id, automation.actions
     )
     return json_response({"notification_id": notification_id}, status_code=202)
+
+
+# --- one automation ---------------------------------------------------------------------------
+
+
+@router.get("/{automation_id}", response_model=AutomationOut, summary="Get an automation")
+async def get_automation(
+    automation_id: str, ctx: CustomerContext = module.requires("read:automations")
+) -> Response:
+    automation = await service.get(ctx.session, ctx.provider_id, ctx.customer_id, automation_id)
+    return _answer(automation)
+
+
+@router.patch(
+    "/{automation_id}",
+    response_model=AutomationOut,
+    summary="Update an automation",
+    description=RULES,
+)
+async def update_automation(
+    automation_id: str,
+    body: AutomationUpdate,
+    ctx: CustomerContext = module.requires("update:automations"),
+) -> Response:
+    """Changes only the fields sent; `trigger`, `conditions` and `actions` are replaced
+    whole. A new trigger starts the rule afresh on every device."""
+    automation = await service.update(
+        ctx.session, Actor.of(ctx), ctx.customer_id, automation_id, body
+    )
+    return _answer(automation)
+
+
+@router.delete("/{automation_id}", status_code=204, summary="Delete an automation")
+async def delete_automation(
+    automation_id: str, ctx: CustomerContext = module.requires("delete:automations")
+) -> Response:
+    """What it fired stays listed."""
+    await service.delete_automation(ctx.session, Actor.of(ctx), ctx.customer_id, automation_id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/{automation_id}/secret",
+    response_model=SecretOut,
+    summary="Make a new webhook secret for an automation",
+)
+async def rotate_secret(
+    automation_id: str, ctx: CustomerContext = module.requires("update:automations")
+) -> Response:
+    """The new secret signs the rule's webhooks from now on; it is shown only here."""
+    secret = await service.rotate_secret(ctx.session, Actor.of(ctx), ctx.customer_id, automation_id)
+    return json_response({"webhook_secret": secret})
+
+
+def _answer(automation: Automation) -> Response:
+    return json_response(service.shape(automation))

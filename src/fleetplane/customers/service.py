@@ -1,6 +1,6 @@
 """Customer rules. Every function takes the provider it acts for and filters by it."""
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from sqlalchemy import Select, select
@@ -10,6 +10,7 @@ from fleetplane.audit import service as audit
 from fleetplane.audit.service import Actor
 from fleetplane.core.auth import CustomerIdentity
 from fleetplane.core.changes import Change, note
+from fleetplane.core.db import id_chunks
 from fleetplane.core.errors import not_found
 from fleetplane.core.ids import looks_like_id, new_id
 from fleetplane.customers.models import Customer
@@ -36,6 +37,15 @@ async def retention_days(session: AsyncSession) -> list[tuple[str, int]]:
     """(customer id, retention days) of every customer of the platform."""
     result = await session.execute(select(Customer.id, Customer.retention_days))
     return [(row[0], row[1]) for row in result.all()]
+
+
+async def timezones(session: AsyncSession, customer_ids: Iterable[str]) -> dict[str, str]:
+    """The IANA time zone of each customer found (for work across providers: the pipeline)."""
+    found: dict[str, str] = {}
+    for chunk in id_chunks(sorted(set(customer_ids))):
+        statement = select(Customer.id, Customer.timezone).where(Customer.id.in_(chunk))
+        found.update((row[0], row[1]) for row in await session.execute(statement))
+    return found
 
 
 async def find(session: AsyncSession, provider_id: str, customer_id: str) -> Customer | None:

@@ -466,6 +466,44 @@ async def unassigned_ids(session: AsyncSession) -> list[str]:
     return list((await session.execute(statement)).scalars())
 
 
+@dataclass(frozen=True, slots=True)
+class LastContact:
+    """When a device was last heard from (server time), and where it was then."""
+
+    device_id: str
+    provider_id: str
+    customer_id: str | None
+    last_received_at: datetime
+    lat: float | None
+    lon: float | None
+    speed: float | None
+    course: float | None
+
+
+async def last_contacts(
+    session: AsyncSession, customer_ids: Iterable[str], received_before: datetime
+) -> list[LastContact]:
+    """The customers' devices whose newest message was received before a time (devices that
+    never sent one are left out), for work across providers (the connection watch)."""
+    found: list[LastContact] = []
+    wanted = sorted(set(customer_ids))
+    for start in range(0, len(wanted), DEVICES_PER_QUERY):
+        statement = (
+            select(
+                Device.id, Device.provider_id, Device.customer_id, DeviceState.last_received_at,
+                DeviceState.lat, DeviceState.lon, DeviceState.speed, DeviceState.course,
+            )
+            .join(DeviceState, DeviceState.device_id == Device.id)
+            .where(
+                Device.customer_id.in_(wanted[start : start + DEVICES_PER_QUERY]),
+                DeviceState.last_received_at < received_before,
+            )
+            .order_by(Device.id)
+        )  # fmt: skip
+        found += [LastContact(*row) for row in await session.execute(statement)]
+    return found
+
+
 async def owners_of(
     session: AsyncSession, device_ids: list[str]
 ) -> dict[str, tuple[str, str | None]]:

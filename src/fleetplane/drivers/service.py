@@ -39,7 +39,18 @@ from fleetplane.drivers.schemas import (
     DriverCreate,
     DriverUpdate,
 )
-from fleetplane.drivers.timeline import DeviceTimeline, Source, Span, key_end, manual_end, match_key
+from fleetplane.drivers.timeline import (
+    DeviceTimeline,
+    NoReading,
+    Source,
+    Span,
+    key_end,
+    key_reading,
+    manual_end,
+    match_key,
+)
+from fleetplane.sensors.calculation import SensorDefinition
+from fleetplane.telemetry import Message
 
 # The kinds of change notice (core.changes) of this domain: a driver (its details or key
 # codes), and a device's driver assignments (made by hand or by its key reader).
@@ -721,6 +732,15 @@ async def timelines_of(
         device_id: DeviceTimeline(device_id, currents.get(device_id), manuals.get(device_id, []))
         for device_id in first_times
     }
+
+
+def reader_key(message: Message, sensor: SensorDefinition | None) -> tuple[bool, str | None]:
+    """A message's key reader as the key assignments read it (`timeline.key_reading`): (the
+    message reads it at all, the key's match key or None when the reader is empty)."""
+    reading = key_reading(message, sensor)
+    if isinstance(reading, NoReading):
+        return False, None
+    return True, reading
 
 
 async def drivers_by_code(

@@ -136,6 +136,20 @@ async def values_for_devices(
     return by_device
 
 
+async def definitions_by_id(
+    session: AsyncSession, sensor_ids: Sequence[str]
+) -> dict[str, SensorDefinition]:
+    """The sensors found of these ids, whoever's (for pipeline steps and checks that filter
+    by the sensor's device themselves)."""
+    found: dict[str, SensorDefinition] = {}
+    unique_ids = [sensor_id for sensor_id in dict.fromkeys(sensor_ids) if looks_like_id(sensor_id)]
+    for start in range(0, len(unique_ids), DEVICES_PER_QUERY):
+        chunk = unique_ids[start : start + DEVICES_PER_QUERY]
+        statement = select(*_DEFINITION_COLUMNS).where(Sensor.id.in_(chunk))
+        found.update((row.id, definition_of(row)) for row in await session.execute(statement))
+    return found
+
+
 async def ignition_sensors(
     session: AsyncSession, device_ids: Sequence[str]
 ) -> dict[str, SensorDefinition]:
