@@ -330,6 +330,31 @@ def test_geofence_triggers(fleet: Fleet) -> None:
     assert notifications(fleet.settings, speeding)[0]["data"]["geofence_ids"] == [depot]
 
 
+def test_an_enter_fires_once_the_geofences_dwell_delay_has_passed(fleet: Fleet) -> None:
+    """The visit counts only at the message 60 s after its enter, which comes in a later round
+    than the enter's own message: the rule fires there, once; a shorter pass-through never."""
+    circle = {
+        "name": "Loading bay",
+        "geometry": {"type": "Point", "coordinates": [25.0, 57.5]},
+        "radius_m": 500,
+        "dwell_s": 60,
+    }
+    response = fleet.api().post("/module/geofences", json=circle)
+    assert response.status_code == 201, response.text
+    bay = response.json()["id"]
+    device_id, imei = fleet.device()
+    enter = fleet.rule({"type": "geofence_enter", "geofence_ids": [bay]}, device_ids=[device_id])
+    out, inside = (57.45, 24.9), (57.5, 25.0)
+    passing = [(0, out), (10, inside), (40, inside), (50, out)]  # 40 s inside: no visit
+    fleet.send(imei, [body(at(s), 30, lat=p[0], lon=p[1]) for s, p in passing])
+    assert fired_at(fleet.settings, enter, device_id, at(50)) == []
+    fleet.send(imei, [body(at(s), 30, lat=p[0], lon=p[1]) for s, p in [(60, inside), (90, inside)]])
+    assert fired_at(fleet.settings, enter, device_id, at(90)) == []
+    staying = [(130, inside), (140, inside), (200, out)]
+    fleet.send(imei, [body(at(s), 30, lat=p[0], lon=p[1]) for s, p in staying])
+    assert fired_at(fleet.settings, enter, device_id, at(200)) == [at(130)]
+
+
 def test_schedule_in_the_customers_time_zone(fleet: Fleet) -> None:
     berlin = ZoneInfo("Europe/Berlin")
     customer = fleet.tenant.customers[1]

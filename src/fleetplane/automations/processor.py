@@ -10,6 +10,7 @@ of the devices that follow on are the ones this step left in memory. The states 
 reads the active ones each round (of customers that have such rules), clears them when their
 device speaks again and fires the `connection_restored` rules."""
 
+from bisect import bisect_left
 from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -243,7 +244,8 @@ async def _visits(
 ) -> dict[str, dict[int, list[tuple[str, str, str]]]]:
     """The visits' enters and exits at the devices' messages (device id -> message index ->
     (kind, geofence id, name)), after what the devices' enter and exit rules evaluated: one
-    query per provider."""
+    query per provider. Each is at the first message at or after the time it became known
+    (an enter of a geofence with a dwell delay: once the delay has passed)."""
     ranges: dict[str, dict[str, tuple[datetime | None, datetime]]] = {}
     for batch, rules in work:
         watching = [r for r in rules if r.type in ("geofence_enter", "geofence_exit")]
@@ -256,14 +258,12 @@ async def _visits(
         until = batch.messages[-1].device_time
         ranges.setdefault(batch.device.provider_id, {})[batch.device.id] = (after, until)
     found: dict[str, dict[int, list[tuple[str, str, str]]]] = {}
-    indexes = {
-        batch.device.id: {m.device_time: i for i, m in enumerate(batch.messages)}
-        for batch, _ in work
-    }
+    times = {batch.device.id: [m.device_time for m in batch.messages] for batch, _ in work}
     for provider_id, wanted in ranges.items():
         for event in await geofences.visit_events(session, provider_id, wanted):
-            index = indexes[event.device_id].get(event.time)
-            if index is not None:
+            device_times = times[event.device_id]
+            index = bisect_left(device_times, event.known_at)
+            if index < len(device_times):
                 at_message = found.setdefault(event.device_id, {}).setdefault(index, [])
                 at_message.append((event.kind, event.geofence_id, event.geofence_name))
     return found

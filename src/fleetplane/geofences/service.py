@@ -5,7 +5,7 @@ geofences hold a position (`customer_index`, `containing`); import and export as
 import asyncio
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import shapely
@@ -30,6 +30,7 @@ from fleetplane.geofences.models import (
     GeofenceVisit,
 )
 from fleetplane.geofences.schemas import (
+    MAX_DWELL_S,
     FeatureCollectionIn,
     GeofenceCreate,
     GeofenceUpdate,
@@ -706,6 +707,9 @@ class VisitEvent:
     time: datetime
     lat: float
     lon: float
+    # When it is known: an exit at its time; an enter once the geofence's dwell delay has
+    # passed (the visit counts from the device's first message at or after this).
+    known_at: datetime
 
 
 _VISIT_COLUMNS = (
@@ -788,17 +792,20 @@ async def visit_events(
     provider_id: str,
     ranges: Mapping[str, tuple[datetime | None, datetime]],
 ) -> list[VisitEvent]:
-    """The enters and exits (of visits that count) of each device in its range (device id ->
-    (after, exclusive; until, inclusive)), in time order (at one time, exits first)."""
+    """The enters and exits (of visits that count) of each device known in its range (device
+    id -> (after, exclusive; until, inclusive); see `VisitEvent.known_at`), in the order they
+    became known (at one time, exits first)."""
     found: list[tuple[datetime, int, VisitEvent]] = []
     for chunk in id_chunks(list(ranges), DEVICES_PER_QUERY):
         afters = [ranges[d][0] for d in chunk]
         after = None if None in afters else min(a for a in afters if a is not None)
         until = max(ranges[d][1] for d in chunk)
-
+        # An enter becomes known up to the longest dwell delay after it.
+        enters_after = None if after is None else after - timedelta(seconds=MAX_DWELL_S)
         statement = (
             select(
                 GeofenceVisit.device_id, GeofenceVisit.geofence_id, Geofence.name,
+                Geofence.dwell_s,
                 GeofenceVisit.enter_time, GeofenceVisit.enter_lat, GeofenceVisit.enter_lon,
                 GeofenceVisit.exit_time, GeofenceVisit.exit_lat, GeofenceVisit.exit_lon,
             )
@@ -808,22 +815,25 @@ async def visit_events(
                 GeofenceVisit.device_id.in_(chunk),
                 GeofenceVisit.counted.is_(True),
                 or_(
-                    _within(GeofenceVisit.enter_time, after, until),
+                    _within(GeofenceVisit.enter_time, enters_after, until),
                     _within(GeofenceVisit.exit_time, after, until),
                 ),
             )
         )  # fmt: skip
         for row in await session.execute(statement):
             since, till = ranges[row.device_id]
-            for kind, order, time, lat, lon in (
-                ("enter", 1, row.enter_time, row.enter_lat, row.enter_lon),
-                ("exit", 0, row.exit_time, row.exit_lat, row.exit_lon),
-            ):
-                if time is not None and (since is None or time > since) and time <= till:
+            dwell = timedelta(seconds=row.dwell_s or 0)
+            for kind, order, time, lat, lon, known_at in (
+                ("enter", 1, row.enter_time, row.enter_lat, row.enter_lon,
+                 row.enter_time + dwell),
+                ("exit", 0, row.exit_time, row.exit_lat, row.exit_lon, row.exit_time),
+            ):  # fmt: skip
+                known = known_at is not None and (since is None or known_at > since)
+                if known and known_at <= till:
                     event = VisitEvent(
-                        row.device_id, row.geofence_id, row.name, kind, time, lat, lon
+                        row.device_id, row.geofence_id, row.name, kind, time, lat, lon, known_at
                     )
-                    found.append((time, order, event))
+                    found.append((known_at, order, event))
     found.sort(key=lambda item: (item[0], item[1], item[2].device_id, item[2].geofence_id))
     return [event for _, _, event in found]
 
