@@ -221,6 +221,7 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
         "data_dir": data_dir,
         "rate_limit": 100_000,
         "api_key_cache_seconds": 0,
+        "webhook_private_addresses": True,  # the tests' receivers listen on loopback
     }
     return Settings(**{**values, **overrides})
 

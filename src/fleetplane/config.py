@@ -143,6 +143,12 @@ class Settings(BaseSettings):
         description="How often the outbox is looked at besides when a delivery is recorded in "
         "this server (or its steps process) and when a retry falls due",
     )
+    webhook_private_addresses: bool = Field(
+        default=False,
+        description="Let webhooks reach loopback, private, link-local and other addresses that "
+        "are not public (a receiver on this host or its network); off, a customer's rule "
+        "cannot reach the provider's own services",
+    )
     smtp_url: str | None = Field(
         default=None,
         description="The SMTP server e-mail actions are sent through: smtp://user:password@host:"

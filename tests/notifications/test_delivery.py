@@ -14,7 +14,9 @@ from datetime import UTC, datetime
 from email import message_from_bytes
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -38,7 +40,12 @@ from fleetplane.core.ids import new_id
 from fleetplane.core.timeutil import utcnow
 from fleetplane.ingest.protocols.wialon_ips import crc_text
 from fleetplane.notifications import service as notifications
-from fleetplane.notifications.delivery import AttemptFailed, Claimed, DeliveryWorker
+from fleetplane.notifications.delivery import (
+    AttemptFailed,
+    Claimed,
+    DeliveryWorker,
+    pinned_to_public_address,
+)
 from fleetplane.runtime import Runtime
 from operations import store_automation
 from steps.test_pipeline_steps import wait_until
@@ -434,3 +441,40 @@ def test_the_test_endpoint_delivers_a_sample_event(
     device = tenant.devices[tenant.customers[0]["id"]][0]  # the customer's first device
     assert event["id"] == notification_id and event["type"] == "test"
     assert event["device"]["id"] == device["id"] and event["data"]["test"] is True
+
+
+def test_webhooks_to_addresses_that_are_not_public_are_refused_unless_allowed(
+    backend: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    """By default a rule cannot make the server call its own host or network: the attempt
+    fails once, with the reason, and the receiver on loopback gets nothing."""
+    with (
+        fresh_database(backend, tmp_path) as url,
+        server_with(url, tmp_path, webhook_private_addresses=False) as running,
+    ):
+        tenant = make_tenant(running)
+        automation_id = store_automation(tenant, [])
+        local = receiver.url.replace("127.0.0.1", "localhost")
+        actions = [{"type": "webhook", "url": receiver.url}, {"type": "webhook", "url": local}]
+        log = settled(tenant, fire(running, tenant, automation_id, actions))
+    assert [(a["attempt"], a["status"]) for a in log] == [(1, "failed"), (1, "failed")]
+    assert all("is not a public address" in a["error"] for a in log), log
+    assert receiver.received == []
+
+
+async def test_a_webhook_goes_to_the_public_address_its_host_was_checked_at() -> None:
+    """The request is sent to the address checked (with the name in `host` and as the TLS
+    server name), so a second lookup that answers a private address is never made."""
+    parts = urlsplit("https://93.184.215.14:8443/hooks/fleet?x=1")
+    url, host, extensions = await pinned_to_public_address(parts)
+    assert (url, host, extensions) == (
+        "https://93.184.215.14:8443/hooks/fleet?x=1",
+        "93.184.215.14:8443",
+        {"sni_hostname": "93.184.215.14"},
+    )
+    url, host, _ = await pinned_to_public_address(urlsplit("http://[2606:4700::1111]/h"))
+    assert (url, host) == ("http://[2606:4700::1111]/h", "2606:4700::1111")
+    for private in ("http://10.1.2.3/h", "http://[::1]:8080/h", "http://169.254.169.254/"):
+        with pytest.raises(AttemptFailed) as refused:
+            await pinned_to_public_address(urlsplit(private))
+        assert not refused.value.retry

@@ -24,7 +24,9 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,7 +34,7 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 import aiosmtplib
 import httpx
@@ -327,8 +329,13 @@ class DeliveryWorker:
             EVENT_ID_HEADER: claimed.notification["id"],
             SIGNATURE_HEADER: signature(claimed.rule[1], int(time.time()), body),
         }
+        extensions: dict[str, Any] = {}
+        if not self._settings.webhook_private_addresses:
+            url, headers["host"], extensions = await pinned_to_public_address(parts)
         # Streamed and closed unread: the answer's body is neither needed nor kept.
-        async with self._http.stream("POST", url, content=body, headers=headers) as response:
+        async with self._http.stream(
+            "POST", url, content=body, headers=headers, extensions=extensions
+        ) as response:
             status_code = response.status_code
         if not 200 <= status_code < 300:
             raise AttemptFailed(f"HTTP {status_code}", status_code=status_code)
@@ -427,6 +434,35 @@ class DeliveryWorker:
                 outcome.error,
                 "" if status == PENDING else "; given up",
             )
+
+
+async def pinned_to_public_address(parts: SplitResult) -> tuple[str, str, dict[str, Any]]:
+    """The webhook's URL with its host name replaced by the address it resolves to, the `host`
+    header and the TLS server name to send, when every address the name resolves to is public;
+    refused (no retry) otherwise. Connecting to the address checked, not to a second lookup of
+    the name, keeps a name that resolves differently the next time from reaching a private
+    address."""
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as error:
+        raise AttemptFailed(f"the webhook's host {host} does not resolve: {error}") from None
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in found]
+    private = [address for address in addresses if not address.is_global]
+    if private or not addresses:
+        shown = private[0] if private else "no address"
+        raise AttemptFailed(
+            f"the webhook's host {host} is not a public address ({shown}); "
+            "FLEETPLANE_WEBHOOK_PRIVATE_ADDRESSES lets webhooks reach such addresses",
+            retry=False,
+        )
+    address = addresses[0]
+    literal = f"[{address}]" if address.version == 6 else str(address)
+    netloc = f"{literal}:{parts.port}" if parts.port else literal
+    pinned = parts._replace(netloc=netloc).geturl()
+    host_header = f"{host}:{parts.port}" if parts.port else host
+    return pinned, host_header, {"sni_hostname": host}
 
 
 def email_message(claimed: Claimed, sender: str, recipients: Sequence[str]) -> EmailMessage:
