@@ -9,6 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane.api_keys import service as api_keys
 from fleetplane.audit.service import Actor
+from fleetplane.automations import service as automations
+from fleetplane.automations.schemas import AutomationCreate
 from fleetplane.channels import service as channels
 from fleetplane.channels.models import Channel
 from fleetplane.channels.schemas import ChannelCreate, ChannelUpdate, Protocol
@@ -128,7 +130,7 @@ async def seed_demo(
         await _seed_demo_fleet(session, Actor(provider_id=provider.id), policy)
     actor = Actor(provider_id=provider.id)
     await _enable_new_modules(session, actor)
-    await _add_demo_places(session, actor)
+    await _add_demo_places_and_rules(session, actor)
     for key in (await session.execute(api_keys.list_query(provider.id, False))).scalars():
         if key.name == DEMO_KEY_NAME:
             await api_keys.revoke(session, actor, key.id, revoker=None)
@@ -168,11 +170,14 @@ DEMO_CORRIDOR = {
     ],
 }
 DEMO_CORRIDOR_WIDTH_M = 300.0
+# The simulated trucks cruise at up to 90 km/h on arterial roads.
+DEMO_SPEED_LIMIT_KMH = 80
 
 
-async def _add_demo_places(session: AsyncSession, actor: Actor) -> None:
-    """The demo customers' depot and corridor, for those that have no geofence yet (also a
-    demo seeded before geofences existed)."""
+async def _add_demo_places_and_rules(session: AsyncSession, actor: Actor) -> None:
+    """The demo customers' depot and corridor, and two automations that fire as the
+    simulated trucks drive (speeding, leaving the depot), for customers that have no geofence
+    yet (also a demo seeded before geofences existed)."""
     for customer in (await session.execute(customers.list_query(actor.provider_id))).scalars():
         listed = geofences.list_query(actor.provider_id, customer.id).limit(1)
         if (await session.execute(listed)).first() is not None:
@@ -195,8 +200,30 @@ async def _add_demo_places(session: AsyncSession, actor: Actor) -> None:
                 "speed_limit": 50,
             }
         )
-        for data in (depot, corridor):
-            await geofences.create(session, actor, customer.id, data)
+        depot_id = (await geofences.create(session, actor, customer.id, depot)).id
+        await geofences.create(session, actor, customer.id, corridor)
+        for rule in _demo_rules(depot_id):
+            await automations.create(session, actor, customer.id, rule)
+
+
+def _demo_rules(depot_id: str) -> list[AutomationCreate]:
+    notify = [{"type": "notification"}]
+    return [
+        AutomationCreate.model_validate(rule)
+        for rule in (
+            {
+                "name": f"Speeding over {DEMO_SPEED_LIMIT_KMH} km/h",
+                "trigger": {"type": "speeding", "speed": DEMO_SPEED_LIMIT_KMH},
+                "conditions": {"min_duration_s": 10, "cooldown_s": 300},
+                "actions": notify,
+            },
+            {
+                "name": "Left the depot",
+                "trigger": {"type": "geofence_exit", "geofence_ids": [depot_id]},
+                "actions": notify,
+            },
+        )
+    ]
 
 
 async def _onto_free_port(
