@@ -14,6 +14,7 @@ CPU only, one core; no database.
 """
 
 import time
+from typing import Any
 
 import numpy as np
 import shapely
@@ -52,25 +53,34 @@ def _polygon(rng: np.random.Generator, lon: float, lat: float, hole: bool) -> di
     return {"type": "Polygon", "coordinates": rings}
 
 
-def make_areas(count: int, seed: int = 7) -> list[shapely.Geometry]:
+def make_geofences(
+    count: int, seed: int = 7, half_lon: float = HALF_LON, half_lat: float = HALF_LAT
+) -> list[dict[str, Any]]:
+    """`count` geofences as the API takes them (`geometry`, `radius_m` or `width_m`), a third
+    each of circles, polygons (every other one with a hole) and corridors, over a region of
+    `half_lon` x `half_lat` degrees either side of the centre."""
     rng = np.random.default_rng(seed)
-    areas = []
+    made: list[dict[str, Any]] = []
     for index in range(count):
-        lon = CENTRE[0] + rng.uniform(-HALF_LON, HALF_LON)
-        lat = CENTRE[1] + rng.uniform(-HALF_LAT, HALF_LAT)
+        lon = CENTRE[0] + rng.uniform(-half_lon, half_lon)
+        lat = CENTRE[1] + rng.uniform(-half_lat, half_lat)
         kind = index % 3
         if kind == 0:
             point = {"type": "Point", "coordinates": [lon, lat]}
-            areas.append(build_area(point, radius_m=rng.uniform(50, 2000)))
+            made.append({"geometry": point, "radius_m": rng.uniform(50, 2000)})
         elif kind == 1:
-            areas.append(build_area(_polygon(rng, lon, lat, hole=index % 2 == 0)))
+            made.append({"geometry": _polygon(rng, lon, lat, hole=index % 2 == 0)})
         else:
             steps = _offsets(rng, 2000, int(rng.integers(1, 6)), lat)
             origin = np.array([lon, lat])
             line = np.vstack([origin, origin + np.cumsum(steps, axis=0)])
             geometry = {"type": "LineString", "coordinates": line.tolist()}
-            areas.append(build_area(geometry, width_m=rng.uniform(20, 200)))
-    return areas
+            made.append({"geometry": geometry, "width_m": rng.uniform(20, 200)})
+    return made
+
+
+def make_areas(count: int, seed: int = 7) -> list[shapely.Geometry]:
+    return [build_area(**geofence) for geofence in make_geofences(count, seed)]
 
 
 def main(geofences: int, batch: int, seconds: float, console: Console) -> int:

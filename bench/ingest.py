@@ -73,6 +73,7 @@ from fleetplane.steps import service as steps_service
 # and registered in sys.modules, so results cross a pipe as their classes.
 support = load_bench("support")
 simulated = load_bench("ingest_devices")
+rules_bench = load_bench("rules")
 BenchError = support.BenchError
 Server = support.Server
 
@@ -110,6 +111,14 @@ class Fleet:
     port: int
     device_ids: list[str]
     imeis: list[str]
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The devices' customer's geofences and automations."""
+
+    geofences: int
+    automations: int
 
 
 @dataclass(frozen=True)
@@ -176,14 +185,16 @@ def main(
     database_url: str | None = None,
     steps: int = 0,
     without: Sequence[str] = (),
+    rules: "Rules | None" = None,
     console: Console | None = None,
 ) -> int:
-    """Runs the benchmark and prints its figures; returns the process exit code."""
+    """Runs the benchmark and prints its figures; returns the process exit code. With `rules`,
+    the devices are a customer's that has that many geofences and automations."""
     console = console or Console()
     try:
         with support.cleanup_on_terminate():
-            _print_header(console, duration, device_count, steps, without)
-            report = _run(duration, device_count, database_url, (steps, without), console)
+            _print_header(console, duration, device_count, steps, without, rules)
+            report = _run(duration, device_count, database_url, (steps, without), rules, console)
     except BenchError as error:
         console.print(f"[bold red]Benchmark not run:[/] {error}")
         return 2
@@ -196,6 +207,7 @@ def _run(
     device_count: int,
     database_url: str | None,
     steps: tuple[int, Sequence[str]],
+    rules: "Rules | None",
     console: Console,
 ) -> Report:
     """Seed, serve, load, count, insert raw; the server, the load processes and the temporary
@@ -203,7 +215,7 @@ def _run(
     clock_start = int((datetime.now(UTC) - CLOCK_START_AGO).timestamp())
     with support.work_dir("fleetplane-bench-ingest-") as work_dir:
         url = database_url or f"sqlite+aiosqlite:///{work_dir / 'bench.db'}"
-        fleet = asyncio.run(_seed(url, device_count, console))
+        fleet = asyncio.run(_seed(url, device_count, rules, console))
         support.warn_if_busy(console)
         with _server(url, work_dir, steps, console) as server:
             _wait_until_listening(server, fleet)
@@ -258,19 +270,29 @@ async def _steps_catch_up(
 # --- data ---------------------------------------------------------------------------------
 
 
-async def _seed(database_url: str, device_count: int, console: Console) -> Fleet:
+async def _seed(
+    database_url: str, device_count: int, rules: "Rules | None", console: Console
+) -> Fleet:
     settings = Settings(database_url=database_url)
     await migrate(settings)
     return await run_platform_work(
-        settings, lambda session: _seed_fleet(session, device_count, console)
+        settings, lambda session: _seed_fleet(session, device_count, rules, console)
     )
 
 
-async def _seed_fleet(session: AsyncSession, device_count: int, console: Console) -> Fleet:
-    """A provider, its Wialon IPS channel on a free port, the devices: the project's own code."""
+async def _seed_fleet(
+    session: AsyncSession, device_count: int, rules: "Rules | None", console: Console
+) -> Fleet:
+    """A provider, its Wialon IPS channel on a free port, the devices (with `rules`, a
+    customer's, and the customer's geofences and automations): the project's own code."""
     seeded = await support.provider_with_channel(session, "Ingest benchmark")
+    customer_id = None
+    if rules is not None:
+        customer_id = await rules_bench.customer_with_rules(
+            session, seeded.actor, rules.geofences, rules.automations, console
+        )
     imeis = device_imeis(IMEI_PREFIX, device_count)
-    device_ids = await support.create_devices(session, seeded, imeis, console)
+    device_ids = await support.create_devices(session, seeded, imeis, console, customer_id)
     api_key = seeded.provider.api_key or ""
     return Fleet(api_key, seeded.channel_id, seeded.port, device_ids, imeis)
 
@@ -657,7 +679,12 @@ def _raw_rows(
 
 
 def _print_header(
-    console: Console, duration: int, device_count: int, steps: int, without: Sequence[str]
+    console: Console,
+    duration: int,
+    device_count: int,
+    steps: int,
+    without: Sequence[str],
+    rules: "Rules | None",
 ) -> None:
     rates = ", ".join(f"{rate:,}" for rate in FIXED_RATES)
     console.print(
@@ -671,6 +698,12 @@ def _print_header(
         f"{duration} s (each after {WARMUP_SECONDS} s of warm-up), then raw insert_rows\n"
         f"pipeline steps: {steps} that do nothing, besides the registered ones"
         + (f" but {', '.join(without)}" if without else "")
+        + (
+            f"\ndevices of one customer with {rules.geofences:,} geofences and "
+            f"{rules.automations:,} automations"
+            if rules is not None
+            else "\ndevices of no customer"
+        )
     )
 
 

@@ -266,15 +266,31 @@ def bench_ingest(
         list[str] | None,
         typer.Option(help="Leave this registered pipeline step out (repeatable): its cost."),
     ] = None,
+    geofences: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Make the devices a customer's with this many geofences (with --automations: "
+            "the cost of the visits and automations steps; 0 and 0 for the figures without).",
+        ),
+    ] = None,
+    automations: Annotated[
+        int | None,
+        typer.Option(min=0, help="The customer's automations (see --geofences)."),
+    ] = None,
 ) -> None:
     """Wialon IPS ingest rate and ack latency against a real server (see docs/benchmarks.md)."""
     bench = load_bench("ingest")
+    rules = None
+    if geofences is not None or automations is not None:
+        rules = bench.Rules(geofences or 0, automations or 0)
     code = bench.main(
         duration=duration,
         device_count=devices,
         database_url=database_url,
         steps=steps,
         without=without_step or [],
+        rules=rules,
         console=console,
     )
     raise typer.Exit(code)
