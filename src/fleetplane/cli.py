@@ -343,10 +343,20 @@ def bench_steps(
     step: Annotated[
         list[str] | None, typer.Option(help="Only this registered step (repeatable).")
     ] = None,
+    geofences: Annotated[
+        int | None,
+        typer.Option(min=0, help="Make the devices a customer's with this many geofences."),
+    ] = None,
+    automations: Annotated[
+        int | None, typer.Option(min=0, help="The customer's automations (see --geofences).")
+    ] = None,
 ) -> None:
     """The registered pipeline steps' rounds alone: CPU per message and per round."""
     bench = load_bench("steps")
-    raise typer.Exit(bench.main(devices, messages, rounds, step or [], console))
+    rules = None
+    if geofences is not None or automations is not None:
+        rules = (geofences or 0, automations or 0)
+    raise typer.Exit(bench.main(devices, messages, rounds, step or [], console, rules))
 
 
 @bench_app.command("storage")
