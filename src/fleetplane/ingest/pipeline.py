@@ -31,7 +31,7 @@ from fleetplane.devices import service as devices
 from fleetplane.messages import processor as message_columns
 from fleetplane.messages import service as messages
 from fleetplane.steps import service as steps
-from fleetplane.steps.contract import NewMessages
+from fleetplane.steps.contract import HandOver, NewMessages, NewRows, StoredRow
 from fleetplane.tachograph import service as tachograph
 from fleetplane.telemetry import DriverMessage, ImageFile, Message, TachographFile
 from fleetplane.video import service as video
@@ -47,11 +47,14 @@ class StepNotifier(Protocol):
         """The registered steps (read only here, so any sequence of them will do)."""
 
     @property
-    def hands_over(self) -> bool:
-        """Whether it takes the new messages the writer has in hand (`notify`'s `new`)."""
+    def hand_over(self) -> HandOver:
+        """What it takes of the new messages the writer has in hand (`notify`'s `new`): the
+        messages, their rows, or nothing."""
 
     def notify(
-        self, device_ids: Iterable[str], new: Mapping[str, NewMessages] | None = None
+        self,
+        device_ids: Iterable[str],
+        new: Mapping[str, NewMessages | NewRows] | None = None,
     ) -> None:
         """These devices have newly stored messages for the steps; `new` hands over the ones
         the writer has in hand, so the steps need not read them back."""
@@ -165,16 +168,16 @@ class MessageStore:
             seqs = await devices.seqs_of(session, by_device)
             runner = self._step_runner
             with_steps = runner is not None and bool(runner.steps)
-            hand_over = with_steps and runner is not None and runner.hands_over
+            hand_over = runner.hand_over if with_steps and runner is not None else None
             rows, stored = _rows(by_device, seqs, hand_over)
             await messages.insert_rows(session, rows)
             await message_columns.note_stored(session, _stored_batches(by_device, states, seqs))
             changed = await device_states.advance_states(session, by_device, states, rules)
-            new: dict[str, NewMessages] = {}
+            new: dict[str, NewMessages | NewRows] = {}
             if with_steps:
                 await steps.record_late(session, _late_data(by_device, states))
-            if hand_over:
-                new = _new_messages(stored, states, changed)
+            if hand_over is not None:
+                new = _new_messages(by_device, stored, states, changed, hand_over)
             owners: dict[str, Audience] = {}
             if self._events.subscribers:
                 # Read last, in the transaction that stored the messages: whose events they are.
@@ -197,17 +200,20 @@ class MessageStore:
 
 
 def _rows(
-    by_device: dict[str, list[Message]], seqs: dict[str, int], with_steps: bool
-) -> tuple[list[dict[str, Any]], dict[str, list[Message]]]:
-    """The batch's rows, in the order the devices sent them, and with pipeline steps each
-    message also as it reads back (`messages.stored_form`, made from the same work), by
-    device in the order of `by_device`."""
+    by_device: dict[str, list[Message]], seqs: dict[str, int], hand_over: HandOver
+) -> tuple[list[dict[str, Any]], dict[str, list[Any]]]:
+    """The batch's rows, in the order the devices sent them, and what the steps are handed of
+    each message (`hand_over`), by device in the order of `by_device`: the message as it reads
+    back (`messages.stored_form`, made from the same work), or its row."""
     rows: list[dict[str, Any]] = []
-    stored: dict[str, list[Message]] = {}
+    stored: dict[str, list[Any]] = {}
     for device_id, batch in by_device.items():
         seq = seqs[device_id]
-        if not with_steps:
+        if hand_over != "messages":
+            first = len(rows)
             rows += [messages.to_row(seq, message) for message in batch]
+            if hand_over == "rows":
+                stored[device_id] = rows[first:]
             continue
         stored[device_id] = forms = []
         for message in batch:
@@ -248,30 +254,39 @@ def _late_data(
 
 
 def _new_messages(
-    stored: dict[str, list[Message]],
+    by_device: dict[str, list[Message]],
+    stored: dict[str, list[Any]],
     states: dict[str, dict[str, Any]],
     changed: list[dict[str, Any]],
-) -> dict[str, NewMessages]:
+    hand_over: HandOver,
+) -> dict[str, NewMessages | NewRows]:
     """For each device whose live state moved, the valid messages it moved over, as they are
-    stored: every valid message of the device in (newest before, newest after] is in this batch
-    (any earlier one is at or before the newest before). Of two with the same time the first
-    one of the batch is stored, as here."""
-    new = {}
+    stored (`_rows`' forms or rows): every valid message of the device in (newest before,
+    newest after] is in this batch (any earlier one is at or before the newest before). Of two
+    with the same time the first one of the batch is stored, as here."""
+    new: dict[str, NewMessages | NewRows] = {}
     for state in changed:
         device_id, until = state["device_id"], state["last_message_at"]
         before = states.get(device_id)
         after = None if before is None else before["last_message_at"]
-        span: dict[datetime, Message] = {}
-        for message in stored[device_id]:
+        span: dict[datetime, Any] = {}
+        for message, form in zip(by_device[device_id], stored[device_id], strict=True):
             at = message.device_time
             if (after is None or at > after) and at <= until and at not in span:
-                span[at] = message
+                span[at] = None if message.filtered else form
         if all(a < b for a, b in itertools.pairwise(span)):  # the usual: sent in order
-            kept = [m for m in span.values() if not m.filtered]
+            kept = [form for form in span.values() if form is not None]
         else:
-            kept = [m for at, m in sorted(span.items()) if not m.filtered]
-        new[device_id] = NewMessages(after, until, kept)
+            kept = [form for _, form in sorted(span.items()) if form is not None]
+        if hand_over == "rows":
+            new[device_id] = NewRows(after, until, [_stored_row(row) for row in kept])
+        else:
+            new[device_id] = NewMessages(after, until, kept)
     return new
+
+
+def _stored_row(row: dict[str, Any]) -> StoredRow:
+    return row["device_time"], row["lat_e7"], row["lon_e7"], row["packed"]
 
 
 def _settle(pending: _Pending, error: Exception | None) -> None:

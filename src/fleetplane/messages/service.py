@@ -266,7 +266,7 @@ async def stored_since(
     if after is not None:
         statement = statement.where(StoredMessage.device_time > after)
     statement = statement.order_by(StoredMessage.device_time).limit(limit)
-    return [_message(row) for row in await session.execute(statement)]
+    return [from_stored_row(*row) for row in await session.execute(statement)]
 
 
 async def stored_rows(
@@ -333,13 +333,17 @@ async def with_positions_between(
     return found
 
 
-def _message(row: _StoredRow) -> Message:
-    values = codec.unpack(row.device_time, row.packed)
+def from_stored_row(
+    device_time: datetime, lat_e7: int | None, lon_e7: int | None, packed: bytes
+) -> Message:
+    """The message of a stored row's values (`to_row`'s), as `stored_since` reads it back."""
+    values = codec.unpack(device_time, packed)
+    flags = values.flags
     return Message(
-        device_time=row.device_time,
+        device_time=device_time,
         received_at=values.received_at,
-        lat=codec.from_coordinate(row.lat_e7),
-        lon=codec.from_coordinate(row.lon_e7),
+        lat=None if lat_e7 is None else lat_e7 / codec.COORDINATE_SCALE,
+        lon=None if lon_e7 is None else lon_e7 / codec.COORDINATE_SCALE,
         altitude=values.altitude,
         speed=values.speed,
         course=values.course,
@@ -348,7 +352,7 @@ def _message(row: _StoredRow) -> Message:
         inputs=values.inputs,
         outputs=values.outputs,
         params=values.params,
-        from_black_box=bool(values.flags & FLAG_BLACK_BOX),
-        device_time_missing=bool(values.flags & FLAG_TIME_MISSING),
-        filtered=bool(values.flags & FLAG_FILTERED),
+        from_black_box=bool(flags & FLAG_BLACK_BOX),
+        device_time_missing=bool(flags & FLAG_TIME_MISSING),
+        filtered=bool(flags & FLAG_FILTERED),
     )

@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -58,6 +58,27 @@ class NewMessages:
     until: datetime
     messages: list[Message]
 
+
+# A message row as stored and read back: device time, lat_e7, lon_e7, packed
+# (`messages.service.to_row`).
+StoredRow = tuple[datetime, int | None, int | None, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class NewRows:
+    """`NewMessages` as the stored rows (`StoredRow`): what the intake hands to a steps runner
+    in another process. The rows are what the intake wrote anyway, cheaper for it to send than
+    messages (the intake's CPU is the one every device waits on); the other side decodes them
+    as it would decode them read back (`messages.service.from_stored_row`)."""
+
+    after: datetime | None
+    until: datetime
+    rows: list[StoredRow]
+
+
+# What a steps runner takes of the intake's new messages (`NewMessages`, `NewRows`), or
+# nothing (it reads them back).
+HandOver = Literal["messages", "rows", None]
 
 Item = TypeVar("Item")
 
