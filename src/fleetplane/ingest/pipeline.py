@@ -30,8 +30,9 @@ from fleetplane.devices import processor as device_states
 from fleetplane.devices import service as devices
 from fleetplane.messages import processor as message_columns
 from fleetplane.messages import service as messages
+from fleetplane.messages.columns import time_us
 from fleetplane.steps import service as steps
-from fleetplane.steps.contract import HandOver, NewMessages, NewRows, StoredRow
+from fleetplane.steps.contract import HandOver, NewMessages, NewRows
 from fleetplane.tachograph import service as tachograph
 from fleetplane.telemetry import DriverMessage, ImageFile, Message, TachographFile
 from fleetplane.video import service as video
@@ -269,24 +270,46 @@ def _new_messages(
         device_id, until = state["device_id"], state["last_message_at"]
         before = states.get(device_id)
         after = None if before is None else before["last_message_at"]
-        span: dict[datetime, Any] = {}
-        for message, form in zip(by_device[device_id], stored[device_id], strict=True):
+        if hand_over == "rows":
+            new[device_id] = _new_rows(stored[device_id], after, until)
+            continue
+        span: dict[datetime, Message] = {}
+        for message in stored[device_id]:
             at = message.device_time
             if (after is None or at > after) and at <= until and at not in span:
-                span[at] = None if message.filtered else form
+                span[at] = message
         if all(a < b for a, b in itertools.pairwise(span)):  # the usual: sent in order
-            kept = [form for form in span.values() if form is not None]
+            kept = [m for m in span.values() if not m.filtered]
         else:
-            kept = [form for _, form in sorted(span.items()) if form is not None]
-        if hand_over == "rows":
-            new[device_id] = NewRows(after, until, [_stored_row(row) for row in kept])
-        else:
-            new[device_id] = NewMessages(after, until, kept)
+            kept = [m for at, m in sorted(span.items()) if not m.filtered]
+        new[device_id] = NewMessages(after, until, kept)
     return new
 
 
-def _stored_row(row: dict[str, Any]) -> StoredRow:
-    return row["device_time"], row["lat_e7"], row["lon_e7"], row["packed"]
+def _new_rows(rows: list[dict[str, Any]], after: datetime | None, until: datetime) -> NewRows:
+    """`_new_messages` of one device's rows, with the filtered ones (they are told apart once
+    decoded): a check per row in the usual case, all of them in order and in the span."""
+    times = [row["device_time"] for row in rows]
+    if not (
+        (after is None or times[0] > after)
+        and times[-1] <= until
+        and all(a < b for a, b in itertools.pairwise(times))
+    ):
+        span: dict[datetime, dict[str, Any]] = {}
+        for row in rows:
+            at = row["device_time"]
+            if (after is None or at > after) and at <= until and at not in span:
+                span[at] = row
+        times = sorted(span)
+        rows = [span[at] for at in times]
+    return NewRows(
+        after,
+        until,
+        [time_us(at) for at in times],
+        [row["lat_e7"] for row in rows],
+        [row["lon_e7"] for row in rows],
+        [row["packed"] for row in rows],
+    )
 
 
 def _settle(pending: _Pending, error: Exception | None) -> None:

@@ -32,6 +32,7 @@ import struct
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from fleetplane.config import Settings
@@ -147,13 +148,12 @@ class StepProcess:
                 continue
             kept = waiting.get(device_id)
             if kept is not None and kept.until == news.after:
-                kept.rows.extend(news.rows)
-                waiting[device_id] = NewRows(kept.after, news.until, kept.rows)
+                waiting[device_id] = kept.extend(news)
             else:
                 if kept is not None:
-                    self._waiting_row_count -= len(kept.rows)
+                    self._waiting_row_count -= len(kept)
                 waiting[device_id] = news
-            self._waiting_row_count += len(news.rows)
+            self._waiting_row_count += len(news)
         if self._waiting_row_count > MAX_WAITING_ROWS:
             waiting.clear()
             self._waiting_row_count = 0
@@ -230,7 +230,7 @@ class StepProcess:
                 device_ids, self._waiting = self._waiting, set()
                 rows, self._waiting_rows = self._waiting_rows, {}
                 self._waiting_row_count = 0
-                link.send("devices", list(device_ids), rows)
+                link.send("devices", list(device_ids), _wire(rows))
                 await link.drain()
 
     async def _serve(self, link: _Link, turns: "_TurnsGranted") -> None:
@@ -244,6 +244,24 @@ class StepProcess:
                 turns.given_back()
             else:
                 log.error("the pipeline steps' process sent an unknown %r", kind)
+
+
+# A device's `NewRows` over the link: its fields (a dataclass instance pickles at several times
+# the cost, per device in every frame).
+_WireRows = tuple[
+    datetime | None, datetime, list[int], list[int | None], list[int | None], list[bytes]
+]
+
+
+def _wire(rows: Mapping[str, NewRows]) -> dict[str, _WireRows]:
+    return {
+        device_id: (new.after, new.until, new.times_us, new.lat_e7, new.lon_e7, new.packed)
+        for device_id, new in rows.items()
+    }
+
+
+def _unwired(rows: Mapping[str, _WireRows]) -> dict[str, NewRows]:
+    return {device_id: NewRows(*fields) for device_id, fields in rows.items()}
 
 
 class _TurnsGranted:
@@ -363,7 +381,7 @@ async def run_child(fd: int, registered: Sequence[Step]) -> None:
     try:
         while (frame := await link.receive()) is not None:
             if frame[0] == "devices":
-                runner.notify(frame[1], frame[2])
+                runner.notify(frame[1], _unwired(frame[2]))
             elif frame[0] == "granted" and turns is not None:
                 turns.granted()
     finally:

@@ -35,6 +35,7 @@ from fleetplane.core.db import system_session, writer_session
 from fleetplane.core.timeutil import utcnow
 from fleetplane.devices import service as devices
 from fleetplane.messages import service as messages
+from fleetplane.messages.columns import time_of
 from fleetplane.steps import service
 from fleetplane.steps.contract import (
     DeviceMessages,
@@ -384,7 +385,13 @@ def _as_messages(new: NewMessages | NewRows) -> NewMessages:
     if isinstance(new, NewMessages):
         return new
     decode = messages.from_stored_row
-    return NewMessages(new.after, new.until, [decode(*row) for row in new.rows])
+    found = [
+        decode(time_of(at), lat_e7, lon_e7, packed)
+        for at, lat_e7, lon_e7, packed in zip(
+            new.times_us, new.lat_e7, new.lon_e7, new.packed, strict=True
+        )
+    ]
+    return NewMessages(new.after, new.until, [m for m in found if not m.filtered])
 
 
 def _due(progress: Progress, now: datetime) -> bool:
