@@ -168,6 +168,8 @@ class Report:
     stored: int  # rows of the benchmark's devices at the end
     raw: RawInsert
     steps_caught_up: float | None  # seconds after the load until no step was behind
+    # The steps process's CPU seconds from the first phase until caught up (None: not read)
+    steps_cpu: float | None = None
 
     @property
     def errors(self) -> int:
@@ -224,15 +226,31 @@ def _run(
                     Phase(f"{rate:,} msg/s", rate, FIXED_RATE_SECONDS) for rate in FIXED_RATES
                 ]
                 phases.append(Phase("flat out", None, duration))
+                steps_before = _children_cpu(server.pid)
                 figures = [_run_phase(workers, server, phase, console) for phase in phases]
             caught_up = asyncio.run(_steps_catch_up(url, _step_names(steps), console))
+            steps_after = _children_cpu(server.pid)
         acked = sum(f.result.acked for f in figures)
         unanswered = sum(f.result.unanswered for f in figures)
         stored = asyncio.run(_count_stored(url, fleet.channel_id))
         raw_start = clock_start - int(RAW_CLOCK_BEFORE.total_seconds())
         flat_out = figures[-1]
         raw = asyncio.run(_insert_raw(url, fleet, flat_out.result.acked, raw_start, console))
-    return Report(logins, figures[:-1], flat_out, acked, unanswered, stored, raw, caught_up)
+    steps_cpu = None
+    if steps_before is not None and steps_after is not None:
+        steps_cpu = steps_after - steps_before
+    return Report(
+        logins, figures[:-1], flat_out, acked, unanswered, stored, raw, caught_up, steps_cpu
+    )
+
+
+def _children_cpu(server_pid: int) -> float | None:
+    """The CPU seconds of the server's children (its steps process) so far; None: it has
+    none, or they could not be read."""
+    found = [support.process_cpu_seconds(pid) for pid in support.children(server_pid)]
+    if not found or None in found:
+        return None
+    return sum(value or 0.0 for value in found)
 
 
 def _step_names(steps: tuple[int, Sequence[str]]) -> list[str]:
@@ -729,7 +747,13 @@ def _print_report(console: Console, report: Report) -> None:
 def _catch_up_line(report: Report) -> str:
     if report.steps_caught_up is None:
         return f"[bold yellow]pipeline steps: still behind {CATCH_UP_SECONDS} s after the load[/]"
-    return f"pipeline steps: caught up {report.steps_caught_up:.1f} s after the load"
+    line = f"pipeline steps: caught up {report.steps_caught_up:.1f} s after the load"
+    if report.steps_cpu is not None and report.stored:
+        line += (
+            f"; their process's CPU from the first phase until then: {report.steps_cpu:.1f} s,"
+            f" {report.steps_cpu / report.stored * 1e6:.1f} µs a stored message"
+        )
+    return line
 
 
 def _results_table(report: Report) -> Table:
@@ -739,12 +763,12 @@ def _results_table(report: Report) -> Table:
         pad_edge=False,
         padding=(0, 0, 0, 1),
         caption="latency: packet written to answer read; CPU: cores used (1.00 = one); "
-        "µs/msg: the server's own; steps: its pipeline steps' process; other: the rest of the "
-        "machine",
+        "µs/msg: the server's own (and the steps process's, \"steps µs\"); steps: its pipeline "
+        "steps' process; other: the rest of the machine",
     )
     table.add_column("phase", no_wrap=True)
     headers = ("msg/s", "packets\n/s", "p50\nms", "p99\nms", "errors")
-    cpus = ("server\nCPU", "µs/\nmsg", "steps\nCPU", "load\nCPU", "other\nCPU")
+    cpus = ("server\nCPU", "µs/\nmsg", "steps\nCPU", "steps\nµs", "load\nCPU", "other\nCPU")
     for header in (*headers, *cpus):
         table.add_column(header, justify="right", no_wrap=True)
     for figures in [*report.fixed, report.flat_out]:
@@ -759,6 +783,7 @@ def _results_table(report: Report) -> Table:
             _cores(figures.cpu.server),
             _per_message(figures.cpu.server, figures.per_second),
             _cores(figures.cpu.steps),
+            _per_message(figures.cpu.steps, figures.per_second),
             _cores(figures.cpu.load),
             _cores(figures.cpu.other),
         )
@@ -766,7 +791,7 @@ def _results_table(report: Report) -> Table:
 
 
 def _per_message(cores: float | None, per_second: float) -> str:
-    """The server's CPU time per acknowledged message, in µs ("n/a": not measured)."""
+    """A process's CPU time per acknowledged message, in µs ("n/a": not measured)."""
     if cores is None or not per_second:
         return "n/a"
     return f"{cores / per_second * 1e6:.0f}"

@@ -3,7 +3,6 @@ received_at to the millisecond, everything else exactly, types included)."""
 
 import math
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -300,7 +299,7 @@ def test_stored_form_is_the_message_read_back(
     )
     row = service.to_row(1, message)
     columns = ("device_time", "lat_e7", "lon_e7", "packed")
-    read_back = service._message(SimpleNamespace(**{name: row[name] for name in columns}))  # type: ignore[arg-type]
+    read_back = service.from_stored_row(*(row[name] for name in columns))
     stored = service.stored_form(message)
     assert stored == read_back
     for name in (*FIELDS, "lat", "lon", "received_at"):

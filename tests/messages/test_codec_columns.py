@@ -4,7 +4,6 @@ bit for bit, whatever the rows hold."""
 
 import math
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -78,7 +77,10 @@ def stored_rows(draw: st.DrawFn) -> list[dict[str, Any]]:
 
 def one_by_one(rows: list[dict[str, Any]]) -> columns.Columns:
     """What `read_rows` gave before: `stored_since`'s messages, then `from_messages`."""
-    found = [messages._message(SimpleNamespace(**row)) for row in rows]  # type: ignore[arg-type]
+    found = [
+        messages.from_stored_row(row["device_time"], row["lat_e7"], row["lon_e7"], row["packed"])
+        for row in rows
+    ]
     return columns.from_messages(found, numeric_params(found))
 
 

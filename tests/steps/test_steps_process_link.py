@@ -8,18 +8,23 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from fleetplane.config import Settings
 from fleetplane.core.changes import Change, ChangeHub
 from fleetplane.core.db import WriterTurns
+from fleetplane.messages.columns import time_us
+from fleetplane.steps import process as steps_process
+from fleetplane.steps.contract import NewRows
 from fleetplane.steps.process import (
     StepProcess,
     _ForwardingHub,
     _Link,
     _RemoteTurns,
     _TurnsGranted,
+    _unwired,
 )
 
 
@@ -131,5 +136,83 @@ def test_the_childs_notices_reach_the_servers_hub() -> None:
                     break
                 await asyncio.sleep(0.02)
             assert seen == [change]
+
+    asyncio.run(scenario())
+
+
+T = [datetime(2026, 11, 1, tzinfo=UTC) + timedelta(seconds=n) for n in range(8)]
+
+
+def new_rows(after: datetime | None, until: datetime, times: list[datetime]) -> NewRows:
+    count = len(times)
+    packed = [bytes([0, n]) for n in range(count)]
+    return NewRows(after, until, [time_us(at) for at in times], [1] * count, [2] * count, packed)
+
+
+async def frames_sent(process: StepProcess) -> list[tuple[object, ...]]:
+    """What the server's side sends to the child, over a real socket pair, for the devices
+    and rows waiting now."""
+    ours, theirs = socket.socketpair()
+    server_link = _Link(*await asyncio.open_unix_connection(sock=ours))
+    child_link = _Link(*await asyncio.open_unix_connection(sock=theirs))
+    sender = asyncio.create_task(process._send_waiting(server_link))
+    try:
+        frame = await asyncio.wait_for(child_link.receive(), 5)
+        assert frame is not None
+        return [frame]
+    finally:
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+        server_link.close()
+        child_link.close()
+
+
+def test_the_rows_the_intake_wrote_go_over_with_their_devices() -> None:
+    async def scenario() -> None:
+        process = StepProcess(Settings(), ["a_step"], ChangeHub(), None)
+        process.notify(
+            ["d1", "d2"],
+            {"d1": new_rows(None, T[1], T[:2]), "d2": new_rows(T[0], T[1], T[1:2])},
+        )
+        # d1's next rows follow on from its first; d2's leave a gap (read back by the child).
+        process.notify(
+            ["d1", "d2", "d3"],
+            {"d1": new_rows(T[1], T[3], T[2:4]), "d2": new_rows(T[2], T[3], T[3:4])},
+        )
+        [frame] = await frames_sent(process)
+        assert frame[0] == "devices"
+        assert sorted(frame[1]) == ["d1", "d2", "d3"]  # type: ignore[call-overload]
+        sent = _unwired(frame[2])  # type: ignore[arg-type]
+        first, second = new_rows(None, T[1], T[:2]), new_rows(T[1], T[3], T[2:4])
+        assert sent["d1"] == NewRows(
+            None,
+            T[3],
+            first.times_us + second.times_us,
+            [1] * 4,
+            [2] * 4,
+            first.packed + second.packed,
+        )
+        assert sent["d2"] == new_rows(T[2], T[3], T[3:4])
+        assert "d3" not in sent  # nothing handed over: the child reads
+
+    asyncio.run(scenario())
+
+
+def test_rows_beyond_the_bound_are_dropped_and_their_devices_still_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(steps_process, "MAX_WAITING_ROWS", 3)
+
+    async def scenario() -> None:
+        process = StepProcess(Settings(), ["a_step"], ChangeHub(), None)
+        process.notify(["d1"], {"d1": new_rows(None, T[1], T[:2])})
+        process.notify(["d2"], {"d2": new_rows(None, T[1], T[:2])})
+        [frame] = await frames_sent(process)
+        assert sorted(frame[1]) == ["d1", "d2"]  # type: ignore[call-overload]
+        assert frame[2] == {}
+        # The count starts again: what comes next goes over.
+        process.notify(["d1"], {"d1": new_rows(T[1], T[2], T[2:3])})
+        [frame] = await frames_sent(process)
+        assert _unwired(frame[2]) == {"d1": new_rows(T[1], T[2], T[2:3])}  # type: ignore[arg-type]
 
     asyncio.run(scenario())

@@ -30,8 +30,9 @@ from fleetplane.devices import processor as device_states
 from fleetplane.devices import service as devices
 from fleetplane.messages import processor as message_columns
 from fleetplane.messages import service as messages
+from fleetplane.messages.columns import time_us
 from fleetplane.steps import service as steps
-from fleetplane.steps.contract import NewMessages
+from fleetplane.steps.contract import HandOver, NewMessages, NewRows
 from fleetplane.tachograph import service as tachograph
 from fleetplane.telemetry import DriverMessage, ImageFile, Message, TachographFile
 from fleetplane.video import service as video
@@ -47,11 +48,14 @@ class StepNotifier(Protocol):
         """The registered steps (read only here, so any sequence of them will do)."""
 
     @property
-    def hands_over(self) -> bool:
-        """Whether it takes the new messages the writer has in hand (`notify`'s `new`)."""
+    def hand_over(self) -> HandOver:
+        """What it takes of the new messages the writer has in hand (`notify`'s `new`): the
+        messages, their rows, or nothing."""
 
     def notify(
-        self, device_ids: Iterable[str], new: Mapping[str, NewMessages] | None = None
+        self,
+        device_ids: Iterable[str],
+        new: Mapping[str, NewMessages | NewRows] | None = None,
     ) -> None:
         """These devices have newly stored messages for the steps; `new` hands over the ones
         the writer has in hand, so the steps need not read them back."""
@@ -165,16 +169,16 @@ class MessageStore:
             seqs = await devices.seqs_of(session, by_device)
             runner = self._step_runner
             with_steps = runner is not None and bool(runner.steps)
-            hand_over = with_steps and runner is not None and runner.hands_over
+            hand_over = runner.hand_over if with_steps and runner is not None else None
             rows, stored = _rows(by_device, seqs, hand_over)
             await messages.insert_rows(session, rows)
             await message_columns.note_stored(session, _stored_batches(by_device, states, seqs))
             changed = await device_states.advance_states(session, by_device, states, rules)
-            new: dict[str, NewMessages] = {}
+            new: dict[str, NewMessages | NewRows] = {}
             if with_steps:
                 await steps.record_late(session, _late_data(by_device, states))
-            if hand_over:
-                new = _new_messages(stored, states, changed)
+            if hand_over is not None:
+                new = _new_messages(by_device, stored, states, changed, hand_over)
             owners: dict[str, Audience] = {}
             if self._events.subscribers:
                 # Read last, in the transaction that stored the messages: whose events they are.
@@ -197,17 +201,20 @@ class MessageStore:
 
 
 def _rows(
-    by_device: dict[str, list[Message]], seqs: dict[str, int], with_steps: bool
-) -> tuple[list[dict[str, Any]], dict[str, list[Message]]]:
-    """The batch's rows, in the order the devices sent them, and with pipeline steps each
-    message also as it reads back (`messages.stored_form`, made from the same work), by
-    device in the order of `by_device`."""
+    by_device: dict[str, list[Message]], seqs: dict[str, int], hand_over: HandOver
+) -> tuple[list[dict[str, Any]], dict[str, list[Any]]]:
+    """The batch's rows, in the order the devices sent them, and what the steps are handed of
+    each message (`hand_over`), by device in the order of `by_device`: the message as it reads
+    back (`messages.stored_form`, made from the same work), or its row."""
     rows: list[dict[str, Any]] = []
-    stored: dict[str, list[Message]] = {}
+    stored: dict[str, list[Any]] = {}
     for device_id, batch in by_device.items():
         seq = seqs[device_id]
-        if not with_steps:
+        if hand_over != "messages":
+            first = len(rows)
             rows += [messages.to_row(seq, message) for message in batch]
+            if hand_over == "rows":
+                stored[device_id] = rows[first:]
             continue
         stored[device_id] = forms = []
         for message in batch:
@@ -248,19 +255,24 @@ def _late_data(
 
 
 def _new_messages(
-    stored: dict[str, list[Message]],
+    by_device: dict[str, list[Message]],
+    stored: dict[str, list[Any]],
     states: dict[str, dict[str, Any]],
     changed: list[dict[str, Any]],
-) -> dict[str, NewMessages]:
+    hand_over: HandOver,
+) -> dict[str, NewMessages | NewRows]:
     """For each device whose live state moved, the valid messages it moved over, as they are
-    stored: every valid message of the device in (newest before, newest after] is in this batch
-    (any earlier one is at or before the newest before). Of two with the same time the first
-    one of the batch is stored, as here."""
-    new = {}
+    stored (`_rows`' forms or rows): every valid message of the device in (newest before,
+    newest after] is in this batch (any earlier one is at or before the newest before). Of two
+    with the same time the first one of the batch is stored, as here."""
+    new: dict[str, NewMessages | NewRows] = {}
     for state in changed:
         device_id, until = state["device_id"], state["last_message_at"]
         before = states.get(device_id)
         after = None if before is None else before["last_message_at"]
+        if hand_over == "rows":
+            new[device_id] = _new_rows(stored[device_id], after, until)
+            continue
         span: dict[datetime, Message] = {}
         for message in stored[device_id]:
             at = message.device_time
@@ -272,6 +284,32 @@ def _new_messages(
             kept = [m for at, m in sorted(span.items()) if not m.filtered]
         new[device_id] = NewMessages(after, until, kept)
     return new
+
+
+def _new_rows(rows: list[dict[str, Any]], after: datetime | None, until: datetime) -> NewRows:
+    """`_new_messages` of one device's rows, with the filtered ones (they are told apart once
+    decoded): a check per row in the usual case, all of them in order and in the span."""
+    times = [row["device_time"] for row in rows]
+    if not (
+        (after is None or times[0] > after)
+        and times[-1] <= until
+        and all(a < b for a, b in itertools.pairwise(times))
+    ):
+        span: dict[datetime, dict[str, Any]] = {}
+        for row in rows:
+            at = row["device_time"]
+            if (after is None or at > after) and at <= until and at not in span:
+                span[at] = row
+        times = sorted(span)
+        rows = [span[at] for at in times]
+    return NewRows(
+        after,
+        until,
+        [time_us(at) for at in times],
+        [row["lat_e7"] for row in rows],
+        [row["lon_e7"] for row in rows],
+        [row["packed"] for row in rows],
+    )
 
 
 def _settle(pending: _Pending, error: Exception | None) -> None:

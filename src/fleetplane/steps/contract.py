@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -58,6 +58,40 @@ class NewMessages:
     until: datetime
     messages: list[Message]
 
+
+@dataclass(frozen=True, slots=True)
+class NewRows:
+    """`NewMessages` as the rows the intake wrote (`messages.service.to_row`'s values, by
+    column): what it hands to a steps runner in another process. They are cheaper for the
+    intake to send than messages (its CPU is the one every device waits on), and the other
+    side decodes them as it would decode them read back (`messages.service.from_stored_row`).
+    The device's rows with `after` < device time <= `until`, one per time, oldest first, the
+    ones the validity filter marked included (their flags say so once decoded)."""
+
+    after: datetime | None
+    until: datetime
+    times_us: list[int]  # device time, microseconds since the epoch (`messages.columns`)
+    lat_e7: list[int | None]
+    lon_e7: list[int | None]
+    packed: list[bytes]
+
+    def extend(self, following: "NewRows") -> "NewRows":
+        """These rows and the `following` ones (whose `after` is this `until`), in place."""
+        self.times_us.extend(following.times_us)
+        self.lat_e7.extend(following.lat_e7)
+        self.lon_e7.extend(following.lon_e7)
+        self.packed.extend(following.packed)
+        return NewRows(
+            self.after, following.until, self.times_us, self.lat_e7, self.lon_e7, self.packed
+        )
+
+    def __len__(self) -> int:
+        return len(self.times_us)
+
+
+# What a steps runner takes of the intake's new messages (`NewMessages`, `NewRows`), or
+# nothing (it reads them back).
+HandOver = Literal["messages", "rows", None]
 
 Item = TypeVar("Item")
 

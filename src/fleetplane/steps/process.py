@@ -6,8 +6,9 @@ docs/benchmarks.md, "The pipeline steps in a process of their own"). So the serv
 child process (`python -m fleetplane.step_worker`) that runs the same `StepRunner` on an
 engine of its own, and the two talk over a socket pair:
 
-- the server says which devices have newly stored messages (their ids only: the child reads
-  the messages back from storage, as the runner does after a restart);
+- the server says which devices have newly stored messages, with the rows it just wrote of
+  them (`NewRows`: the child decodes them as it would read back from storage, and reads back
+  only what it was not sent, as after a restart);
 - the child sends back the change notices its steps raise (the device counters, say), and the
   server delivers them to its own hub: its live cache and event streams learn of them as of a
   change made in the server itself;
@@ -31,6 +32,7 @@ import struct
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from fleetplane.config import Settings
@@ -41,15 +43,19 @@ from fleetplane.core.db import (
     session_factory,
     use_writer_turns,
 )
-from fleetplane.steps.contract import NewMessages, Step
+from fleetplane.steps.contract import HandOver, NewMessages, NewRows, Step
 from fleetplane.steps.runner import StepRunner
 
 log = logging.getLogger("fleetplane.steps")
 
 # A frame: its length (4 bytes, big-endian), then a pickled tuple whose first item names it.
 _LENGTH = struct.Struct(">I")
-# The largest frame either side accepts: a notice or a list of device ids is far smaller.
+# The largest frame either side accepts: a notice, or the rows of MAX_WAITING_ROWS
+# messages, is far smaller.
 MAX_FRAME_BYTES = 64 * 1024 * 1024
+# The new messages' rows waiting to be sent, over all devices; beyond it they are dropped, and
+# the child reads those messages back (as the runner does with its own bound).
+MAX_WAITING_ROWS = 200_000
 # How long a stopping server waits for the child before it kills it.
 STOP_SECONDS = 10.0
 # The pause before a child that exited is started again, doubled while it keeps exiting soon
@@ -92,8 +98,9 @@ class StepProcess:
     writer turns and delivers its change notices. Stands where an in-process `StepRunner`
     would (`ingest.pipeline.StepNotifier`)."""
 
-    # The child reads the messages back: the intake keeps no copy for it.
-    hands_over = False
+    # The intake hands over the rows it wrote: cheaper for it than messages, to make and to
+    # send, and the child need not read them back.
+    hand_over: HandOver = "rows"
 
     def __init__(
         self,
@@ -107,6 +114,8 @@ class StepProcess:
         self._changes = changes
         self._turns = turns  # the server's writer turns on SQLite; None on PostgreSQL
         self._waiting: set[str] = set()
+        self._waiting_rows: dict[str, NewRows] = {}
+        self._waiting_row_count = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._process: asyncio.subprocess.Process | None = None
@@ -118,12 +127,36 @@ class StepProcess:
         return None if self._process is None else self._process.pid
 
     def notify(
-        self, device_ids: Iterable[str], new: Mapping[str, NewMessages] | None = None
+        self,
+        device_ids: Iterable[str],
+        new: Mapping[str, NewMessages | NewRows] | None = None,
     ) -> None:
-        """New messages of these devices are committed (`new` is not kept: the child reads)."""
+        """New messages of these devices are committed; `new`: their rows, sent on with them
+        (what the intake hands over as messages, `NewMessages`, is not: the child reads)."""
         if self.steps:
             self._waiting.update(device_ids)
+            if new:
+                self._keep_rows(new)
             self._wake.set()
+
+    def _keep_rows(self, new: Mapping[str, NewMessages | NewRows]) -> None:
+        """Adds each device's new rows to those waiting to be sent: after them when they follow
+        on, else instead of them (the child reads the gap back)."""
+        waiting = self._waiting_rows
+        for device_id, news in new.items():
+            if not isinstance(news, NewRows):
+                continue
+            kept = waiting.get(device_id)
+            if kept is not None and kept.until == news.after:
+                waiting[device_id] = kept.extend(news)
+            else:
+                if kept is not None:
+                    self._waiting_row_count -= len(kept)
+                waiting[device_id] = news
+            self._waiting_row_count += len(news)
+        if self._waiting_row_count > MAX_WAITING_ROWS:
+            waiting.clear()
+            self._waiting_row_count = 0
 
     def start(self) -> None:
         if self.steps and self._task is None:
@@ -195,7 +228,9 @@ class StepProcess:
             self._wake.clear()
             if self._waiting:
                 device_ids, self._waiting = self._waiting, set()
-                link.send("devices", list(device_ids))
+                rows, self._waiting_rows = self._waiting_rows, {}
+                self._waiting_row_count = 0
+                link.send("devices", list(device_ids), _wire(rows))
                 await link.drain()
 
     async def _serve(self, link: _Link, turns: "_TurnsGranted") -> None:
@@ -209,6 +244,24 @@ class StepProcess:
                 turns.given_back()
             else:
                 log.error("the pipeline steps' process sent an unknown %r", kind)
+
+
+# A device's `NewRows` over the link: its fields (a dataclass instance pickles at several times
+# the cost, per device in every frame).
+_WireRows = tuple[
+    datetime | None, datetime, list[int], list[int | None], list[int | None], list[bytes]
+]
+
+
+def _wire(rows: Mapping[str, NewRows]) -> dict[str, _WireRows]:
+    return {
+        device_id: (new.after, new.until, new.times_us, new.lat_e7, new.lon_e7, new.packed)
+        for device_id, new in rows.items()
+    }
+
+
+def _unwired(rows: Mapping[str, _WireRows]) -> dict[str, NewRows]:
+    return {device_id: NewRows(*fields) for device_id, fields in rows.items()}
 
 
 class _TurnsGranted:
@@ -328,7 +381,7 @@ async def run_child(fd: int, registered: Sequence[Step]) -> None:
     try:
         while (frame := await link.receive()) is not None:
             if frame[0] == "devices":
-                runner.notify(frame[1])
+                runner.notify(frame[1], _unwired(frame[2]))
             elif frame[0] == "granted" and turns is not None:
                 turns.granted()
     finally:

@@ -14,8 +14,9 @@ again device by device, and for each device it still fails on is recorded as fai
 `GET /api/pipeline/steps`) and left alone until its retry time, which doubles with each
 failure in a row up to a ceiling. Other steps, other devices and the intake go on.
 
-What the intake just committed it also hands over (`NewMessages`), and the runner keeps it in
-memory, bounded, until the device's next round: a step whose mark is within that span takes its
+What the intake just committed it also hands over (`NewMessages`; to a runner in a process of
+its own, `steps.process`, as the stored rows, `NewRows`), and the runner keeps it in memory,
+bounded, until the device's next round: a step whose mark is within that span takes its
 messages from there and nothing is read back. Reading back is for a restart, a rewind, a step
 that fell behind, and a step that reads filtered messages too.
 """
@@ -34,8 +35,16 @@ from fleetplane.core.db import system_session, writer_session
 from fleetplane.core.timeutil import utcnow
 from fleetplane.devices import service as devices
 from fleetplane.messages import service as messages
+from fleetplane.messages.columns import time_of
 from fleetplane.steps import service
-from fleetplane.steps.contract import DeviceMessages, NewMessages, Step, StepDevice
+from fleetplane.steps.contract import (
+    DeviceMessages,
+    HandOver,
+    NewMessages,
+    NewRows,
+    Step,
+    StepDevice,
+)
 from fleetplane.steps.service import Progress
 from fleetplane.telemetry import Message
 
@@ -66,8 +75,9 @@ class _Batch:
 
 
 class StepRunner:
-    # Keeps what the intake hands over (`notify`'s `new`) for the steps' next round.
-    hands_over = True
+    # Keeps what the intake hands over (`notify`'s `new`) for the steps' next round: in this
+    # process, the messages as they read back.
+    hand_over: HandOver = "messages"
 
     def __init__(
         self,
@@ -101,7 +111,9 @@ class StepRunner:
         self._task: asyncio.Task[None] | None = None
 
     def notify(
-        self, device_ids: Iterable[str], new: Mapping[str, NewMessages] | None = None
+        self,
+        device_ids: Iterable[str],
+        new: Mapping[str, NewMessages | NewRows] | None = None,
     ) -> None:
         """New messages of these devices are committed; `new`: those the intake has in hand."""
         if self.steps:
@@ -110,8 +122,9 @@ class StepRunner:
                 self._keep_fresh(new)
             self._wake.set()
 
-    def _keep_fresh(self, new: Mapping[str, NewMessages]) -> None:
-        for device_id, news in new.items():
+    def _keep_fresh(self, new: Mapping[str, NewMessages | NewRows]) -> None:
+        for device_id, given in new.items():
+            news = _as_messages(given)
             kept = self._fresh.get(device_id)
             if (
                 kept is not None
@@ -366,6 +379,19 @@ class _Fresh:
         if any(step.reads_filtered for step in steps):
             return False
         return self.after is None or all(m is not None and m >= self.after for m in marks)
+
+
+def _as_messages(new: NewMessages | NewRows) -> NewMessages:
+    if isinstance(new, NewMessages):
+        return new
+    decode = messages.from_stored_row
+    found = [
+        decode(time_of(at), lat_e7, lon_e7, packed)
+        for at, lat_e7, lon_e7, packed in zip(
+            new.times_us, new.lat_e7, new.lon_e7, new.packed, strict=True
+        )
+    ]
+    return NewMessages(new.after, new.until, [m for m in found if not m.filtered])
 
 
 def _due(progress: Progress, now: datetime) -> bool:
