@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import shapely
 from geographiclib.geodesic import Geodesic
 
 from fleetplane.geofences.geometry import GeofenceIndex, GeometryError, area_m2, build_area
@@ -225,6 +226,41 @@ def test_many_positions_many_geofences() -> None:
     assert len(position) == len(fences)
     assert len(position) == sum(len(ids) for ids in found) > 100
     assert list(position) == sorted(position)
+
+
+def test_the_grid_finds_what_testing_every_area_finds() -> None:
+    """The index's candidates come from a grid of cells: over small and wide areas (one as
+    wide as a continent, kept out of the grid), one across the antimeridian, one round a pole,
+    and positions on and off the grid, it answers exactly what testing every position against
+    every area answers."""
+    rng = np.random.default_rng(11)
+    areas = [
+        build_area(circle(lat, lon), radius_m=r)
+        for lat, lon, r in zip(
+            rng.uniform(50, 60, 300), rng.uniform(10, 30, 300), rng.uniform(100, 50_000, 300),
+            strict=True,
+        )
+    ]  # fmt: skip
+    areas += [
+        build_area({"type": "Polygon", "coordinates": [[[-10, 35], [40, 35], [40, 70],
+                                                         [-10, 70], [-10, 35]]]}),
+        build_area(circle(0.0, 179.99), radius_m=20_000),
+        build_area(circle(89.9, 0.0), radius_m=30_000),
+        build_area({"type": "LineString", "coordinates": [[12, 52], [18, 55], [25, 54]]},
+                   width_m=2_000),
+    ]  # fmt: skip
+    index = GeofenceIndex([f"a{n}" for n in range(len(areas))], areas)
+    lat = np.concatenate([rng.uniform(45, 65, 20_000), rng.uniform(-90, 90, 2_000),
+                          [0.0, 0.05, 89.95, np.nan]])  # fmt: skip
+    lon = np.concatenate([rng.uniform(5, 35, 20_000), rng.uniform(-180, 180, 2_000),
+                          [-179.99, 179.95, 120.0, 10.0]])  # fmt: skip
+    position, fence = index.pairs(lat, lon)
+    all_areas = np.asarray(areas, dtype=object)
+    every = shapely.intersects_xy(all_areas[None, :], lon[:, None], lat[:, None])
+    expected_position, expected_fence = np.nonzero(every)
+    assert position.tolist() == expected_position.tolist()
+    assert fence.tolist() == expected_fence.tolist()
+    assert len(position) > 20_000  # the continent holds most of them
 
 
 def test_an_empty_index_holds_nothing() -> None:

@@ -341,15 +341,19 @@ def normalised_lon(lon: FloatArray) -> FloatArray:
 class GeofenceIndex:
     """The areas of a set of geofences (a customer's), to test many positions at once.
 
-    Built once from the stored areas (`from_wkb`), then `pairs` answers a batch of positions
-    with an R-tree (shapely's STRtree) on the areas' bounds and one vectorised point-in-area
-    test of the candidates against prepared areas."""
+    Built once from the stored areas (`from_wkb`), then `pairs` answers a batch of positions:
+    the candidates of each position come from a grid of cells over the areas' bounds (each
+    cell lists the areas whose bounding box meets it), all in numpy, without making a point
+    object per position; the candidates whose bounding box holds the position then go
+    through one vectorised point-in-area test against the prepared areas. An area whose box
+    would fill many cells (a country, say) is kept out of the grid and tested by its box."""
 
     def __init__(self, ids: Sequence[str], areas: Sequence[shapely.Geometry]) -> None:
         self.ids: tuple[str, ...] = tuple(ids)
         self._areas = np.asarray(list(areas), dtype=object)
         shapely.prepare(self._areas)
-        self._tree = shapely.STRtree(self._areas)
+        self._bounds = shapely.bounds(self._areas).reshape(-1, 4)  # lon0, lat0, lon1, lat1
+        self._grid = _Grid(self._bounds)
 
     @classmethod
     def from_wkb(cls, ids: Sequence[str], wkbs: Sequence[bytes]) -> "GeofenceIndex":
@@ -361,15 +365,17 @@ class GeofenceIndex:
     def pairs(self, lat: npt.ArrayLike, lon: npt.ArrayLike) -> tuple[IntArray, IntArray]:
         """(position index, geofence index) of every position inside a geofence, ordered by
         position, then geofence. NaN positions are inside none."""
-        lat = np.asarray(lat, dtype=np.float64)
-        lon = normalised_lon(np.asarray(lon, dtype=np.float64))
+        lat = np.asarray(lat, dtype=np.float64).ravel()
+        lon = normalised_lon(np.asarray(lon, dtype=np.float64).ravel())
         if not len(self.ids) or not lat.size:
             empty = np.zeros(0, dtype=np.intp)
             return empty, empty
-        valid = np.isfinite(lat) & np.isfinite(lon)
-        points = np.full(lat.shape, None, dtype=object)
-        points[valid] = shapely.points(lon[valid], lat[valid])
-        position, fence = self._tree.query(points)
+        position, fence = self._grid.candidates(lat, lon)
+        bounds = self._bounds[fence]
+        x, y = lon[position], lat[position]
+        in_box = (bounds[:, 0] <= x) & (x <= bounds[:, 2])
+        in_box &= (bounds[:, 1] <= y) & (y <= bounds[:, 3])
+        position, fence = position[in_box], fence[in_box]
         # Each area's candidates together: its prepared structure stays in the CPU's cache
         # (about 40 % less time than in position order, over 10,000 geofences).
         by_fence = np.argsort(fence, kind="stable")
@@ -387,3 +393,80 @@ class GeofenceIndex:
         for p, f in zip(position.tolist(), fence.tolist(), strict=True):
             found[p].append(self.ids[f])
         return found
+
+
+class _Grid:
+    """A grid of cells over areas' bounding boxes: each cell lists the areas whose box meets
+    it (`_starts`/`_members`, compressed rows), so a position's candidates are a lookup.
+
+    The cell size follows the areas (a little above their median box), within at most
+    `MAX_CELLS` cells; an area whose box would cover more than `MAX_CELLS_PER_AREA` cells is
+    `_wide`: a candidate of every position."""
+
+    MAX_CELLS = 1 << 18
+    MAX_CELLS_PER_AREA = 64
+
+    def __init__(self, bounds: FloatArray) -> None:
+        finite = np.isfinite(bounds).all(axis=1)
+        self._west, self._south = 0.0, 0.0
+        self._columns = self._rows = 1
+        self._cell_w = self._cell_h = 1.0
+        if finite.any():
+            known = bounds[finite]
+            self._west, self._south = float(known[:, 0].min()), float(known[:, 1].min())
+            span_w = max(float(known[:, 2].max()) - self._west, 1e-9)
+            span_h = max(float(known[:, 3].max()) - self._south, 1e-9)
+            size_w = max(float(np.median(known[:, 2] - known[:, 0])) * 2, span_w / 2048, 1e-9)
+            size_h = max(float(np.median(known[:, 3] - known[:, 1])) * 2, span_h / 2048, 1e-9)
+            self._columns = min(int(span_w / size_w) + 1, 2048)
+            self._rows = min(int(span_h / size_h) + 1, 2048)
+            while self._columns * self._rows > self.MAX_CELLS:
+                self._columns = max(1, self._columns // 2)
+                self._rows = max(1, self._rows // 2)
+            self._cell_w = span_w / self._columns
+            self._cell_h = span_h / self._rows
+        first_col, first_row = self._cell(bounds[:, 0], bounds[:, 1])
+        last_col, last_row = self._cell(bounds[:, 2], bounds[:, 3])
+        cells = (last_col - first_col + 1) * (last_row - first_row + 1)
+        wide = ~finite | (cells > self.MAX_CELLS_PER_AREA)
+        self._wide = np.flatnonzero(wide)
+        members: list[IntArray] = []
+        member_cells: list[IntArray] = []
+        for area in np.flatnonzero(~wide).tolist():
+            cols = np.arange(first_col[area], last_col[area] + 1)
+            rows = np.arange(first_row[area], last_row[area] + 1)
+            covered = (rows[:, None] * self._columns + cols[None, :]).ravel()
+            member_cells.append(covered)
+            members.append(np.full(covered.size, area, dtype=np.intp))
+        flat_cells = np.concatenate(member_cells) if member_cells else np.zeros(0, np.intp)
+        flat_members = np.concatenate(members) if members else np.zeros(0, np.intp)
+        order = np.argsort(flat_cells, kind="stable")
+        self._members = flat_members[order]
+        counts = np.bincount(flat_cells, minlength=self._columns * self._rows)
+        self._starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.intp)
+
+    def _cell(self, lon: FloatArray, lat: FloatArray) -> tuple[IntArray, IntArray]:
+        with np.errstate(invalid="ignore"):
+            col = np.floor((np.nan_to_num(lon) - self._west) / self._cell_w)
+            row = np.floor((np.nan_to_num(lat) - self._south) / self._cell_h)
+        col = np.clip(col, 0, self._columns - 1).astype(np.intp)
+        row = np.clip(row, 0, self._rows - 1).astype(np.intp)
+        return col, row
+
+    def candidates(self, lat: FloatArray, lon: FloatArray) -> tuple[IntArray, IntArray]:
+        """(position, area) of every area whose cell, or whose wideness, makes it a candidate
+        for a finite position (a position off the grid is clipped to its edge: the box test
+        that follows keeps only true candidates)."""
+        valid = np.flatnonzero(np.isfinite(lat) & np.isfinite(lon))
+        col, row = self._cell(lon[valid], lat[valid])
+        cell = row * self._columns + col
+        begin, end = self._starts[cell], self._starts[cell + 1]
+        counts = end - begin
+        position = np.repeat(valid, counts)
+        # Each position's run of its cell's members: begin + 0, 1, ... counts - 1.
+        runs = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        fence = self._members[np.repeat(begin, counts) + runs]
+        if self._wide.size:
+            position = np.concatenate([position, np.repeat(valid, self._wide.size)])
+            fence = np.concatenate([fence, np.tile(self._wide, valid.size)])
+        return position, fence
