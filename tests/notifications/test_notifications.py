@@ -116,3 +116,37 @@ def test_the_in_app_action_is_a_live_notification_event(
     time.sleep(0.3)  # had they been sent, they would have arrived with the first
     assert not [n for n, _ in without_permission.events if n == "notification"]
     assert not [n for n, _ in other_customer.events if n == "notification"]
+
+
+def test_a_stream_stops_sending_notifications_once_its_key_may_not_read_them(
+    server: RunningServer,
+    tenant: Tenant,
+    streams: Callable[[Api], EventStream],  # noqa: F811 (the fixture)
+) -> None:
+    api = tenant.module_api(0)
+    secret, key = tenant.api.new_key(
+        customer_permissions=["read:devices", "read:notifications", "update:automations"]
+    )
+    keyed = api.with_key(secret)
+    stream = streams(keyed)
+    automation_id = store_automation(tenant, [{"type": "notification"}])
+
+    def notified() -> list[str]:
+        events = stream.events
+        return [data["notification"]["id"] for name, data in events if name == "notification"]
+
+    first = keyed.post(f"/module/automations/{automation_id}/test").json()["notification_id"]
+    deadline = time.monotonic() + 10
+    while notified() != [first]:
+        assert time.monotonic() < deadline, stream.events
+        time.sleep(0.02)
+    changed = tenant.api.patch(
+        f"/api/api-keys/{key['id']}",
+        json={"customer_permissions": ["read:devices", "update:automations"]},
+    )
+    assert changed.status_code == 200, changed.text
+    second = keyed.post(f"/module/automations/{automation_id}/test").json()["notification_id"]
+    assert [i for i in listed(api) if i["id"] == second]  # it fired
+    time.sleep(0.5)  # had it been sent, it would have arrived
+    assert notified() == [first], stream.events
+    assert not [name for name, _ in stream.events if name == "closed"]

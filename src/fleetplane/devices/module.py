@@ -1,6 +1,6 @@
 """The `devices` module: a customer's own devices, their live state and their messages."""
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Annotated
 
 from fastapi import Query, Request, Response
@@ -10,7 +10,12 @@ from fleetplane import module_catalog
 from fleetplane.audit.service import Actor
 from fleetplane.commands import service as commands
 from fleetplane.commands.schemas import CommandCreate, CommandOut
-from fleetplane.core.auth import CustomerContext, ModuleAccess, answers_from_memory
+from fleetplane.core.auth import (
+    CustomerContext,
+    ModuleAccess,
+    ModuleAccessWatch,
+    answers_from_memory,
+)
 from fleetplane.core.db import set_tenant_scope
 from fleetplane.core.errors import not_found
 from fleetplane.core.events import Event, server_sent_events
@@ -126,7 +131,9 @@ async def device_events(
         server_sent_events(
             stream.subscription,
             stream,
-            shape=_state_events_for(runtime, ctx.provider_id, ctx.customer_id, _withheld(ctx)),
+            shape=_state_events_for(
+                runtime, ctx.provider_id, ctx.customer_id, lambda: _withheld(stream.access)
+            ),
         ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
@@ -141,30 +148,34 @@ _MODULE_EVENTS = (
 )
 
 
-def _withheld(ctx: CustomerContext) -> frozenset[str]:
-    """The events this stream may not send: a module's, without the module enabled for the
-    customer or the permission that reads them."""
-    return frozenset(
+def _withheld(access: ModuleAccessWatch) -> set[str]:
+    """The events a stream may not send now: a module's, without the module enabled for the
+    customer or the permission that reads them, as of the stream's last access check (a
+    change to its key or customer holds the stream until it is checked again)."""
+    return {
         kind
         for kinds, module_name, permission in _MODULE_EVENTS
-        if module_name not in ctx.customer.modules
-        or not grants(ctx.key.customer_permissions, permission)
+        if module_name not in access.customer.modules
+        or not grants(access.key.customer_permissions, permission)
         for kind in kinds
-    )
+    }
 
 
 def _state_events_for(
-    runtime: Runtime, provider_id: str, customer_id: str, withheld: frozenset[str] = frozenset()
+    runtime: Runtime,
+    provider_id: str,
+    customer_id: str,
+    withheld: Callable[[], Collection[str]] = frozenset,
 ) -> Callable[[Event], Awaitable[Event | None]]:
     """Shapes the changed states the pipeline announces for the customer's stream, as the
     device reads shape them: from the devices held in memory, else from the database. Other
-    events go as they are, unless of a kind `withheld`."""
+    events go as they are, unless of a kind `withheld()` names."""
     cache, sessions = runtime.live_devices, runtime.sessions
 
     async def shape(event: Event) -> Event | None:
         if event["type"] != "state":
             # What other steps announce (enters, trips, notifications) goes as it is.
-            return None if event["type"] in withheld else event
+            return None if event["type"] in withheld() else event
         held = await cache.customer_devices(provider_id, customer_id)
         if held is not None:
             return held.state_event(event["state"])
