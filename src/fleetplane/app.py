@@ -20,7 +20,7 @@ from fleetplane.core.errors import ApiError, install_error_handlers
 from fleetplane.core.middleware import BodyLimitMiddleware, RateLimitHeadersMiddleware
 from fleetplane.core.openapi import build_document
 from fleetplane.messages import column_builder, retention
-from fleetplane.registry import MODULES, STEPS, STUDIO_ROUTERS
+from fleetplane.registry import MODULES, RETENTION, STEPS, STUDIO_ROUTERS
 from fleetplane.runtime import Runtime
 from fleetplane.steps.contract import Step
 from fleetplane.web import playground
@@ -62,6 +62,7 @@ def create_app(
                 runtime.system_sessions,
                 settings.default_retention_days,
                 settings.retention_interval_seconds,
+                RETENTION,
             )
             tasks.append(asyncio.create_task(purge, name="retention"))
             pack = column_builder.build_forever(

@@ -18,6 +18,9 @@ from fleetplane.drivers import module as drivers_module
 from fleetplane.drivers import processor as drivers_processor
 from fleetplane.geofences import module as geofences_module
 from fleetplane.geofences import processor as geofences_processor
+from fleetplane.geofences import service as geofences_service
+from fleetplane.messages.retention import Purge
+from fleetplane.notifications import service as notifications_service
 from fleetplane.sensors import studio as sensors_studio
 from fleetplane.steps import studio as steps_studio
 from fleetplane.steps.contract import Step
@@ -55,4 +58,10 @@ STEPS: list[Step] = [
     geofences_processor.VisitsStep(),
     # Rules over the messages and what the steps before derived (geofence visits).
     automations_processor.AutomationsStep(),
+]
+
+# What the domains derived from messages, purged by the customer's retention with them.
+RETENTION: list[Purge] = [
+    notifications_service.purge_before,
+    geofences_service.purge_visits_before,
 ]

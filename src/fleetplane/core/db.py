@@ -11,12 +11,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, cast
 
 import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import (
+    CursorResult,
     DateTime,
     MetaData,
     Select,
@@ -35,6 +36,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.sql.expression import Executable
 from sqlalchemy.util import await_only
 
 from fleetplane.config import Settings
@@ -249,6 +251,13 @@ async def lock_writers(session: AsyncSession, lock_row: Select[*tuple[Any, ...]]
 # Ids bound into one `IN (...)` at most: SQLite's limit on a statement's parameters is far above,
 # and the statements stay short.
 IDS_PER_QUERY = 1000
+
+
+async def rows_changed(session: AsyncSession, statement: Executable) -> int:
+    """Runs an UPDATE or DELETE; how many rows it changed. (Such a statement gives a
+    CursorResult, which counts them; the session's `execute` is typed for any statement.)"""
+    result = await session.execute(statement)
+    return cast(CursorResult[Any], result).rowcount or 0
 
 
 def id_chunks(ids: Sequence[Item], size: int = IDS_PER_QUERY) -> Iterator[Sequence[Item]]:

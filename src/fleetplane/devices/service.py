@@ -13,9 +13,9 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import ColumnElement, CursorResult, Row, Select, bindparam, func, select, true
+from sqlalchemy import ColumnElement, Row, Select, bindparam, func, select, true
 from sqlalchemy import update as update_rows
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,7 +24,7 @@ from fleetplane.audit import service as audit
 from fleetplane.audit.service import Actor
 from fleetplane.channels import service as channels
 from fleetplane.core.changes import Change, note
-from fleetplane.core.db import count_under_lock, id_chunks, lock_writers
+from fleetplane.core.db import count_under_lock, id_chunks, lock_writers, rows_changed
 from fleetplane.core.errors import conflict, not_found, validation_error
 from fleetplane.core.ids import looks_like_id, new_id
 from fleetplane.core.timeutil import as_utc, utcnow
@@ -351,16 +351,15 @@ async def delete(session: AsyncSession, actor: Actor, device_id: str) -> None:
 async def release_all(session: AsyncSession, actor: Actor, customer_id: str) -> int:
     """Returns every device of a customer to the unassigned inventory; how many there were."""
     await _end_assignments(session, actor.provider_id, DeviceAssignment.customer_id == customer_id)
-    result = await session.execute(
+    released = await rows_changed(
+        session,
         update_rows(Device)
         .where(Device.provider_id == actor.provider_id, Device.customer_id == customer_id)
-        .values(customer_id=None)
+        .values(customer_id=None),
     )
     # Which devices is not read: the customer's devices, all of them, are no longer its.
     note(session, Change(DEVICE_CHANGE, (), actor.provider_id, (customer_id,)))
-    # An UPDATE or DELETE gives a CursorResult, which counts its rows; the session's
-    # `execute` is typed for any statement.
-    return cast(CursorResult[Any], result).rowcount or 0
+    return released
 
 
 async def _require_customer(session: AsyncSession, provider_id: str, customer_id: str) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleetplane.audit import service as audit
 from fleetplane.audit.service import Actor
 from fleetplane.core.changes import Change, note
-from fleetplane.core.db import id_chunks, values_by_key
+from fleetplane.core.db import id_chunks, rows_changed, values_by_key
 from fleetplane.core.errors import not_found, validation_error
 from fleetplane.core.events import EventHub, publish_each
 from fleetplane.core.ids import looks_like_id, new_id
@@ -868,3 +868,21 @@ def announce_visits(events: EventHub, change: Change) -> None:
     """Tells the live event streams of enters and exits (a committed `geofence_visit`
     notice): `geofence_enter` and `geofence_exit` events for the visit's customer."""
     publish_each(events, change.values, "geofence")
+
+
+async def purge_visits_before(
+    session: AsyncSession, customer_id: str, _: Sequence[str], cutoff: datetime, limit: int
+) -> int:
+    """Retention (`messages.retention.Purge`): deletes up to `limit` of the customer's visits
+    that ended before `cutoff` (an open one stays: its device is still inside); how many."""
+    oldest = (
+        select(GeofenceVisit.id)
+        .where(
+            GeofenceVisit.customer_id == customer_id,
+            GeofenceVisit.enter_time < cutoff,
+            GeofenceVisit.exit_time < cutoff,
+        )
+        .limit(limit)
+    )
+    expired = delete_rows(GeofenceVisit).where(GeofenceVisit.id.in_(oldest))
+    return await rows_changed(session, expired)

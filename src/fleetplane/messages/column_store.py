@@ -27,13 +27,14 @@ were: a change in between raised it.
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, delete, exists, func, select, update
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from fleetplane.core import bulk
+from fleetplane.core.db import rows_changed
 from fleetplane.messages.models import MessageColumnsChunk, StoredMessage
 
 DAY = timedelta(days=1)
@@ -202,13 +203,14 @@ async def store_chunk(
     values: dict[str, Any] = {"stale": False, "version": _Chunk.version + 1}
     if packed is not None:
         values.update(packed=packed, message_count=message_count)
-    result = await session.execute(
+    changed = await rows_changed(
+        session,
         update(_Chunk)
         .where(
             _Chunk.device_seq == day.device_seq,
             _Chunk.period_start == day.start,
             _Chunk.version == day.version,
         )
-        .values(**values)
+        .values(**values),
     )
-    return bool(cast(CursorResult[Any], result).rowcount)
+    return bool(changed)

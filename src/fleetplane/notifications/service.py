@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, select
+from sqlalchemy import Row, Select, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane.core.bulk import write_rows
 from fleetplane.core.changes import Change, note
-from fleetplane.core.db import id_chunks
+from fleetplane.core.db import id_chunks, rows_changed
 from fleetplane.core.events import Event, EventHub
 from fleetplane.core.ids import new_id
 from fleetplane.core.pagination import PageParams, fetch_page
@@ -268,3 +268,17 @@ def notification_event(values: Mapping[str, Any]) -> Event:
         "device_id": values["device_id"],
         "notification": {name: values[name] for name in shown},
     }
+
+
+async def purge_before(
+    session: AsyncSession, customer_id: str, _: Sequence[str], cutoff: datetime, limit: int
+) -> int:
+    """Retention (`messages.retention.Purge`): deletes up to `limit` of the customer's
+    notifications from before `cutoff`, with their deliveries and attempts (foreign keys);
+    how many."""
+    oldest = (
+        select(Notification.id)
+        .where(Notification.customer_id == customer_id, Notification.time < cutoff)
+        .limit(limit)
+    )
+    return await rows_changed(session, delete(Notification).where(Notification.id.in_(oldest)))
