@@ -29,7 +29,7 @@ from conftest import (
     send_wialon,
     server_with,
 )
-from fleetplane.automations.models import AutomationState
+from fleetplane.automations.models import Automation, AutomationDevice, AutomationState
 from fleetplane.config import Settings
 from fleetplane.notifications.models import Delivery, Notification
 from steps.test_pipeline_steps import wait_until
@@ -140,12 +140,26 @@ def notifications(settings: Settings, automation_id: str) -> list[dict[str, Any]
 
 
 def evaluated_until(settings: Settings, automation_id: str, device_id: str) -> datetime | None:
+    """How far the rule's customer's rules evaluated the device's messages (None: never)."""
+
     async def read(session: AsyncSession) -> datetime | None:
-        statement = select(AutomationState.evaluated_until).where(
+        statement = (
+            select(AutomationDevice.evaluated_until)
+            .join(Automation, Automation.customer_id == AutomationDevice.customer_id)
+            .where(Automation.id == automation_id, AutomationDevice.device_id == device_id)
+        )
+        return (await session.execute(statement)).scalar_one_or_none()
+
+    return run_in_db(settings, read)
+
+
+def has_state(settings: Settings, automation_id: str, device_id: str) -> bool:
+    async def read(session: AsyncSession) -> bool:
+        statement = select(AutomationState.device_id).where(
             AutomationState.automation_id == automation_id,
             AutomationState.device_id == device_id,
         )
-        return (await session.execute(statement)).scalar_one_or_none()
+        return (await session.execute(statement)).first() is not None
 
     return run_in_db(settings, read)
 
@@ -621,6 +635,8 @@ def test_another_customers_rules_are_invisible_and_never_fire_for_its_devices(
         d["id"] for d in fleet.tenant.devices[fleet.tenant.customers[0]["id"]]
     } | {own_id}
     assert evaluated_until(fleet.settings, rule, other_id) is None
+    assert not has_state(fleet.settings, rule, other_id)
+    assert has_state(fleet.settings, rule, own_id)
     [other_fired] = notifications(fleet.settings, other_rule)
     assert other_fired["customer_id"] == fleet.tenant.customers[1]["id"]
     other_api = fleet.api(1)
