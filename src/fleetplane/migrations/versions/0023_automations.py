@@ -1,5 +1,5 @@
-"""Automations, their state per device (and how far they evaluated each device), the notifications they fire and the outbox that
-delivers their actions.
+"""Automations, their state per device (and how far they evaluated each device's messages),
+the notifications they fire and the outbox that delivers their actions.
 
 Revision ID: 0023
 Revises: 0022
