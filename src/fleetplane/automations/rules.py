@@ -159,10 +159,14 @@ class Inside:
     def within(self, watched: Sequence[str]) -> BoolArray:
         """Whether each message is inside one of the watched geofences (any, when none)."""
         mask = np.zeros(len(self.positioned), dtype=np.bool_)
+        if not self.messages.size:
+            return mask
         if not watched:
             mask[self.messages] = True
         elif numbers := [self.numbers[g] for g in watched if g in self.numbers]:
-            mask[self.messages[np.isin(self.fences, numbers)]] = True
+            chosen = np.zeros(len(self.ids), dtype=np.bool_)
+            chosen[numbers] = True
+            mask[self.messages[chosen[self.fences]]] = True
         return mask
 
     def ids_at(self, index: int, watched: Sequence[str]) -> list[str]:
@@ -201,7 +205,8 @@ class Level:
 
     @classmethod
     def of(cls, told: IntArray, holds: BoolArray) -> "Level":
-        return cls(told, holds, bool(holds.any()), bool(holds.all()))
+        count = int(np.count_nonzero(holds))
+        return cls(told, holds, count > 0, count == len(holds))
 
 
 # A level's or an event's readings at a device's messages: (message index, value), in order.
@@ -386,10 +391,14 @@ def _level(rule: Rule, round_: DeviceRound) -> tuple[Level, DataAt]:
 
         key = ("parameter", name, op, type(threshold).__name__, threshold)
         return round_.cached(key, lambda: _parameter(round_, name, op, threshold)), parameter_at
-    return _NO_LEVEL, dict
+    return _NO_LEVEL, _no_data
 
 
 _NO_LEVEL = Level.of(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.bool_))
+
+
+def _no_data(index: int) -> dict[str, Any]:
+    return {}
 
 
 def _speeding(round_: DeviceRound, limit: float, watched: tuple[str, ...]) -> Level:
@@ -430,7 +439,7 @@ def _sensor_range(rule: Rule, round_: DeviceRound) -> tuple[Level, DataAt]:
     trigger = rule.trigger
     sensor = round_.facts.sensors.get(str(trigger["sensor_id"]))
     if sensor is None:
-        return _NO_LEVEL, dict
+        return _NO_LEVEL, _no_data
     low, high = trigger.get("min"), trigger.get("max")
     keep_inside = trigger.get("inside", True)
 
@@ -512,6 +521,8 @@ def _changes(rule: Rule, state: RuleState, round_: DeviceRound) -> tuple[list[Fi
     """An event trigger over the round: the level it follows read at every message once, its
     changes found, from the level the state remembers (unknown: the first is no change)."""
     kind, memory, trigger = rule.type, state.memory, rule.trigger
+    which: Hashable
+    read: Callable[[DeviceRound], Readings]
     if kind in ("ignition_on", "ignition_off"):
         key, which, read = "ignition", "ignition", _ignition_readings
     elif kind == "input_change":
