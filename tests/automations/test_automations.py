@@ -435,6 +435,22 @@ def test_late_data_is_not_evaluated_again(fleet: Fleet) -> None:
     assert fired_at(fleet.settings, rule, device_id, at(300)) == [at(100), at(300)]
 
 
+def test_a_rule_created_later_starts_from_the_devices_next_messages(fleet: Fleet) -> None:
+    """How far the rules evaluated a device is the device's: a new rule neither evaluates the
+    messages before it nor late data from before that mark; only what changed is stored."""
+    device_id, imei = fleet.device()
+    first = fleet.rule({"type": "speeding", "speed": 90}, device_ids=[device_id])
+    fleet.send(imei, [body(at(0), 50), body(at(100), 50)])
+    assert fired_at(fleet.settings, first, device_id, at(100)) == []
+    assert not has_state(fleet.settings, first, device_id)  # nothing happened: no row
+    later = fleet.rule({"type": "speeding", "speed": 90}, device_ids=[device_id])
+    fleet.send(imei, [body(at(50), 120), body(at(60), 50)])  # late: before the mark
+    fleet.send(imei, [body(at(200), 95)])
+    assert fired_at(fleet.settings, later, device_id, at(200)) == [at(200)]
+    assert fired_at(fleet.settings, first, device_id, at(200)) == [at(200)]
+    assert has_state(fleet.settings, later, device_id)
+
+
 def test_connection_lost_and_restored(fleet: Fleet) -> None:
     device_id, imei = fleet.device()
     lost = fleet.rule({"type": "connection_lost", "after_s": 2}, device_ids=[device_id])
