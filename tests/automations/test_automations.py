@@ -29,7 +29,7 @@ from conftest import (
     send_wialon,
     server_with,
 )
-from fleetplane.automations.models import AutomationState
+from fleetplane.automations.models import Automation, AutomationDevice, AutomationState
 from fleetplane.config import Settings
 from fleetplane.notifications.models import Delivery, Notification
 from steps.test_pipeline_steps import wait_until
@@ -140,12 +140,26 @@ def notifications(settings: Settings, automation_id: str) -> list[dict[str, Any]
 
 
 def evaluated_until(settings: Settings, automation_id: str, device_id: str) -> datetime | None:
+    """How far the rule's customer's rules evaluated the device's messages (None: never)."""
+
     async def read(session: AsyncSession) -> datetime | None:
-        statement = select(AutomationState.evaluated_until).where(
+        statement = (
+            select(AutomationDevice.evaluated_until)
+            .join(Automation, Automation.customer_id == AutomationDevice.customer_id)
+            .where(Automation.id == automation_id, AutomationDevice.device_id == device_id)
+        )
+        return (await session.execute(statement)).scalar_one_or_none()
+
+    return run_in_db(settings, read)
+
+
+def has_state(settings: Settings, automation_id: str, device_id: str) -> bool:
+    async def read(session: AsyncSession) -> bool:
+        statement = select(AutomationState.device_id).where(
             AutomationState.automation_id == automation_id,
             AutomationState.device_id == device_id,
         )
-        return (await session.execute(statement)).scalar_one_or_none()
+        return (await session.execute(statement)).first() is not None
 
     return run_in_db(settings, read)
 
@@ -421,6 +435,22 @@ def test_late_data_is_not_evaluated_again(fleet: Fleet) -> None:
     assert fired_at(fleet.settings, rule, device_id, at(300)) == [at(100), at(300)]
 
 
+def test_a_rule_created_later_starts_from_the_devices_next_messages(fleet: Fleet) -> None:
+    """How far the rules evaluated a device is the device's: a new rule neither evaluates the
+    messages before it nor late data from before that mark; only what changed is stored."""
+    device_id, imei = fleet.device()
+    first = fleet.rule({"type": "speeding", "speed": 90}, device_ids=[device_id])
+    fleet.send(imei, [body(at(0), 50), body(at(100), 50)])
+    assert fired_at(fleet.settings, first, device_id, at(100)) == []
+    assert not has_state(fleet.settings, first, device_id)  # nothing happened: no row
+    later = fleet.rule({"type": "speeding", "speed": 90}, device_ids=[device_id])
+    fleet.send(imei, [body(at(50), 120), body(at(60), 50)])  # late: before the mark
+    fleet.send(imei, [body(at(200), 95)])
+    assert fired_at(fleet.settings, later, device_id, at(200)) == [at(200)]
+    assert fired_at(fleet.settings, first, device_id, at(200)) == [at(200)]
+    assert has_state(fleet.settings, later, device_id)
+
+
 def test_connection_lost_and_restored(fleet: Fleet) -> None:
     device_id, imei = fleet.device()
     lost = fleet.rule({"type": "connection_lost", "after_s": 2}, device_ids=[device_id])
@@ -621,6 +651,8 @@ def test_another_customers_rules_are_invisible_and_never_fire_for_its_devices(
         d["id"] for d in fleet.tenant.devices[fleet.tenant.customers[0]["id"]]
     } | {own_id}
     assert evaluated_until(fleet.settings, rule, other_id) is None
+    assert not has_state(fleet.settings, rule, other_id)
+    assert has_state(fleet.settings, rule, own_id)
     [other_fired] = notifications(fleet.settings, other_rule)
     assert other_fired["customer_id"] == fleet.tenant.customers[1]["id"]
     other_api = fleet.api(1)

@@ -1,7 +1,7 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, PrimaryKeyConstraint, String
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, PrimaryKeyConstraint, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from fleetplane.core.db import Base, UTCDateTime, id_column_type
@@ -37,10 +37,11 @@ class AutomationState(Base):
     - `since`: the device time it began to hold (for `min_duration_s`);
     - `fired`: this spell of `active` has fired already (a spell fires once);
     - `last_fired_at`: the device time of the last firing (for `cooldown_s`);
-    - `evaluated_until`: the device time of the last message evaluated; older messages (late
-      data) are not evaluated again;
     - `memory`: what the trigger type remembers between messages (an input's last level, the
-      last driver key...)."""
+      last driver key...).
+
+    A row is written only when one of these changes; how far the rules evaluated the
+    device's messages is the device's (`AutomationDevice`)."""
 
     __tablename__ = "automation_states"
     __table_args__ = (
@@ -56,5 +57,24 @@ class AutomationState(Base):
     since: Mapped[datetime | None] = mapped_column(UTCDateTime())
     fired: Mapped[bool] = mapped_column(Boolean, default=False)
     last_fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    evaluated_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     memory: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class AutomationDevice(Base):
+    """What the automations step keeps of a device beside its rules' states, written with them
+    every round the device has new messages:
+
+    - `evaluated_until`: the device time of the last message its rules evaluated; older
+      messages (late data) are not evaluated again, and a rule created later (or whose trigger
+      changed) starts from the messages after it;
+    - `speed`: the last speed its messages told (idling: a message without one keeps it)."""
+
+    __tablename__ = "automation_devices"
+
+    device_id: Mapped[str] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    provider_id: Mapped[str] = mapped_column(ForeignKey("providers.id", ondelete="CASCADE"))
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    evaluated_until: Mapped[datetime] = mapped_column(UTCDateTime())
+    speed: Mapped[float | None] = mapped_column(Float)

@@ -4,6 +4,7 @@ watch read and write of them (the enabled rules, each rule's state per device)."
 
 import secrets
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -13,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetplane.audit import service as audit
 from fleetplane.audit.service import Actor
-from fleetplane.automations.models import Automation, AutomationState
+from fleetplane.automations.models import Automation, AutomationDevice, AutomationState
 from fleetplane.automations.rules import Rule, RuleState, windows_of
 from fleetplane.automations.schemas import (
     DAYS,
@@ -31,6 +32,7 @@ from fleetplane.customers import service as customers
 from fleetplane.devices import service as devices
 from fleetplane.geofences import service as geofences
 from fleetplane.sensors import service as sensors
+from fleetplane.steps.contract import StepDevice
 
 # The kind of change notice (core.changes) raised when an automation changes.
 AUTOMATION_CHANGE = "automation"
@@ -38,6 +40,7 @@ STEP_NAME = "automations"
 _REQUIRED_FIELDS = ("name", "enabled", "trigger", "conditions", "actions")
 _STATE = AutomationState.__table__
 _STATE_KEY = ("automation_id", "device_id")
+_DEVICE = AutomationDevice.__table__
 
 
 # --------------------------------------------------------------------------------------------
@@ -351,10 +354,48 @@ async def states_of(
                 since=row.since,
                 fired=row.fired,
                 last_fired_at=row.last_fired_at,
-                evaluated_until=row.evaluated_until,
                 memory=dict(row.memory or {}),
             )
     return found
+
+
+@dataclass(slots=True)
+class DeviceMark:
+    """How far a device's rules evaluated its messages, and the last speed they told (the
+    `automation_devices` row)."""
+
+    evaluated_until: datetime | None = None
+    speed: float | None = None
+
+
+async def device_marks(session: AsyncSession, device_ids: Collection[str]) -> dict[str, DeviceMark]:
+    """The devices' marks (every device a key; a device never evaluated: an empty mark)."""
+    found = {device_id: DeviceMark() for device_id in device_ids}
+    for chunk in id_chunks(sorted(device_ids)):
+        statement = select(
+            AutomationDevice.device_id, AutomationDevice.evaluated_until, AutomationDevice.speed
+        ).where(AutomationDevice.device_id.in_(chunk))
+        for device_id, until, speed in await session.execute(statement):
+            found[device_id] = DeviceMark(until, speed)
+    return found
+
+
+async def write_marks(
+    session: AsyncSession, marks: Iterable[tuple[StepDevice, DeviceMark]]
+) -> None:
+    """Writes the devices' marks: one statement."""
+    rows = [
+        {
+            "device_id": device.id,
+            "provider_id": device.provider_id,
+            "customer_id": device.customer_id,
+            "evaluated_until": mark.evaluated_until,
+            "speed": mark.speed,
+        }
+        for device, mark in marks
+    ]
+    connection = await session.connection()
+    await write_rows(connection, _DEVICE, rows, update_on=("device_id",))
 
 
 async def write_states(
@@ -371,7 +412,6 @@ async def write_states(
             "since": state.since,
             "fired": state.fired,
             "last_fired_at": state.last_fired_at,
-            "evaluated_until": state.evaluated_until,
             "memory": state.memory or None,
         }
         for rule, device_id, state in states

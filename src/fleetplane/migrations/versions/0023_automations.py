@@ -1,5 +1,5 @@
-"""Automations, their state per device, the notifications they fire and the outbox that
-delivers their actions.
+"""Automations, their state per device (and how far they evaluated each device's messages),
+the notifications they fire and the outbox that delivers their actions.
 
 Revision ID: 0023
 Revises: 0022
@@ -17,7 +17,14 @@ branch_labels = None
 depends_on = None
 
 ID = sa.String(40)
-TABLES = ("automations", "automation_states", "notifications", "deliveries", "delivery_attempts")
+TABLES = (
+    "automations",
+    "automation_states",
+    "automation_devices",
+    "notifications",
+    "deliveries",
+    "delivery_attempts",
+)
 
 
 def _owner_columns() -> list[sa.Column[str]]:
@@ -66,11 +73,22 @@ def upgrade() -> None:
         sa.Column("since", UTCDateTime()),
         sa.Column("fired", sa.Boolean(), nullable=False),
         sa.Column("last_fired_at", UTCDateTime()),
-        sa.Column("evaluated_until", UTCDateTime()),
         sa.Column("memory", sa.JSON()),
         sa.PrimaryKeyConstraint("automation_id", "device_id", name="pk_automation_states"),
     )
     op.create_index("ix_automation_states_device_id", "automation_states", ["device_id"])
+    op.create_table(
+        "automation_devices",
+        sa.Column(
+            "device_id",
+            ID,
+            sa.ForeignKey("devices.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        *_owner_columns(),
+        sa.Column("evaluated_until", UTCDateTime(), nullable=False),
+        sa.Column("speed", sa.Float()),
+    )
     op.create_table(
         "notifications",
         sa.Column("id", ID, primary_key=True),
