@@ -39,7 +39,6 @@ from fleetplane.automations.service import DeviceMark, Fingerprint
 from fleetplane.customers import service as customers
 from fleetplane.drivers import service as drivers
 from fleetplane.geofences import service as geofences
-from fleetplane.geofences.geometry import GeofenceIndex
 from fleetplane.geofences.service import FencesStamp
 from fleetplane.messages.columns import Columns, from_messages
 from fleetplane.notifications import service as notifications
@@ -79,7 +78,7 @@ class _Fences:
     """A customer's geofences as the step tests positions against them."""
 
     stamp: FencesStamp
-    index: GeofenceIndex
+    index: geofences.Index
     numbers: dict[str, int]  # geofence id -> its index in the index's ids
 
 

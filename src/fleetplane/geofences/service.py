@@ -693,6 +693,8 @@ async def address_names_at(
 
 # The kind of change notice of visits that now count or ended (`VISIT_CHANGE`'s values: one per
 # enter or exit, see `visit_notice_values`), which the server turns into live events.
+# Other domains hold a customer's index (`customer_index`) by this type.
+Index = GeofenceIndex
 VISIT_CHANGE = "geofence_visit"
 STEP_NAME = "visits"  # stable: the step's progress is stored under it
 DEVICES_PER_QUERY = 1000
