@@ -2,8 +2,9 @@
 steps have work on every message: `fleetplane bench ingest --geofences N --automations M`.
 
 The geofences (a third each of circles, polygons with and without holes, and corridors) lie
-over about 15 x 15 km round Riga, where the load's simulated vehicles drive, so positions fall
-in and out of them; the automations cycle through the trigger types that look at every
+over about 38 x 38 km round Riga, where the load's simulated vehicles drive (within 6 km of the
+centre): a position there is inside 1.4 of them on average, and three positions in four are
+inside at least one, so vehicles keep entering and leaving them; the automations cycle through the trigger types that look at every
 message (speeding, geofence enter, exit and dwell, ignition on and off, idling, a parameter),
 each with the in-app notification action, as the API creates them."""
 
@@ -25,8 +26,10 @@ from fleetplane.module_catalog import module_names
 
 geofences_bench = load_bench("geofences")
 
-# Degrees either side of the centre: about 7.5 km at Riga's latitude.
-HALF_LON, HALF_LAT = 0.12, 0.07
+# Degrees either side of the centre: about 19 km at Riga's latitude. (Over 7.5 km, a position
+# was inside 8 geofences on average, all of them inside several: a far denser map than a
+# fleet's sites and zones.)
+HALF_LON, HALF_LAT = 0.3, 0.17
 
 
 async def customer_with_rules(
