@@ -4,9 +4,10 @@ steps have work on every message: `fleetplane bench ingest --geofences N --autom
 The geofences (a third each of circles, polygons with and without holes, and corridors) lie
 over about 38 x 38 km round Riga, where the load's simulated vehicles drive (within 6 km of the
 centre): a position there is inside 1.4 of them on average, and three positions in four are
-inside at least one, so vehicles keep entering and leaving them; the automations cycle through the trigger types that look at every
-message (speeding, geofence enter, exit and dwell, ignition on and off, idling, a parameter),
-each with the in-app notification action, as the API creates them."""
+inside at least one, so vehicles keep entering and leaving them. The automations cycle through
+the trigger types that look at every message (speeding, geofence enter, exit and dwell,
+ignition on and off, idling, a parameter), each with the in-app notification action, as the API
+creates them."""
 
 from typing import Any
 
