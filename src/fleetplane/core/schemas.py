@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import Query
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
+from fleetplane.core.errors import validation_error
 from fleetplane.core.timeutil import EARLIEST, LATEST, checked_utc
 
 
@@ -61,3 +62,20 @@ _IN_RANGE = (
 UtcDateTime = Annotated[datetime, *_IN_RANGE]
 # The same, with the offset required.
 AwareUtcDateTime = Annotated[AwareDatetime, *_IN_RANGE]
+
+
+# Devices one list query may filter by (`device_id` repeated).
+MAX_DEVICE_FILTERS = 1000
+DeviceIdsQuery = Annotated[
+    list[Annotated[str, Field(max_length=64, pattern=LINE_PATTERN)]] | None,
+    Query(description="Repeat for several devices; none: all the customer's devices."),
+]
+
+
+def distinct_device_ids(given: list[str] | None) -> list[str]:
+    """The devices a list query names (`DeviceIdsQuery`), each once, in the order given; a
+    `422` on `device_id` beyond MAX_DEVICE_FILTERS."""
+    device_ids = list(dict.fromkeys(given or ()))
+    if len(device_ids) > MAX_DEVICE_FILTERS:
+        raise validation_error(["query", "device_id"], f"At most {MAX_DEVICE_FILTERS} devices.")
+    return device_ids

@@ -4,7 +4,6 @@ which geofences hold a position, and import and export as GeoJSON."""
 from typing import Annotated, Any
 
 from fastapi import Query, Response
-from pydantic import Field
 
 from fleetplane import module_catalog
 from fleetplane.audit.service import Actor
@@ -12,7 +11,12 @@ from fleetplane.core.auth import CustomerContext
 from fleetplane.core.errors import validation_error
 from fleetplane.core.modules import Module
 from fleetplane.core.pagination import Page, PageDep, PageParams, json_response, paginate
-from fleetplane.core.schemas import LINE_PATTERN, UtcDateTime, line_query
+from fleetplane.core.schemas import (
+    DeviceIdsQuery,
+    UtcDateTime,
+    distinct_device_ids,
+    line_query,
+)
 from fleetplane.devices import service as devices
 from fleetplane.geofences import service
 from fleetplane.geofences.models import GeofenceGroup
@@ -127,18 +131,11 @@ async def import_geofences(
     return json_response({"created": len(ids), "ids": ids})
 
 
-MAX_DEVICE_FILTERS = 1000
-DeviceId = Annotated[str, Field(max_length=64, pattern=LINE_PATTERN)]
-
-
 @router.get("/visits", response_model=Page[VisitOut], summary="Visits of the customer's devices")
 async def list_visits(
     ctx: CustomerContext = module.requires("read:geofences"),
     page: PageParams = PageDep,
-    device_id: Annotated[
-        list[DeviceId] | None,
-        Query(description="Repeat for several devices; none: all the customer's devices."),
-    ] = None,
+    device_id: DeviceIdsQuery = None,
     geofence_id: Annotated[
         str | None, line_query(40, description="Only the visits of this geofence.")
     ] = None,
@@ -153,9 +150,7 @@ async def list_visits(
     pipeline in the background, and found again when late (black box) data arrives."""
     if from_ is not None and to is not None and from_ > to:
         raise validation_error(["query", "from"], "`from` is after `to`.")
-    device_ids = list(dict.fromkeys(device_id or ()))
-    if len(device_ids) > MAX_DEVICE_FILTERS:
-        raise validation_error(["query", "device_id"], f"At most {MAX_DEVICE_FILTERS} devices.")
+    device_ids = distinct_device_ids(device_id)
     await devices.require_customer_devices(
         ctx.session, ctx.provider_id, ctx.customer_id, device_ids
     )

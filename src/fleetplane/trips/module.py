@@ -4,7 +4,6 @@ settings they are detected with."""
 from typing import Annotated
 
 from fastapi import Query, Response
-from pydantic import Field
 
 from fleetplane import module_catalog
 from fleetplane.audit.service import Actor
@@ -12,7 +11,7 @@ from fleetplane.core.auth import CustomerContext
 from fleetplane.core.errors import validation_error
 from fleetplane.core.modules import Module
 from fleetplane.core.pagination import Page, PageDep, PageParams, fetch_page, json_response
-from fleetplane.core.schemas import LINE_PATTERN, UtcDateTime
+from fleetplane.core.schemas import DeviceIdsQuery, UtcDateTime, distinct_device_ids
 from fleetplane.devices import service as devices
 from fleetplane.trips import service
 from fleetplane.trips.detector import Kind
@@ -22,18 +21,12 @@ from fleetplane.trips.schemas import IntervalOut, TrackOut, TripSettingsBody, Tr
 module = Module(module_catalog.TRIPS)
 router = module.router
 
-MAX_DEVICE_FILTERS = 1000
-DeviceId = Annotated[str, Field(max_length=64, pattern=LINE_PATTERN)]
-
 
 @router.get("/intervals", response_model=Page[IntervalOut], summary="Trips, stops and parkings")
 async def list_intervals(
     ctx: CustomerContext = module.requires("read:trips"),
     page: PageParams = PageDep,
-    device_id: Annotated[
-        list[DeviceId] | None,
-        Query(description="Repeat for several devices; none: all the customer's devices."),
-    ] = None,
+    device_id: DeviceIdsQuery = None,
     from_: Annotated[UtcDateTime | None, Query(alias="from", description="Inclusive.")] = None,
     to: Annotated[UtcDateTime | None, Query(description="Exclusive.")] = None,
     kind: Annotated[Kind | None, Query(description="`trip`, `parking` or `stop`.")] = None,
@@ -43,9 +36,7 @@ async def list_intervals(
     device was assigned to the customer."""
     if from_ is not None and to is not None and from_ > to:
         raise validation_error(["query", "from"], "`from` is after `to`.")
-    device_ids = list(dict.fromkeys(device_id or ()))
-    if len(device_ids) > MAX_DEVICE_FILTERS:
-        raise validation_error(["query", "device_id"], f"At most {MAX_DEVICE_FILTERS} devices.")
+    device_ids = distinct_device_ids(device_id)
     await devices.require_customer_devices(
         ctx.session, ctx.provider_id, ctx.customer_id, device_ids
     )
